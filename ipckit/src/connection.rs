@@ -1,0 +1,221 @@
+//! [`Connection`] and [`Listener`]: the one face every transport shows, chosen by URL.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::endpoint::{Endpoint, Scheme, ToEndpoint};
+use crate::error::{Error, Result};
+use crate::pipe::FifoListener;
+use crate::socket::{DatagramConn, SocketListener};
+use crate::stream::StreamConn;
+use crate::transport::{MessageReceiver, MessageSender, Wait};
+
+/// How a connection moves bytes. Users never see it.
+pub(crate) enum Inner {
+    /// Length-prefixed frames on a byte stream.
+    Stream(StreamConn),
+    /// One message per datagram or packet.
+    Datagram(DatagramConn),
+}
+
+/// A message connection over any transport: what [`connect`] and [`Listener::accept`] return.
+///
+/// It implements [`MessageSender`] and [`MessageReceiver`] (and so [`crate::TypedSender`] and
+/// [`crate::TypedReceiver`]). One-way transports (a FIFO, a one-way pipe) return
+/// [`Error::Unsupported`] for the missing direction.
+pub struct Connection {
+    inner: Inner,
+    endpoint: Endpoint,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("endpoint", &self.endpoint.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    pub(crate) fn new(inner: Inner, endpoint: Endpoint) -> Connection {
+        Connection { inner, endpoint }
+    }
+
+    /// The endpoint this connection belongs to.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The mechanism.
+    pub fn scheme(&self) -> Scheme {
+        self.endpoint.scheme()
+    }
+}
+
+impl MessageSender for Connection {
+    fn send_with(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
+        match &mut self.inner {
+            Inner::Stream(s) => s.send(msg, wait),
+            Inner::Datagram(d) => d.send(msg, wait),
+        }
+    }
+
+    fn max_message_size(&self) -> usize {
+        match &self.inner {
+            Inner::Stream(s) => s.max(),
+            Inner::Datagram(d) => d.max(),
+        }
+    }
+}
+
+impl MessageReceiver for Connection {
+    fn recv_into_with(&mut self, buf: &mut Vec<u8>, wait: Wait) -> Result<()> {
+        match &mut self.inner {
+            Inner::Stream(s) => s.recv_into(buf, wait),
+            Inner::Datagram(d) => d.recv_into(buf, wait, false),
+        }
+    }
+
+    fn recv_with(&mut self, wait: Wait) -> Result<Vec<u8>> {
+        let mut v = Vec::new();
+        match &mut self.inner {
+            Inner::Stream(s) => s.recv_into(&mut v, wait)?,
+            // Peek at the size first so the vector is allocated to fit, not to the maximum.
+            Inner::Datagram(d) => d.recv_into(&mut v, wait, true)?,
+        }
+        Ok(v)
+    }
+
+    fn max_message_size(&self) -> usize {
+        MessageSender::max_message_size(self)
+    }
+}
+
+enum ListenerInner {
+    Socket(SocketListener),
+    Fifo(FifoListener),
+    /// `pipe:`: the inherited pipe (or stdio), handed out once.
+    Pipe(Option<Connection>),
+}
+
+/// A bound endpoint that hands out [`Connection`]s: what [`bind`] returns.
+///
+/// - Stream and sequenced-packet sockets: each `accept` is a new client.
+/// - FIFO: each `accept` waits for the next writer (it completes when a writer has opened the
+///   FIFO and sent its first message, or opened and closed it).
+/// - Datagram sockets and `pipe:`: the first `accept` returns the one connection at once (a
+///   bound datagram connection replies to whoever sent last); later ones are
+///   [`Error::Unsupported`].
+pub struct Listener {
+    inner: ListenerInner,
+    endpoint: Endpoint,
+}
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listener")
+            .field("endpoint", &self.endpoint.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Listener {
+    /// The endpoint as bound (for `tcp://…:0` and `udp://…:0`, with the port the OS chose).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The core accept, waiting as `wait` allows.
+    pub fn accept_with(&mut self, wait: Wait) -> Result<Connection> {
+        let inner = match &mut self.inner {
+            ListenerInner::Socket(s) => s.accept(wait)?,
+            ListenerInner::Fifo(f) => f.accept(wait)?,
+            ListenerInner::Pipe(p) => {
+                return p.take().ok_or(Error::Unsupported {
+                    op: "a second accept",
+                    what: "pipe: (it has one connection)",
+                })
+            }
+        };
+        Ok(Connection::new(inner, self.endpoint.clone()))
+    }
+
+    /// Accepts, blocking as long as needed.
+    pub fn accept(&mut self) -> Result<Connection> {
+        self.accept_with(Wait::Forever)
+    }
+
+    /// Accepts without blocking, or fails with [`Error::WouldBlock`].
+    pub fn try_accept(&mut self) -> Result<Connection> {
+        self.accept_with(Wait::Never)
+    }
+
+    /// Accepts, waiting at most `timeout`.
+    pub fn accept_timeout(&mut self, timeout: Duration) -> Result<Connection> {
+        self.accept_with(Wait::timeout(timeout))
+    }
+}
+
+/// Binds an endpoint: creates the socket, FIFO or other named object, ready to accept.
+///
+/// ```
+/// use ipckit::{MessageReceiver, MessageSender};
+/// let dir = tempfile::tempdir()?;
+/// let url = format!("unix://{}/demo.sock", dir.path().display());
+/// let mut listener = ipckit::bind(&url)?;
+/// let mut client = ipckit::connect(&url)?;
+/// let mut server = listener.accept()?;
+/// client.send(b"ping")?;
+/// assert_eq!(server.recv()?, b"ping");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn bind(url: impl ToEndpoint) -> Result<Listener> {
+    let ep = url.to_endpoint()?;
+    let (inner, endpoint) = match ep.scheme() {
+        Scheme::Pipe => (
+            ListenerInner::Pipe(Some(crate::pipe::inherited_or_stdio(&ep)?)),
+            ep,
+        ),
+        Scheme::Fifo => (ListenerInner::Fifo(FifoListener::bind(&ep)?), ep),
+        _ => {
+            let (s, bound) = crate::socket::bind(&ep)?;
+            (ListenerInner::Socket(s), bound)
+        }
+    };
+    Ok(Listener { inner, endpoint })
+}
+
+/// Connects to an endpoint. Fails at once with [`Error::ConnectionRefused`] if nobody is
+/// there; use [`connect_timeout`] to wait for the other side to appear.
+pub fn connect(url: impl ToEndpoint) -> Result<Connection> {
+    connect_with(url, Wait::Forever)
+}
+
+/// Connects, retrying while nobody is there yet, for at most `timeout`.
+pub fn connect_timeout(url: impl ToEndpoint, timeout: Duration) -> Result<Connection> {
+    connect_with(url, Wait::timeout(timeout))
+}
+
+/// The core connect. With [`Wait::Until`], retries every few milliseconds while the peer is
+/// absent (no socket file, connection refused, FIFO without reader) until the deadline.
+pub fn connect_with(url: impl ToEndpoint, wait: Wait) -> Result<Connection> {
+    let ep = url.to_endpoint()?;
+    loop {
+        let attempt = match ep.scheme() {
+            Scheme::Pipe => crate::pipe::inherited_or_stdio(&ep),
+            Scheme::Fifo => crate::pipe::connect_fifo(&ep).map(|i| Connection::new(i, ep.clone())),
+            _ => crate::socket::connect(&ep, wait).map(|i| Connection::new(i, ep.clone())),
+        };
+        match attempt {
+            Err(e @ (Error::ConnectionRefused { .. } | Error::NotFound { .. }))
+                if matches!(wait, Wait::Until(_)) =>
+            {
+                if wait.remaining() == Some(Duration::ZERO) {
+                    return Err(e);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The one error type of ipckit: each variant names one thing that went wrong.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::endpoint::UrlError;
+
+/// Result alias used across ipckit.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong when moving messages between processes.
+///
+/// Variants read like a checklist: match on the ones you can handle (typically
+/// [`Error::WouldBlock`], [`Error::Timeout`] and [`Error::Disconnected`]) and report the rest.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The URL does not name a valid endpoint.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+
+    /// The peer is gone: end of file, broken pipe or connection reset.
+    #[error("peer disconnected")]
+    Disconnected,
+
+    /// A `try_` call found nothing to do without blocking.
+    #[error("operation would block")]
+    WouldBlock,
+
+    /// A `_timeout` or `_deadline` call ran out of time.
+    #[error("timed out{}", fmt_after(.after))]
+    Timeout {
+        /// How long the call waited, when known.
+        after: Option<Duration>,
+    },
+
+    /// The message to send is larger than this endpoint carries.
+    #[error("message of {size} bytes exceeds the maximum of {max} bytes for {transport} (raise it with ?max_msg=N in the URL where the transport allows)")]
+    MessageTooLarge {
+        /// Size of the message that was refused.
+        size: usize,
+        /// Largest message this endpoint accepts.
+        max: usize,
+        /// Which transport imposed the limit.
+        transport: &'static str,
+    },
+
+    /// The peer announced or sent a message larger than this endpoint accepts. Nothing was
+    /// allocated for it. On a stream the connection can no longer be read.
+    #[error("incoming message of {size} bytes exceeds the maximum of {max} bytes")]
+    IncomingTooLarge {
+        /// Announced (stream) or actual (datagram) size.
+        size: u64,
+        /// Largest message this endpoint accepts.
+        max: usize,
+    },
+
+    /// The peer went away in the middle of a message.
+    #[error("truncated message: peer closed after {received} of {expected} bytes")]
+    Truncated {
+        /// Bytes received of the message (including its length prefix).
+        received: usize,
+        /// Bytes the message should have had.
+        expected: usize,
+    },
+
+    /// An earlier framing error left the byte stream at an unknown position; it cannot be read
+    /// again. Reconnect.
+    #[error("stream is desynchronised after an earlier framing error; reconnect")]
+    Desynchronized,
+
+    /// A typed message could not be encoded.
+    #[error("could not encode typed message: {0}")]
+    Encode(#[source] postcard::Error),
+
+    /// A typed message could not be decoded: wrong type on the other side, or corrupt data.
+    #[error("could not decode typed message of {len} bytes as {type_name}: {source}")]
+    Decode {
+        /// The Rust type that was expected.
+        type_name: &'static str,
+        /// Length of the message.
+        len: usize,
+        /// What postcard reported.
+        #[source]
+        source: postcard::Error,
+    },
+
+    /// The operation makes no sense on this endpoint (e.g. receiving on the writing end of a FIFO).
+    #[error("{op} is not supported on {what}")]
+    Unsupported {
+        /// The operation attempted.
+        op: &'static str,
+        /// The endpoint or end it was attempted on.
+        what: &'static str,
+    },
+
+    /// A bound datagram endpoint replies to the last sender, and nobody has sent yet.
+    #[error("no peer to send to yet: a bound {transport} endpoint replies to the last sender, and nothing has been received")]
+    NoPeer {
+        /// The transport.
+        transport: &'static str,
+    },
+
+    /// Nothing listens at the address (no socket file, no process bound, no FIFO reader).
+    #[error("nobody is listening at {addr}: {reason}")]
+    ConnectionRefused {
+        /// The address tried.
+        addr: String,
+        /// Why the OS refused.
+        reason: &'static str,
+    },
+
+    /// The address is already taken by a live endpoint.
+    #[error("address {addr} is already in use")]
+    AddressInUse {
+        /// The address.
+        addr: String,
+    },
+
+    /// A file the endpoint needs does not exist.
+    #[error("{path} does not exist")]
+    NotFound {
+        /// The missing path.
+        path: PathBuf,
+    },
+
+    /// A file exists where the endpoint wanted to create or open an object of another kind.
+    #[error("{path} exists but is a {found}, not a {expected}; remove it or choose another path")]
+    WrongFileType {
+        /// The path.
+        path: PathBuf,
+        /// What ipckit needed there.
+        expected: &'static str,
+        /// What it found.
+        found: &'static str,
+    },
+
+    /// Permission denied by the OS.
+    #[error("permission denied: {what}")]
+    PermissionDenied {
+        /// What was denied.
+        what: String,
+    },
+
+    /// The inherited anonymous pipe is missing or already taken.
+    #[error("no inherited pipe: {0}")]
+    NoInheritedPipe(&'static str),
+
+    /// The process ran out of file descriptors (EMFILE/ENFILE).
+    #[error("out of file descriptors while {op}: close some or raise `ulimit -n`")]
+    TooManyOpenFiles {
+        /// What was being done.
+        op: &'static str,
+    },
+
+    /// Any other operating-system error, with the operation that failed.
+    #[error("{op}: {source}")]
+    Io {
+        /// The operation that failed (a system call or a step).
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn fmt_after(after: &Option<Duration>) -> String {
+    match after {
+        Some(d) => format!(" after {d:?}"),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    /// Wraps an OS error for operation `op`, mapping the errors that have a variant of their own.
+    pub(crate) fn os(op: &'static str, e: rustix::io::Errno) -> Self {
+        use rustix::io::Errno;
+        match e {
+            Errno::PIPE | Errno::CONNRESET | Errno::NOTCONN => Error::Disconnected,
+            Errno::AGAIN => Error::WouldBlock,
+            Errno::MFILE | Errno::NFILE => Error::TooManyOpenFiles { op },
+            _ => Error::Io {
+                op,
+                source: e.into(),
+            },
+        }
+    }
+
+    /// True for the errors a `try_`/`_timeout` caller expects and may retry after.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::WouldBlock | Error::Timeout { .. })
+    }
+
+    /// True when the peer went away (cleanly or in the middle of a message).
+    pub fn is_disconnect(&self) -> bool {
+        matches!(self, Error::Disconnected | Error::Truncated { .. })
+    }
+}

@@ -1,0 +1,444 @@
+//! Length-prefixed framing of messages on byte streams (pipes, FIFOs, Unix stream sockets, TCP).
+//!
+//! Wire format: each message is a 4-byte little-endian length `N` followed by `N` bytes.
+//!
+//! - The reader checks `N` against the endpoint's maximum *before* allocating anything; a
+//!   larger `N` is [`Error::IncomingTooLarge`] and the stream is then unusable
+//!   ([`Error::Desynchronized`]).
+//! - The reader keeps a 64 KiB read-ahead buffer, so a burst of small frames costs one system
+//!   call; bodies that do not fit are read straight into the caller's buffer (no extra copy).
+//! - The writer sends header and body with one vectored write (`writev`/`sendmsg`).
+//! - A `try_`/`_timeout` call that runs out of time mid-frame keeps what it has (reader) or what
+//!   is left to write (writer) and resumes with the next call, so the stream never desyncs on a
+//!   timeout.
+
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
+
+use crate::error::{Error, Result};
+use crate::transport::Wait;
+
+/// Bytes in a frame header.
+pub const HEADER_LEN: usize = 4;
+
+/// Read-ahead buffer size.
+const READ_AHEAD: usize = 64 * 1024;
+
+/// Below this many missing body bytes, refill the read-ahead buffer instead of reading into
+/// the caller's buffer, so the next frames come with the same system call.
+const SMALL_REMAINDER: usize = 16 * 1024;
+
+/// Something frames can be read from. `read` returns 0 at end of stream.
+pub(crate) trait ByteSource {
+    /// Reads into `buf`, initialising and returning the first `n` bytes.
+    fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>], wait: Wait) -> Result<usize>;
+}
+
+/// Something frames can be written to.
+pub(crate) trait ByteSink {
+    /// Writes some prefix of `bufs`, returning its length.
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>], wait: Wait) -> Result<usize>;
+}
+
+/// Reads and appends up to `n` bytes to `v` (at most its spare capacity).
+fn read_append<S: ByteSource + ?Sized>(
+    src: &mut S,
+    v: &mut Vec<u8>,
+    n: usize,
+    wait: Wait,
+) -> Result<usize> {
+    let spare = v.spare_capacity_mut();
+    let n = n.min(spare.len());
+    let got = src.read_uninit(&mut spare[..n], wait)?;
+    debug_assert!(got <= n);
+    // SAFETY:
+    // - `read_uninit` initialised the first `got` bytes of the spare capacity, and `got <= n`
+    //   which is within the spare capacity, so `len + got <= capacity`.
+    unsafe { v.set_len(v.len() + got.min(n)) };
+    Ok(got)
+}
+
+/// The reading half of a framed stream.
+#[derive(Debug)]
+pub(crate) struct FrameReader {
+    /// Read-ahead: unconsumed bytes are `ahead[start..]`.
+    ahead: Vec<u8>,
+    start: usize,
+    /// Body length of a frame whose body was partly received when a wait ran out.
+    partial_len: Option<usize>,
+    /// The partly received body itself (swapped with the caller's buffer, never copied).
+    partial_body: Vec<u8>,
+    desynchronized: bool,
+    max: usize,
+}
+
+impl FrameReader {
+    pub(crate) fn new(max: usize) -> FrameReader {
+        FrameReader {
+            ahead: Vec::new(),
+            start: 0,
+            partial_len: None,
+            partial_body: Vec::new(),
+            desynchronized: false,
+            max,
+        }
+    }
+
+    fn buffered(&self) -> &[u8] {
+        &self.ahead[self.start..]
+    }
+
+    /// Refills the read-ahead buffer; returns bytes read (0 at end of stream).
+    fn fill<S: ByteSource + ?Sized>(&mut self, src: &mut S, wait: Wait) -> Result<usize> {
+        if self.ahead.capacity() < READ_AHEAD {
+            self.ahead.reserve_exact(READ_AHEAD - self.ahead.len());
+        }
+        if self.start == self.ahead.len() {
+            self.ahead.clear();
+            self.start = 0;
+        } else if self.start > 0 && self.ahead.capacity() - self.ahead.len() < HEADER_LEN {
+            self.ahead.drain(..self.start);
+            self.start = 0;
+        }
+        read_append(src, &mut self.ahead, usize::MAX, wait)
+    }
+
+    /// Replaces `out` with the next message.
+    pub(crate) fn recv<S: ByteSource + ?Sized>(
+        &mut self,
+        src: &mut S,
+        out: &mut Vec<u8>,
+        wait: Wait,
+    ) -> Result<()> {
+        if self.desynchronized {
+            return Err(Error::Desynchronized);
+        }
+        if let Some(len) = self.partial_len.take() {
+            std::mem::swap(out, &mut self.partial_body);
+            self.partial_body.clear();
+            return self.read_body(src, out, len, wait);
+        }
+        while self.buffered().len() < HEADER_LEN {
+            if self.fill(src, wait)? == 0 {
+                let have = self.buffered().len();
+                return Err(if have == 0 {
+                    Error::Disconnected
+                } else {
+                    Error::Truncated {
+                        received: have,
+                        expected: HEADER_LEN,
+                    }
+                });
+            }
+        }
+        let b = self.buffered();
+        let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        if len > self.max {
+            self.desynchronized = true;
+            return Err(Error::IncomingTooLarge {
+                size: len as u64,
+                max: self.max,
+            });
+        }
+        self.start += HEADER_LEN;
+        out.clear();
+        out.reserve(len);
+        let take = len.min(self.buffered().len());
+        out.extend_from_slice(&self.ahead[self.start..self.start + take]);
+        self.start += take;
+        self.read_body(src, out, len, wait)
+    }
+
+    fn read_body<S: ByteSource + ?Sized>(
+        &mut self,
+        src: &mut S,
+        out: &mut Vec<u8>,
+        len: usize,
+        wait: Wait,
+    ) -> Result<()> {
+        while out.len() < len {
+            let want = len - out.len();
+            let got = if want <= SMALL_REMAINDER {
+                let got = self.fill(src, wait);
+                if got.is_ok() {
+                    let take = want.min(self.buffered().len());
+                    out.extend_from_slice(&self.ahead[self.start..self.start + take]);
+                    self.start += take;
+                }
+                got
+            } else {
+                read_append(src, out, want, wait)
+            };
+            match got {
+                Ok(0) => {
+                    self.desynchronized = true;
+                    return Err(Error::Truncated {
+                        received: HEADER_LEN + out.len(),
+                        expected: HEADER_LEN + len,
+                    });
+                }
+                Ok(_) => {}
+                Err(e) if e.is_retryable() => {
+                    std::mem::swap(out, &mut self.partial_body);
+                    self.partial_len = Some(len);
+                    return Err(e);
+                }
+                Err(e) => {
+                    self.desynchronized = true;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The writing half of a framed stream.
+#[derive(Debug)]
+pub(crate) struct FrameWriter {
+    /// Unwritten tail of a frame whose wait ran out part-way.
+    pending: Vec<u8>,
+    max: usize,
+}
+
+impl FrameWriter {
+    pub(crate) fn new(max: usize) -> FrameWriter {
+        FrameWriter {
+            pending: Vec::new(),
+            max,
+        }
+    }
+
+    /// Writes any tail left from an earlier send.
+    fn flush_pending<S: ByteSink + ?Sized>(&mut self, dst: &mut S, wait: Wait) -> Result<()> {
+        while !self.pending.is_empty() {
+            let n = dst.write_vectored(&[IoSlice::new(&self.pending)], wait)?;
+            self.pending.drain(..n);
+        }
+        Ok(())
+    }
+
+    /// Sends `msg` as one frame.
+    pub(crate) fn send<S: ByteSink + ?Sized>(
+        &mut self,
+        dst: &mut S,
+        msg: &[u8],
+        wait: Wait,
+        transport: &'static str,
+    ) -> Result<()> {
+        if msg.len() > self.max {
+            return Err(Error::MessageTooLarge {
+                size: msg.len(),
+                max: self.max,
+                transport,
+            });
+        }
+        self.flush_pending(dst, wait)?;
+        let header = (msg.len() as u32).to_le_bytes();
+        let total = HEADER_LEN + msg.len();
+        let mut done = 0;
+        while done < total {
+            let result = if done < HEADER_LEN {
+                dst.write_vectored(&[IoSlice::new(&header[done..]), IoSlice::new(msg)], wait)
+            } else {
+                dst.write_vectored(&[IoSlice::new(&msg[done - HEADER_LEN..])], wait)
+            };
+            match result {
+                Ok(0) => return Err(Error::Disconnected),
+                Ok(n) => done += n,
+                Err(e) if e.is_retryable() && done > 0 => {
+                    if done < HEADER_LEN {
+                        self.pending.extend_from_slice(&header[done..]);
+                        self.pending.extend_from_slice(msg);
+                    } else {
+                        self.pending.extend_from_slice(&msg[done - HEADER_LEN..]);
+                    }
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a complete in-memory byte string as a sequence of frames, as the reader would.
+/// Used by tests and fuzzing: never panics, never allocates more than `max` per frame.
+pub fn decode_frames(mut bytes: &[u8], max: usize) -> Result<Vec<Vec<u8>>> {
+    let mut src = SliceSource {
+        data: &mut bytes,
+        chunk: usize::MAX,
+    };
+    let mut reader = FrameReader::new(max);
+    let mut frames = Vec::new();
+    loop {
+        let mut out = Vec::new();
+        match reader.recv(&mut src, &mut out, Wait::Forever) {
+            Ok(()) => frames.push(out),
+            Err(Error::Disconnected) => return Ok(frames),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// An in-memory source that hands out at most `chunk` bytes per read; empty means end of
+/// stream.
+pub(crate) struct SliceSource<'a, 'b> {
+    pub(crate) data: &'a mut &'b [u8],
+    pub(crate) chunk: usize,
+}
+
+impl ByteSource for SliceSource<'_, '_> {
+    fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>], _wait: Wait) -> Result<usize> {
+        let n = buf.len().min(self.data.len()).min(self.chunk);
+        for (dst, src) in buf[..n].iter_mut().zip(&self.data[..n]) {
+            dst.write(*src);
+        }
+        *self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A sink that accepts at most `chunk` bytes per call and then, once, says WouldBlock.
+    struct ChunkSink {
+        out: Vec<u8>,
+        chunk: usize,
+        block_after: Option<usize>,
+    }
+
+    impl ByteSink for ChunkSink {
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>], _wait: Wait) -> Result<usize> {
+            if let Some(limit) = self.block_after {
+                if self.out.len() >= limit {
+                    self.block_after = None;
+                    return Err(Error::WouldBlock);
+                }
+            }
+            let mut n = 0;
+            for b in bufs {
+                let take = (self.chunk - n).min(b.len());
+                self.out.extend_from_slice(&b[..take]);
+                n += take;
+                if n == self.chunk {
+                    break;
+                }
+            }
+            Ok(n)
+        }
+    }
+
+    fn encode(msgs: &[Vec<u8>], chunk: usize) -> Vec<u8> {
+        let mut sink = ChunkSink {
+            out: Vec::new(),
+            chunk,
+            block_after: None,
+        };
+        let mut w = FrameWriter::new(usize::MAX);
+        for m in msgs {
+            w.send(&mut sink, m, Wait::Forever, "test").unwrap();
+        }
+        sink.out
+    }
+
+    #[test]
+    fn oversized_header_is_refused_without_allocating() {
+        let mut bytes = u32::MAX.to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"abc");
+        let err = decode_frames(&bytes, 1024).unwrap_err();
+        assert!(matches!(err, Error::IncomingTooLarge { size, max: 1024 } if size == u32::MAX as u64));
+        let mut src_bytes: &[u8] = &bytes;
+        let mut src = SliceSource {
+            data: &mut src_bytes,
+            chunk: usize::MAX,
+        };
+        let mut r = FrameReader::new(1024);
+        let mut out = Vec::new();
+        assert!(r.recv(&mut src, &mut out, Wait::Forever).is_err());
+        assert_eq!(out.capacity(), 0, "nothing allocated for the refused frame");
+        assert!(matches!(
+            r.recv(&mut src, &mut out, Wait::Forever),
+            Err(Error::Desynchronized)
+        ));
+    }
+
+    #[test]
+    fn truncated_frames() {
+        let e = decode_frames(&[5, 0], 100).unwrap_err();
+        assert!(matches!(e, Error::Truncated { received: 2, expected: 4 }));
+        let e = decode_frames(&[5, 0, 0, 0, 1, 2], 100).unwrap_err();
+        assert!(matches!(e, Error::Truncated { received: 6, expected: 9 }));
+        assert_eq!(decode_frames(&[], 100).unwrap(), Vec::<Vec<u8>>::new());
+        assert_eq!(decode_frames(&[0, 0, 0, 0], 100).unwrap(), vec![vec![]]);
+    }
+
+    #[test]
+    fn writer_keeps_tail_when_wait_runs_out_mid_frame() {
+        let mut sink = ChunkSink {
+            out: Vec::new(),
+            chunk: 3,
+            block_after: Some(6),
+        };
+        let mut w = FrameWriter::new(100);
+        w.send(&mut sink, b"hello world", Wait::Never, "test").unwrap();
+        assert_eq!(sink.out.len(), 6);
+        w.send(&mut sink, b"next", Wait::Never, "test").unwrap();
+        assert_eq!(
+            decode_frames(&sink.out, 100).unwrap(),
+            vec![b"hello world".to_vec(), b"next".to_vec()]
+        );
+        assert!(matches!(
+            w.send(&mut sink, &[0; 101], Wait::Never, "test"),
+            Err(Error::MessageTooLarge { size: 101, max: 100, .. })
+        ));
+    }
+
+    /// A source that says WouldBlock every other call.
+    struct Stuttering<'a, 'b> {
+        inner: SliceSource<'a, 'b>,
+        flip: bool,
+    }
+    impl ByteSource for Stuttering<'_, '_> {
+        fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>], wait: Wait) -> Result<usize> {
+            self.flip = !self.flip;
+            if self.flip {
+                return Err(Error::WouldBlock);
+            }
+            self.inner.read_uninit(buf, wait)
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip_any_chunking(
+            msgs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40_000), 0..8),
+            wchunk in 1usize..70_000,
+            rchunk in 1usize..70_000,
+        ) {
+            let bytes = encode(&msgs, wchunk);
+            let mut data: &[u8] = &bytes;
+            let mut src = Stuttering { inner: SliceSource { data: &mut data, chunk: rchunk }, flip: false };
+            let mut r = FrameReader::new(usize::MAX);
+            let mut got = Vec::new();
+            let mut buf = Vec::new();
+            loop {
+                match r.recv(&mut src, &mut buf, Wait::Never) {
+                    Ok(()) => got.push(buf.clone()),
+                    Err(Error::WouldBlock) => continue,
+                    Err(Error::Disconnected) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            prop_assert_eq!(got, msgs);
+        }
+
+        #[test]
+        fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256), max in 0usize..64) {
+            let _ = decode_frames(&bytes, max);
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! # ipckit: inter-process communication for Rust
+//!
+//! Every mechanism behind one message API, chosen by URL:
+//!
+//! ```
+//! use ipckit::{MessageReceiver, MessageSender, TypedReceiver, TypedSender};
+//! use std::time::Duration;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let url = format!("unix://{}/hello.sock", dir.path().display()); // or tcp://127.0.0.1:7000, …
+//!
+//! let mut listener = ipckit::bind(&url)?;
+//! let mut client = ipckit::connect(&url)?;
+//! let mut server = listener.accept_timeout(Duration::from_secs(5))?;
+//!
+//! client.send(b"hello")?;
+//! let mut buf = Vec::new();
+//! server.recv_into_timeout(&mut buf, Duration::from_secs(5))?; // reuses buf's allocation
+//! assert_eq!(buf, b"hello");
+//!
+//! server.send_typed(&("answer", 42u32))?;
+//! let (word, n): (String, u32) = client.recv_typed_timeout(Duration::from_secs(5))?;
+//! assert_eq!((word.as_str(), n), ("answer", 42));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! | URL | transport | module |
+//! |---|---|---|
+//! | `pipe:` | anonymous pipe to a parent, or stdin/stdout | [`pipe`] |
+//! | `fifo:///path` | named pipe | [`pipe`] |
+//! | `unix:///path` | Unix stream socket, framed | [`socket`] |
+//! | `unix+dgram:///path` | Unix datagram socket | [`socket`] |
+//! | `unix+seqpacket:///path` | Unix sequenced-packet socket | [`socket`] |
+//! | `tcp://host:port` | TCP, framed | [`socket`] |
+//! | `udp://host:port` | UDP (≤ 65,507 bytes, may drop) | [`socket`] |
+//!
+//! Every blocking call has `try_` and `_timeout` forms over one core method taking a
+//! [`Wait`]; every failure is a variant of [`Error`].
+
+#![warn(missing_docs)]
+
+mod connection;
+pub mod endpoint;
+mod error;
+pub mod framing;
+pub mod pipe;
+pub mod socket;
+mod stream;
+pub mod sys;
+mod transport;
+
+pub use connection::{bind, connect, connect_timeout, connect_with, Connection, Listener};
+pub use endpoint::{Endpoint, Scheme, ToEndpoint, UrlError};
+pub use error::{Error, Result};
+pub use transport::{decode, MessageReceiver, MessageSender, TypedReceiver, TypedSender, Wait};

@@ -1,0 +1,147 @@
+//! Datagram connections: Unix datagram, Unix sequenced-packet and UDP sockets. One message
+//! is one datagram; nothing is framed.
+
+use std::path::PathBuf;
+
+use rustix::io::Errno;
+
+use crate::error::{Error, Result};
+use crate::sys::{self, IoFd, SockAddr};
+use crate::transport::Wait;
+
+/// How a datagram connection addresses its peer.
+#[derive(Debug)]
+pub(crate) enum Peer {
+    /// Connected socket (`connect(2)` or a connection-oriented socket): plain `send`/`recv`.
+    Connected,
+    /// Bound socket: replies go to whoever sent last.
+    LastSender(Option<SockAddr>),
+}
+
+/// A message-preserving socket connection.
+#[derive(Debug)]
+pub(crate) struct DatagramConn {
+    fd: IoFd,
+    peer: Peer,
+    max: usize,
+    transport: &'static str,
+    /// `SOCK_SEQPACKET`: a zero-length read may mean the peer closed.
+    seqpacket: bool,
+    /// A socket file this connection bound and must remove (Unix datagram clients).
+    own_path: Option<PathBuf>,
+}
+
+impl DatagramConn {
+    pub(crate) fn new(
+        fd: IoFd,
+        peer: Peer,
+        max: usize,
+        transport: &'static str,
+        seqpacket: bool,
+        own_path: Option<PathBuf>,
+    ) -> DatagramConn {
+        DatagramConn {
+            fd,
+            peer,
+            max,
+            transport,
+            seqpacket,
+            own_path,
+        }
+    }
+
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    pub(crate) fn send(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
+        if msg.len() > self.max {
+            return Err(Error::MessageTooLarge {
+                size: msg.len(),
+                max: self.max,
+                transport: self.transport,
+            });
+        }
+        let to = match &self.peer {
+            Peer::Connected => None,
+            Peer::LastSender(Some(a)) => Some(a),
+            Peer::LastSender(None) => {
+                return Err(Error::NoPeer {
+                    transport: self.transport,
+                })
+            }
+        };
+        match sys::send_datagram(&mut self.fd, msg, to, wait)? {
+            Ok(n) if n == msg.len() => Ok(()),
+            Ok(n) => Err(Error::Io {
+                op: "send",
+                source: std::io::Error::other(format!(
+                    "datagram cut short: {n} of {} bytes sent",
+                    msg.len()
+                )),
+            }),
+            Err(Errno::MSGSIZE) => Err(Error::MessageTooLarge {
+                size: msg.len(),
+                max: sys::send_buffer(self.fd.fd()).min(self.max),
+                transport: self.transport,
+            }),
+            Err(Errno::CONNREFUSED | Errno::NOTCONN | Errno::CONNRESET | Errno::PIPE) => {
+                Err(Error::Disconnected)
+            }
+            Err(e) => Err(Error::os("send", e)),
+        }
+    }
+
+    /// Receives one datagram into `out`. With `exact`, first peeks at its size so `out` is
+    /// allocated to fit (owned receives); otherwise `out` is grown once to the maximum size.
+    pub(crate) fn recv_into(&mut self, out: &mut Vec<u8>, wait: Wait, exact: bool) -> Result<()> {
+        let want_from = matches!(self.peer, Peer::LastSender(_));
+        let mut cap = self.max;
+        if exact {
+            let peeked = self.recv_raw(out, 0, false, true, wait)?;
+            cap = peeked.len.min(self.max);
+            if peeked.len > self.max {
+                // Let the real receive consume it and report the size.
+                cap = 0;
+            }
+        }
+        let got = self.recv_raw(out, cap, want_from, false, wait)?;
+        if got.len > self.max {
+            out.clear();
+            return Err(Error::IncomingTooLarge {
+                size: got.len as u64,
+                max: self.max,
+            });
+        }
+        if got.len == 0 && self.seqpacket && sys::peer_hung_up(self.fd.fd()) {
+            return Err(Error::Disconnected);
+        }
+        if let (Peer::LastSender(last), Some(from)) = (&mut self.peer, got.from) {
+            *last = Some(from);
+        }
+        Ok(())
+    }
+
+    fn recv_raw(
+        &mut self,
+        out: &mut Vec<u8>,
+        cap: usize,
+        want_from: bool,
+        peek: bool,
+        wait: Wait,
+    ) -> Result<sys::Received> {
+        match sys::recv_datagram(&mut self.fd, out, cap, want_from, peek, wait)? {
+            Ok(r) => Ok(r),
+            Err(Errno::CONNREFUSED | Errno::NOTCONN | Errno::CONNRESET) => Err(Error::Disconnected),
+            Err(e) => Err(Error::os("recv", e)),
+        }
+    }
+}
+
+impl Drop for DatagramConn {
+    fn drop(&mut self) {
+        if let Some(p) = &self.own_path {
+            sys::remove_file_if(p, rustix::fs::FileType::Socket);
+        }
+    }
+}

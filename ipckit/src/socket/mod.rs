@@ -1,0 +1,284 @@
+//! Sockets: Unix stream (`unix://`), Unix datagram (`unix+dgram://`), Unix sequenced-packet
+//! (`unix+seqpacket://`), TCP (`tcp://`) and UDP (`udp://`).
+//!
+//! Stream sockets carry length-prefixed frames ([`crate::framing`]); datagram and
+//! sequenced-packet sockets carry one message per datagram. Socket files are created with the
+//! endpoint's mode (0600 by default), a stale socket file left by a dead process is replaced,
+//! and a listener removes its socket file when dropped (if it is still the one it created).
+
+mod datagram;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::FileType;
+
+pub(crate) use datagram::{DatagramConn, Peer};
+
+use crate::connection::Inner as Flavor;
+use crate::endpoint::{Endpoint, Scheme};
+use crate::error::{Error, Result};
+use crate::stream::StreamConn;
+use crate::sys::{self, FdKind, IoFd, SockAddr, SockKind};
+use crate::transport::Wait;
+
+fn kind_of(scheme: Scheme) -> SockKind {
+    match scheme {
+        Scheme::Unix | Scheme::Tcp => SockKind::Stream,
+        Scheme::UnixSeqpacket => SockKind::SeqPacket,
+        _ => SockKind::Datagram,
+    }
+}
+
+fn transport_name(scheme: Scheme) -> &'static str {
+    scheme.as_str()
+}
+
+/// A socket file this process created; removed on drop if it is still the same file.
+#[derive(Debug)]
+pub(crate) struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    fn record(path: &Path) -> Option<SocketFile> {
+        let st = rustix::fs::lstat(path).ok()?;
+        Some(SocketFile {
+            path: path.to_owned(),
+            dev: st.st_dev,
+            ino: st.st_ino,
+        })
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Ok(st) = rustix::fs::lstat(&self.path) {
+            if st.st_dev == self.dev && st.st_ino == self.ino {
+                let _ = rustix::fs::unlink(&self.path);
+            }
+        }
+    }
+}
+
+/// Binds `fd` to the Unix socket `path`, replacing a stale socket file left by a dead process,
+/// then sets its permissions to `mode`.
+fn bind_unix_path(fd: &OwnedFd, path: &Path, kind: SockKind, mode: u32) -> Result<SocketFile> {
+    let addr = sys::unix_addr(path)?;
+    match sys::bind(fd.as_fd(), &addr) {
+        Ok(()) => {}
+        Err(Error::AddressInUse { addr: text }) => {
+            let st = rustix::fs::lstat(path).map_err(|e| Error::os("lstat", e))?;
+            if FileType::from_raw_mode(st.st_mode) != FileType::Socket {
+                return Err(Error::WrongFileType {
+                    path: path.to_owned(),
+                    expected: "socket",
+                    found: "non-socket file",
+                });
+            }
+            let probe = sys::socket_for(&addr, kind)?;
+            match sys::connect(probe.as_fd(), &addr, Wait::Never) {
+                Err(Error::ConnectionRefused { .. }) => {
+                    tracing::debug!(path = %path.display(), "replacing stale socket file");
+                    let _ = rustix::fs::unlink(path);
+                    sys::bind(fd.as_fd(), &addr)?;
+                }
+                _ => return Err(Error::AddressInUse { addr: text }),
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(mode))
+        .map_err(|e| Error::os("chmod", e))?;
+    SocketFile::record(path).ok_or(Error::NotFound {
+        path: path.to_owned(),
+    })
+}
+
+/// Resolves the endpoint's socket address (the first, for host names with several).
+fn endpoint_addrs(ep: &Endpoint) -> Result<Vec<SockAddr>> {
+    match ep.path() {
+        Some(p) => Ok(vec![sys::unix_addr(p)?]),
+        None => Ok(ep.socket_addrs()?.into_iter().map(sys::inet_addr).collect()),
+    }
+}
+
+/// Send-buffer size that lets one datagram of `max` bytes through (capped by the kernel).
+fn datagram_sndbuf(max: usize) -> usize {
+    max.saturating_mul(2).saturating_add(64 << 10).min(64 << 20)
+}
+
+fn data_connection(fd: OwnedFd, ep: &Endpoint, peer: Peer, own_path: Option<PathBuf>) -> Flavor {
+    let max = ep.effective_max_message_size();
+    let scheme = ep.scheme();
+    let io = IoFd::new(fd, FdKind::Socket, false);
+    match kind_of(scheme) {
+        SockKind::Stream => Flavor::Stream(StreamConn::duplex(io, max, transport_name(scheme))),
+        kind => {
+            if scheme != Scheme::Udp {
+                sys::request_send_buffer(io.fd(), datagram_sndbuf(max));
+            }
+            Flavor::Datagram(DatagramConn::new(
+                io,
+                peer,
+                max,
+                transport_name(scheme),
+                kind == SockKind::SeqPacket,
+                own_path,
+            ))
+        }
+    }
+}
+
+
+/// A bound socket endpoint.
+#[derive(Debug)]
+pub(crate) enum SocketListener {
+    /// Listening stream or sequenced-packet socket (non-blocking).
+    Listening {
+        fd: OwnedFd,
+        endpoint: Endpoint,
+        _file: Option<SocketFile>,
+    },
+    /// Bound datagram socket: handed out once as a connection that replies to the last sender.
+    Datagram {
+        fd: Option<OwnedFd>,
+        endpoint: Endpoint,
+        file: Option<SocketFile>,
+    },
+}
+
+/// Binds a socket endpoint.
+pub(crate) fn bind(ep: &Endpoint) -> Result<(SocketListener, Endpoint)> {
+    let kind = kind_of(ep.scheme());
+    let addrs = endpoint_addrs(ep)?;
+    let addr = &addrs[0];
+    let fd = sys::socket_for(addr, kind)?;
+    let file = match ep.path() {
+        Some(p) => Some(bind_unix_path(&fd, p, kind, ep.options().mode)?),
+        None => {
+            if kind == SockKind::Stream {
+                sys::set_reuseaddr(fd.as_fd())?;
+            }
+            sys::bind(fd.as_fd(), addr)?;
+            None
+        }
+    };
+    // The endpoint as bound: port 0 resolved to the real port.
+    let bound = match sys::to_inet(&sys::local_addr(fd.as_fd())?) {
+        Some(a) => format!("{}://{}", ep.scheme(), a)
+            .parse::<Endpoint>()?
+            .with_max_message_size(ep.options().max_message_size),
+        None => ep.clone(),
+    };
+    let listener = if kind == SockKind::Datagram {
+        SocketListener::Datagram {
+            fd: Some(fd),
+            endpoint: bound.clone(),
+            file,
+        }
+    } else {
+        sys::listen(fd.as_fd())?;
+        sys::set_nonblocking(fd.as_fd(), true)?;
+        SocketListener::Listening {
+            fd,
+            endpoint: bound.clone(),
+            _file: file,
+        }
+    };
+    Ok((listener, bound))
+}
+
+impl SocketListener {
+    /// Accepts the next connection. A datagram endpoint hands out its one socket, once.
+    pub(crate) fn accept(&mut self, wait: Wait) -> Result<Flavor> {
+        match self {
+            SocketListener::Listening { fd, endpoint, .. } => {
+                let conn = sys::accept(fd.as_fd(), wait)?;
+                if endpoint.scheme() == Scheme::Tcp {
+                    sys::set_nodelay(conn.as_fd())?;
+                }
+                Ok(data_connection(conn, endpoint, Peer::Connected, None))
+            }
+            SocketListener::Datagram { fd, endpoint, file } => match fd.take() {
+                Some(fd) => {
+                    let path = file.take().map(|f| {
+                        let p = f.path.clone();
+                        std::mem::forget(f);
+                        p
+                    });
+                    if endpoint.scheme() == Scheme::Udp {
+                        sys::request_recv_buffer(fd.as_fd(), 4 << 20);
+                    }
+                    Ok(data_connection(fd, endpoint, Peer::LastSender(None), path))
+                }
+                None => Err(Error::Unsupported {
+                    op: "a second accept",
+                    what: "a datagram endpoint (its one connection already receives from every sender)",
+                }),
+            },
+        }
+    }
+}
+
+static CLIENT_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A path for a Unix datagram client to bind to, so the server can reply: beside the server's
+/// socket if the name fits, else in the temporary directory.
+fn client_dgram_path(server: &Path) -> PathBuf {
+    let n = CLIENT_SEQ.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    let beside = PathBuf::from(format!("{}.{pid}-{n}.c", server.display()));
+    if beside.as_os_str().len() <= crate::endpoint::UNIX_PATH_MAX {
+        return beside;
+    }
+    std::env::temp_dir().join(format!("ipckit-{pid}-{n}.c.sock"))
+}
+
+/// Connects to a socket endpoint once (no retry while nobody listens).
+pub(crate) fn connect(ep: &Endpoint, wait: Wait) -> Result<Flavor> {
+    let kind = kind_of(ep.scheme());
+    let mut last_err = None;
+    for addr in endpoint_addrs(ep)? {
+        let fd = sys::socket_for(&addr, kind)?;
+        let own = match (ep.path(), kind) {
+            (Some(server), SockKind::Datagram) => {
+                let p = client_dgram_path(server);
+                let _ = rustix::fs::unlink(&p);
+                let file = bind_unix_path(&fd, &p, kind, ep.options().mode)?;
+                std::mem::forget(file);
+                Some(p)
+            }
+            _ => None,
+        };
+        let timed = matches!(wait, Wait::Until(_) | Wait::Never);
+        if timed {
+            sys::set_nonblocking(fd.as_fd(), true)?;
+        }
+        let r = sys::connect(fd.as_fd(), &addr, if timed { wait } else { Wait::Forever });
+        if timed {
+            sys::set_nonblocking(fd.as_fd(), false)?;
+        }
+        match r {
+            Ok(()) => {
+                if ep.scheme() == Scheme::Tcp {
+                    sys::set_nodelay(fd.as_fd())?;
+                }
+                return Ok(data_connection(fd, ep, Peer::Connected, own));
+            }
+            Err(e) => {
+                if let Some(p) = own {
+                    sys::remove_file_if(&p, FileType::Socket);
+                }
+                last_err = Some(e)
+            }
+        }
+    }
+    Err(last_err.unwrap_or(Error::ConnectionRefused {
+        addr: ep.to_string(),
+        reason: "no address to connect to",
+    }))
+}

@@ -1,0 +1,192 @@
+//! A file descriptor that knows how to wait: every read/write/accept goes through
+//! [`IoFd::io`], which turns a [`Wait`] into a blocking call, a non-blocking attempt, or
+//! attempts separated by `poll(2)` until a deadline.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::fs::OFlags;
+use rustix::io::Errno;
+
+use crate::error::{Error, Result};
+use crate::transport::Wait;
+
+/// What kind of descriptor: sockets take per-call `MSG_DONTWAIT`; anything else needs the
+/// descriptor's `O_NONBLOCK` flag switched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FdKind {
+    Socket,
+    Other,
+}
+
+/// Direction to wait for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dir {
+    Read,
+    Write,
+}
+
+impl Dir {
+    fn poll_flags(self) -> PollFlags {
+        match self {
+            Dir::Read => PollFlags::IN,
+            Dir::Write => PollFlags::OUT,
+        }
+    }
+}
+
+/// An owned descriptor plus the blocking mode it is currently in.
+#[derive(Debug)]
+pub(crate) struct IoFd {
+    fd: OwnedFd,
+    kind: FdKind,
+    /// Whether `O_NONBLOCK` is set on the open file description (non-sockets only).
+    nonblocking: bool,
+}
+
+impl IoFd {
+    /// Wraps `fd`; `nonblocking` must say whether `O_NONBLOCK` is currently set.
+    pub(crate) fn new(fd: OwnedFd, kind: FdKind, nonblocking: bool) -> IoFd {
+        IoFd {
+            fd,
+            kind,
+            nonblocking,
+        }
+    }
+
+    pub(crate) fn kind(&self) -> FdKind {
+        self.kind
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    fn set_nonblocking(&mut self, on: bool) -> Result<()> {
+        if self.kind == FdKind::Other && self.nonblocking != on {
+            let flags = rustix::fs::fcntl_getfl(&self.fd).map_err(|e| Error::os("fcntl", e))?;
+            let flags = if on {
+                flags | OFlags::NONBLOCK
+            } else {
+                flags - OFlags::NONBLOCK
+            };
+            rustix::fs::fcntl_setfl(&self.fd, flags).map_err(|e| Error::os("fcntl", e))?;
+            self.nonblocking = on;
+        }
+        Ok(())
+    }
+
+    /// Runs `op` until it stops reporting `EAGAIN`/`EINTR`, waiting as `wait` allows.
+    ///
+    /// `op` gets the descriptor and `dontwait`: true when it must not block (sockets pass
+    /// `MSG_DONTWAIT`; other descriptors are already in non-blocking mode then). With
+    /// [`Wait::Forever`] the call is a plain blocking system call: no `poll`, no extra system
+    /// call on the fast path.
+    pub(crate) fn io<T>(
+        &mut self,
+        dir: Dir,
+        wait: Wait,
+        mut op: impl FnMut(BorrowedFd<'_>, bool) -> rustix::io::Result<T>,
+    ) -> Result<std::result::Result<T, Errno>> {
+        let dontwait = wait != Wait::Forever;
+        self.set_nonblocking(dontwait)?;
+        loop {
+            match op(self.fd.as_fd(), dontwait) {
+                Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN) if dontwait => {
+                    if wait == Wait::Never {
+                        return Err(Error::WouldBlock);
+                    }
+                    poll_one(self.fd.as_fd(), dir.poll_flags(), wait)?;
+                }
+                r => return Ok(r),
+            }
+        }
+    }
+
+    /// Waits until the descriptor is ready for `dir`, as `wait` allows.
+    pub(crate) fn wait_ready(&self, dir: Dir, wait: Wait) -> Result<PollFlags> {
+        poll_one(self.fd.as_fd(), dir.poll_flags(), wait)
+    }
+}
+
+/// Polls one descriptor for `flags` until ready or `wait` runs out. Returns the revents.
+pub(crate) fn poll_one(fd: BorrowedFd<'_>, flags: PollFlags, wait: Wait) -> Result<PollFlags> {
+    loop {
+        let timeout = match wait.remaining() {
+            None => None,
+            Some(d) => Some(
+                Timespec::try_from(d).unwrap_or(Timespec {
+                    tv_sec: i64::MAX,
+                    tv_nsec: 0,
+                }),
+            ),
+        };
+        let mut fds = [PollFd::new(&fd, flags)];
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            Ok(0) => {
+                if wait == Wait::Forever {
+                    continue;
+                }
+                return Err(wait.expired());
+            }
+            Ok(_) => return Ok(fds[0].revents()),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(Error::os("poll", e)),
+        }
+    }
+}
+
+/// Sets or clears close-on-exec.
+pub(crate) fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
+    let flags = if on {
+        rustix::io::FdFlags::CLOEXEC
+    } else {
+        rustix::io::FdFlags::empty()
+    };
+    rustix::io::fcntl_setfd(fd, flags).map_err(|e| Error::os("fcntl(F_SETFD)", e))
+}
+
+impl crate::framing::ByteSource for IoFd {
+    fn read_uninit(
+        &mut self,
+        buf: &mut [std::mem::MaybeUninit<u8>],
+        wait: Wait,
+    ) -> Result<usize> {
+        let kind = self.kind;
+        let r = self.io(Dir::Read, wait, |fd, dontwait| match kind {
+            FdKind::Socket => {
+                let flags = if dontwait {
+                    rustix::net::RecvFlags::DONTWAIT
+                } else {
+                    rustix::net::RecvFlags::empty()
+                };
+                rustix::net::recv(fd, &mut *buf, flags).map(|((init, _), _)| init.len())
+            }
+            FdKind::Other => rustix::io::read(fd, &mut *buf).map(|(init, _)| init.len()),
+        })?;
+        r.map_err(|e| Error::os("read", e))
+    }
+}
+
+impl crate::framing::ByteSink for IoFd {
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>], wait: Wait) -> Result<usize> {
+        let kind = self.kind;
+        let r = self.io(Dir::Write, wait, |fd, dontwait| match kind {
+            FdKind::Socket => {
+                let mut flags = rustix::net::SendFlags::NOSIGNAL;
+                if dontwait {
+                    flags |= rustix::net::SendFlags::DONTWAIT;
+                }
+                rustix::net::sendmsg(
+                    fd,
+                    bufs,
+                    &mut rustix::net::SendAncillaryBuffer::default(),
+                    flags,
+                )
+            }
+            FdKind::Other => rustix::io::writev(fd, bufs),
+        })?;
+        r.map_err(|e| Error::os("write", e))
+    }
+}

@@ -1,0 +1,253 @@
+//! Sockets: creation, addresses, connect/accept with waits, datagram send/receive.
+
+use std::net::SocketAddr;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use rustix::io::Errno;
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+
+use super::fd::{poll_one, Dir, FdKind, IoFd};
+use crate::error::{Error, Result};
+use crate::transport::Wait;
+
+/// A socket address of any family.
+pub(crate) type SockAddr = rustix::net::SocketAddrAny;
+
+/// Socket types ipckit uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SockKind {
+    Stream,
+    Datagram,
+    SeqPacket,
+}
+
+impl SockKind {
+    fn raw(self) -> SocketType {
+        match self {
+            SockKind::Stream => SocketType::STREAM,
+            SockKind::Datagram => SocketType::DGRAM,
+            SockKind::SeqPacket => SocketType::SEQPACKET,
+        }
+    }
+}
+
+/// A Unix socket address for `path`.
+pub(crate) fn unix_addr(path: &Path) -> Result<SockAddr> {
+    rustix::net::SocketAddrUnix::new(path)
+        .map(SockAddr::from)
+        .map_err(|e| Error::os("socket path", e))
+}
+
+/// An IP socket address.
+pub(crate) fn inet_addr(addr: SocketAddr) -> SockAddr {
+    SockAddr::from(addr)
+}
+
+/// Converts back to an IP socket address, if it is one.
+pub(crate) fn to_inet(addr: &SockAddr) -> Option<SocketAddr> {
+    SocketAddr::try_from(addr.clone()).ok()
+}
+
+/// Creates a close-on-exec socket of `kind` in the family of `addr`.
+pub(crate) fn socket_for(addr: &SockAddr, kind: SockKind) -> Result<OwnedFd> {
+    let family = addr.address_family();
+    let family = if family == AddressFamily::UNIX {
+        AddressFamily::UNIX
+    } else if family == AddressFamily::INET6 {
+        AddressFamily::INET6
+    } else {
+        AddressFamily::INET
+    };
+    rustix::net::socket_with(family, kind.raw(), SocketFlags::CLOEXEC, None)
+        .map_err(|e| Error::os("socket", e))
+}
+
+fn addr_text(addr: &SockAddr) -> String {
+    if let Ok(u) = rustix::net::SocketAddrUnix::try_from(addr.clone()) {
+        if let Some(p) = u.path_bytes() {
+            use std::os::unix::ffi::OsStrExt;
+            return Path::new(std::ffi::OsStr::from_bytes(p)).display().to_string();
+        }
+    }
+    match to_inet(addr) {
+        Some(a) => a.to_string(),
+        None => format!("{addr:?}"),
+    }
+}
+
+/// Maps errors of `connect` and `bind` to typed variants.
+fn addr_error(op: &'static str, addr: &SockAddr, e: Errno) -> Error {
+    match e {
+        Errno::CONNREFUSED => Error::ConnectionRefused {
+            addr: addr_text(addr),
+            reason: "connection refused (nothing bound there)",
+        },
+        Errno::NOENT => Error::ConnectionRefused {
+            addr: addr_text(addr),
+            reason: "no such socket file",
+        },
+        Errno::ADDRINUSE => Error::AddressInUse {
+            addr: addr_text(addr),
+        },
+        Errno::ACCESS | Errno::PERM => Error::PermissionDenied {
+            what: format!("{op} {}", addr_text(addr)),
+        },
+        e => Error::os(op, e),
+    }
+}
+
+/// `bind(2)`.
+pub(crate) fn bind(fd: BorrowedFd<'_>, addr: &SockAddr) -> Result<()> {
+    rustix::net::bind(fd, addr).map_err(|e| addr_error("bind", addr, e))
+}
+
+/// `listen(2)` with a generous backlog.
+pub(crate) fn listen(fd: BorrowedFd<'_>) -> Result<()> {
+    rustix::net::listen(fd, 1024).map_err(|e| Error::os("listen", e))
+}
+
+/// `connect(2)`, waiting as `wait` allows for a connection in progress (TCP).
+pub(crate) fn connect(fd: BorrowedFd<'_>, addr: &SockAddr, wait: Wait) -> Result<()> {
+    match rustix::net::connect(fd, addr) {
+        Ok(()) => Ok(()),
+        Err(Errno::INPROGRESS | Errno::INTR) => {
+            poll_one(fd, rustix::event::PollFlags::OUT, wait)?;
+            match rustix::net::sockopt::socket_error(fd) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(addr_error("connect", addr, e)),
+                Err(e) => Err(Error::os("getsockopt(SO_ERROR)", e)),
+            }
+        }
+        Err(e) => Err(addr_error("connect", addr, e)),
+    }
+}
+
+/// `accept4(SOCK_CLOEXEC)` on a non-blocking listening socket, waiting as `wait` allows.
+/// The accepted socket is blocking.
+pub(crate) fn accept(listener: BorrowedFd<'_>, wait: Wait) -> Result<OwnedFd> {
+    loop {
+        match rustix::net::accept_with(listener, SocketFlags::CLOEXEC) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::INTR | Errno::CONNABORTED) => continue,
+            Err(Errno::AGAIN) => {
+                if wait == Wait::Never {
+                    return Err(Error::WouldBlock);
+                }
+                poll_one(listener, rustix::event::PollFlags::IN, wait)?;
+            }
+            Err(e) => return Err(Error::os("accept", e)),
+        }
+    }
+}
+
+/// Sets `O_NONBLOCK` on a socket (listeners only; data sockets use `MSG_DONTWAIT`).
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
+    rustix::io::ioctl_fionbio(fd, on).map_err(|e| Error::os("ioctl(FIONBIO)", e))
+}
+
+/// `TCP_NODELAY`.
+pub(crate) fn set_nodelay(fd: BorrowedFd<'_>) -> Result<()> {
+    rustix::net::sockopt::set_tcp_nodelay(fd, true).map_err(|e| Error::os("setsockopt(TCP_NODELAY)", e))
+}
+
+/// `SO_REUSEADDR`.
+pub(crate) fn set_reuseaddr(fd: BorrowedFd<'_>) -> Result<()> {
+    rustix::net::sockopt::set_socket_reuseaddr(fd, true)
+        .map_err(|e| Error::os("setsockopt(SO_REUSEADDR)", e))
+}
+
+/// Asks for a send buffer of `bytes` (the kernel caps it at `net.core.wmem_max`). Failure is
+/// not an error: the buffer stays at its default.
+pub(crate) fn request_send_buffer(fd: BorrowedFd<'_>, bytes: usize) {
+    let _ = rustix::net::sockopt::set_socket_send_buffer_size(fd, bytes);
+}
+
+/// Asks for a receive buffer of `bytes` (capped at `net.core.rmem_max`).
+pub(crate) fn request_recv_buffer(fd: BorrowedFd<'_>, bytes: usize) {
+    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(fd, bytes);
+}
+
+/// The send buffer size.
+pub(crate) fn send_buffer(fd: BorrowedFd<'_>) -> usize {
+    rustix::net::sockopt::socket_send_buffer_size(fd).unwrap_or(0)
+}
+
+/// `getsockname(2)`.
+pub(crate) fn local_addr(fd: BorrowedFd<'_>) -> Result<SockAddr> {
+    rustix::net::getsockname(fd).map_err(|e| Error::os("getsockname", e))
+}
+
+/// True if the peer of a connection-oriented socket has shut down its side (`POLLRDHUP`).
+pub(crate) fn peer_hung_up(fd: BorrowedFd<'_>) -> bool {
+    use rustix::event::PollFlags;
+    matches!(
+        poll_one(fd, PollFlags::RDHUP, Wait::Never),
+        Ok(f) if f.intersects(PollFlags::RDHUP | PollFlags::HUP)
+    )
+}
+
+/// Sends one datagram (to `to`, or to the connected peer), waiting as `wait` allows.
+pub(crate) fn send_datagram(
+    sock: &mut IoFd,
+    msg: &[u8],
+    to: Option<&SockAddr>,
+    wait: Wait,
+) -> Result<std::result::Result<usize, Errno>> {
+    debug_assert_eq!(sock.kind(), FdKind::Socket);
+    sock.io(Dir::Write, wait, |fd, dontwait| {
+        let mut flags = SendFlags::NOSIGNAL;
+        if dontwait {
+            flags |= SendFlags::DONTWAIT;
+        }
+        match to {
+            Some(addr) => rustix::net::sendto(fd, msg, flags, addr),
+            None => rustix::net::send(fd, msg, flags),
+        }
+    })
+}
+
+/// What one datagram receive produced.
+pub(crate) struct Received {
+    /// The datagram's real length (may exceed what was stored when truncated).
+    pub(crate) len: usize,
+    /// The sender, when asked for.
+    pub(crate) from: Option<SockAddr>,
+}
+
+/// Receives one datagram into `out`'s spare capacity (at most `cap` bytes are stored), with
+/// `MSG_TRUNC` so an oversized datagram is detected. `peek` leaves it queued.
+pub(crate) fn recv_datagram(
+    sock: &mut IoFd,
+    out: &mut Vec<u8>,
+    cap: usize,
+    want_from: bool,
+    peek: bool,
+    wait: Wait,
+) -> Result<std::result::Result<Received, Errno>> {
+    out.clear();
+    out.reserve(cap);
+    let r = sock.io(Dir::Read, wait, |fd, dontwait| {
+        let mut flags = RecvFlags::TRUNC;
+        if dontwait {
+            flags |= RecvFlags::DONTWAIT;
+        }
+        if peek {
+            flags |= RecvFlags::PEEK;
+        }
+        let spare = &mut out.spare_capacity_mut()[..cap];
+        if want_from {
+            rustix::net::recvfrom(fd, spare, flags).map(|((init, _), len, from)| (init.len(), len, from))
+        } else {
+            rustix::net::recv(fd, spare, flags).map(|((init, _), len)| (init.len(), len, None))
+        }
+    })?;
+    Ok(r.map(|(stored, len, from)| {
+        // SAFETY:
+        // - the kernel initialised `stored` bytes of the spare capacity, and
+        //   `stored <= cap <= capacity - len` because the slice passed had `cap` elements.
+        unsafe { out.set_len(stored) };
+        Received { len, from }
+    }))
+}
+

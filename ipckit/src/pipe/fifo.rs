@@ -1,4 +1,27 @@
 //! Named pipes (`fifo:///path`).
+//!
+//! The side that binds creates the FIFO (0600 unless `?mode=` says otherwise; an existing FIFO
+//! is reused, any other file is [`Error::WrongFileType`]) and opens it for reading, so writers
+//! can connect from then on; each `accept` waits for the next writer and hands over the read
+//! end. Drop a connection before the next `accept`: two read ends would share one pipe. The side that connects writes; connecting fails with
+//! [`Error::ConnectionRefused`] while nobody reads (use `connect_timeout` to wait). One writer
+//! at a time: frames from concurrent writers may interleave.
+//!
+//! ```
+//! use ipckit::{MessageReceiver, MessageSender};
+//! use std::time::Duration;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let url = format!("fifo://{}/jobs.fifo", dir.path().display());
+//! let mut reader = ipckit::bind(&url)?; // mkfifo, mode 0600
+//! let mut writer = ipckit::connect(&url)?;
+//! writer.send(b"job 1")?;
+//! let mut conn = reader.accept_timeout(Duration::from_secs(5))?;
+//! assert_eq!(conn.recv_timeout(Duration::from_secs(5))?, b"job 1");
+//! drop(writer);
+//! assert!(matches!(conn.recv_timeout(Duration::from_secs(5)), Err(ipckit::Error::Disconnected)));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::path::{Path, PathBuf};
 
@@ -18,25 +41,40 @@ pub(crate) struct FifoListener {
     path: PathBuf,
     created: bool,
     max: usize,
+    /// The read end the next `accept` hands out. Opened at bind so writers can connect before
+    /// the first accept (like a socket's backlog); reopened lazily after each accept.
+    pending: Option<IoFd>,
 }
 
 impl FifoListener {
     pub(crate) fn bind(ep: &Endpoint) -> Result<FifoListener> {
         let path = ep.path().expect("fifo endpoints have a path").to_owned();
         let created = sys::make_fifo(&path, ep.options().mode)?;
-        Ok(FifoListener {
+        let mut listener = FifoListener {
             path,
             created,
             max: ep.effective_max_message_size(),
-        })
+            pending: None,
+        };
+        listener.pending = Some(listener.open_reader()?);
+        Ok(listener)
+    }
+
+    fn open_reader(&self) -> Result<IoFd> {
+        Ok(IoFd::new(sys::open_fifo(&self.path, false)?, FdKind::Other, true))
     }
 
     /// Opens the FIFO for reading and waits until a writer has sent something (or opened and
     /// closed it).
     pub(crate) fn accept(&mut self, wait: Wait) -> Result<Inner> {
-        let fd = sys::open_fifo(&self.path, false)?;
-        let io = IoFd::new(fd, FdKind::Other, true);
-        io.wait_ready(Dir::Read, wait)?;
+        let io = match self.pending.take() {
+            Some(io) => io,
+            None => self.open_reader()?,
+        };
+        if let Err(e) = io.wait_ready(Dir::Read, wait) {
+            self.pending = Some(io);
+            return Err(e);
+        }
         Ok(Inner::Stream(StreamConn::split(Some(io), None, self.max, "fifo")))
     }
 }

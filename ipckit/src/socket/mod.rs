@@ -5,6 +5,38 @@
 //! sequenced-packet sockets carry one message per datagram. Socket files are created with the
 //! endpoint's mode (0600 by default), a stale socket file left by a dead process is replaced,
 //! and a listener removes its socket file when dropped (if it is still the one it created).
+//!
+//! # Examples
+//!
+//! The same code runs over every socket scheme:
+//!
+//! ```
+//! use ipckit::{MessageReceiver, MessageSender};
+//! use std::time::Duration;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let d = dir.path().display();
+//! for url in [
+//!     format!("unix://{d}/stream.sock"),
+//!     format!("unix+dgram://{d}/dgram.sock"),
+//!     format!("unix+seqpacket://{d}/seq.sock"),
+//!     "tcp://127.0.0.1:0".to_string(), // port 0: the OS picks one
+//!     "udp://127.0.0.1:0".to_string(),
+//! ] {
+//!     let mut listener = ipckit::bind(&url)?;
+//!     let bound = listener.endpoint().clone(); // with the real port
+//!     let mut client = ipckit::connect(&bound)?;
+//!     client.send(b"ping")?;
+//!     let mut server = listener.accept_timeout(Duration::from_secs(5))?;
+//!     assert_eq!(server.recv_timeout(Duration::from_secs(5))?, b"ping");
+//!     server.send(b"pong")?; // datagram servers reply to the last sender
+//!     assert_eq!(client.recv_timeout(Duration::from_secs(5))?, b"pong");
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Datagram sockets (`unix+dgram`, `udp`) cannot tell that the peer died while receiving: use
+//! `recv_timeout`. Stream and sequenced-packet sockets report [`crate::Error::Disconnected`].
 
 mod datagram;
 

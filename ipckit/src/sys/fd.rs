@@ -113,15 +113,12 @@ impl IoFd {
 /// Polls one descriptor for `flags` until ready or `wait` runs out. Returns the revents.
 pub(crate) fn poll_one(fd: BorrowedFd<'_>, flags: PollFlags, wait: Wait) -> Result<PollFlags> {
     loop {
-        let timeout = match wait.remaining() {
-            None => None,
-            Some(d) => Some(
-                Timespec::try_from(d).unwrap_or(Timespec {
-                    tv_sec: i64::MAX,
-                    tv_nsec: 0,
-                }),
-            ),
-        };
+        let timeout = wait.remaining().map(|d| {
+            Timespec::try_from(d).unwrap_or(Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            })
+        });
         let mut fds = [PollFd::new(&fd, flags)];
         match rustix::event::poll(&mut fds, timeout.as_ref()) {
             Ok(0) => {

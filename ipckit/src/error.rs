@@ -154,6 +154,65 @@ pub enum Error {
         op: &'static str,
     },
 
+    /// A named object already exists and exclusive creation was asked for.
+    #[error("{what} {name:?} already exists (open it instead, or remove it with `ipckit rm`)")]
+    AlreadyExists {
+        /// What kind of object.
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
+
+    /// The name cannot be used for the object.
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// A shared-memory object exists but is not of the expected kind, version or type.
+    #[error("{name:?} is incompatible: {reason}")]
+    Incompatible {
+        /// The object's name.
+        name: String,
+        /// What differs.
+        reason: String,
+    },
+
+    /// A shared-memory object was not initialised by its creator in time (the creator may
+    /// have died while creating it).
+    #[error("{name:?} was not initialised by its creator in time; if its creator died, remove it")]
+    NotReady {
+        /// The object's name.
+        name: String,
+    },
+
+    /// An access outside a shared region.
+    #[error("access of {len} bytes at offset {offset} is outside the {size}-byte region")]
+    OutOfBounds {
+        /// Offset asked for.
+        offset: usize,
+        /// Length asked for.
+        len: usize,
+        /// Size of the region.
+        size: usize,
+    },
+
+    /// An offset that is not aligned for the type accessed there.
+    #[error("offset {offset} is not aligned to {align} bytes")]
+    Misaligned {
+        /// Offset asked for.
+        offset: usize,
+        /// Alignment needed.
+        align: usize,
+    },
+
+    /// Shared state failed validation: a crashed or hostile peer wrote something impossible.
+    #[error("shared memory corrupted: {0}")]
+    Corrupted(String),
+
     /// Any other operating-system error, with the operation that failed.
     #[error("{op}: {source}")]
     Io {

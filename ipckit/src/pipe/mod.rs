@@ -33,9 +33,8 @@
 
 mod fifo;
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 pub(crate) use fifo::{connect_fifo, FifoListener};
 pub use fifo::remove_fifo;
@@ -70,41 +69,19 @@ pub struct ChildEnd {
 }
 
 impl ChildEnd {
-    fn env_value(&self) -> String {
-        let show = |fd: &Option<OwnedFd>| match fd {
-            Some(fd) => fd.as_raw_fd().to_string(),
-            None => "-".to_owned(),
-        };
-        format!("{},{}", show(&self.read), show(&self.write))
-    }
-
     /// Prepares `cmd` so the child inherits these descriptors and finds them with
     /// [`from_env`]. Keep `self` alive until the child is spawned, then drop it (the parent's
     /// copies of the child's ends must be closed, or the parent never sees end-of-file).
     /// [`ChildEnd::spawn`] does all of that.
     pub fn configure(&self, cmd: &mut Command) {
-        cmd.env(ENV_VAR, self.env_value());
-        let fds: [Option<RawFd>; 2] = [
-            self.read.as_ref().map(|f| f.as_raw_fd()),
-            self.write.as_ref().map(|f| f.as_raw_fd()),
-        ];
-        let hook = move || {
-            for fd in fds.into_iter().flatten() {
-                // SAFETY:
-                // - runs in the forked child before exec; `fd` is open there because the
-                //   parent keeps `self` (which owns it) alive until `spawn` returns.
-                // - the borrow lasts only for this call.
-                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
-            }
-            Ok(())
-        };
-        // SAFETY:
-        // - the hook only calls fcntl(2), which is async-signal-safe, allocates nothing and
-        //   takes no locks, as code between fork and exec must.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(cmd, hook);
-        }
+        crate::inherit::pass_fds(
+            cmd,
+            ENV_VAR,
+            &[
+                self.read.as_ref().map(|f| f.as_raw_fd()),
+                self.write.as_ref().map(|f| f.as_raw_fd()),
+            ],
+        );
     }
 
     /// Configures `cmd`, spawns it, and closes the parent's copies of the child's ends.
@@ -156,41 +133,6 @@ pub fn from_child() -> Result<(Connection, ChildEnd)> {
     ))
 }
 
-static TAKEN: AtomicBool = AtomicBool::new(false);
-
-fn parse_fd(s: &str) -> Result<Option<RawFd>> {
-    if s == "-" {
-        return Ok(None);
-    }
-    match s.parse::<RawFd>() {
-        Ok(fd) if fd >= 0 => Ok(Some(fd)),
-        _ => Err(Error::NoInheritedPipe(
-            "IPCKIT_PIPE_FDS must be READ,WRITE with descriptor numbers or '-'",
-        )),
-    }
-}
-
-/// Takes ownership of an inherited descriptor after checking it is an open pipe.
-fn adopt(fd: RawFd) -> Result<OwnedFd> {
-    // SAFETY: F_GETFD on any integer is harmless: it only reports whether it is open.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(Error::NoInheritedPipe(
-            "a descriptor named in IPCKIT_PIPE_FDS is not open",
-        ));
-    }
-    // SAFETY:
-    // - `fd` is open (checked above) and, by the IPCKIT_PIPE_FDS protocol, was passed to this
-    //   process for ipckit to own; `TAKEN` ensures it is adopted once.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    if let Err(e) = sys::check_is_pipe(owned.as_fd()) {
-        // Not ours after all: give the number back without closing it.
-        let _ = owned.into_raw_fd();
-        return Err(e);
-    }
-    sys::set_cloexec(owned.as_fd(), true)?;
-    Ok(owned)
-}
-
 /// The pipe the parent passed with [`ChildEnd`], as a [`Connection`]. Can be taken once per
 /// process.
 pub fn from_env() -> Result<Connection> {
@@ -198,18 +140,9 @@ pub fn from_env() -> Result<Connection> {
 }
 
 fn from_env_with(ep: Endpoint) -> Result<Connection> {
-    let value = std::env::var(ENV_VAR).map_err(|_| {
-        Error::NoInheritedPipe("IPCKIT_PIPE_FDS is not set: this process was not given a pipe")
-    })?;
-    let (r, w) = value.split_once(',').ok_or(Error::NoInheritedPipe(
-        "IPCKIT_PIPE_FDS must be READ,WRITE with descriptor numbers or '-'",
-    ))?;
-    let (r, w) = (parse_fd(r)?, parse_fd(w)?);
-    if TAKEN.swap(true, Ordering::SeqCst) {
-        return Err(Error::NoInheritedPipe("already taken by an earlier call"));
-    }
-    let rx = r.map(adopt).transpose()?;
-    let tx = w.map(adopt).transpose()?;
+    let mut fds = crate::inherit::take_fds(ENV_VAR, 2, crate::inherit::Expect::Pipe)?;
+    let tx = fds.pop().flatten();
+    let rx = fds.pop().flatten();
     Ok(connection(rx, tx, ep))
 }
 

@@ -4,14 +4,22 @@
 mod cpu;
 mod fd;
 mod fifo;
+mod futex;
 mod pipe;
+mod shm;
 mod socket;
 
 pub use cpu::{allowed_cpus, pin_current_thread, pin_to_cpu};
 pub(crate) use fd::{set_cloexec, Dir, FdKind, IoFd};
 pub(crate) use fifo::{expect_fifo, make_fifo, open_fifo, remove_file_if};
-pub(crate) use pipe::{check_is_pipe, pipe_pair};
+pub(crate) use pipe::pipe_pair;
 pub(crate) use socket::*;
+pub use futex::{futex_wait, futex_wake, FutexWake};
+pub use shm::SHM_DIR;
+pub(crate) use shm::{
+    fd_of, file_len, list_shm, map_shared, memfd, ofd_lock, ofd_locked_by_other, set_len, shm_create,
+    shm_open, shm_unlink,
+};
 
 /// Counts this process's open file descriptors (entries of `/proc/self/fd`).
 pub fn open_fd_count() -> std::io::Result<usize> {

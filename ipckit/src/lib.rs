@@ -44,6 +44,7 @@ pub mod endpoint;
 mod error;
 pub mod framing;
 mod inherit;
+mod loom;
 pub mod pipe;
 pub mod shm;
 pub mod socket;

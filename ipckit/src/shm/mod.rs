@@ -6,6 +6,8 @@
 //! [`crate::Error::Incompatible`]. Processes that hold a segment keep a lock on it that the
 //! kernel drops when they die, so [`cleanup_stale`] can remove what crashed processes left.
 
+#[allow(dead_code)] // TEMP: the shm:// channel (in progress) drives the ring
+mod ring;
 mod segment;
 
 pub use segment::{

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::endpoint::{Endpoint, Scheme, ToEndpoint};
 use crate::error::{Error, Result};
 use crate::pipe::FifoListener;
+use crate::shm::{ShmConn, ShmListener};
 use crate::socket::{DatagramConn, SocketListener};
 use crate::stream::StreamConn;
 use crate::transport::{MessageReceiver, MessageSender, Wait};
@@ -16,6 +17,8 @@ pub(crate) enum Inner {
     Stream(StreamConn),
     /// One message per datagram or packet.
     Datagram(DatagramConn),
+    /// Two rings in shared memory.
+    Shm(Box<ShmConn>),
 }
 
 /// A message connection over any transport: what [`connect`] and [`Listener::accept`] return.
@@ -50,6 +53,15 @@ impl Connection {
     pub fn scheme(&self) -> Scheme {
         self.endpoint.scheme()
     }
+
+    /// The shared-memory end of an `shm://` connection, for its zero-copy calls and counters;
+    /// `None` for other transports.
+    pub fn as_shm(&mut self) -> Option<&mut ShmConn> {
+        match &mut self.inner {
+            Inner::Shm(c) => Some(c),
+            _ => None,
+        }
+    }
 }
 
 impl MessageSender for Connection {
@@ -57,6 +69,7 @@ impl MessageSender for Connection {
         match &mut self.inner {
             Inner::Stream(s) => s.send(msg, wait),
             Inner::Datagram(d) => d.send(msg, wait),
+            Inner::Shm(c) => c.send(msg, wait),
         }
     }
 
@@ -64,6 +77,7 @@ impl MessageSender for Connection {
         match &self.inner {
             Inner::Stream(s) => s.max(),
             Inner::Datagram(d) => d.max(),
+            Inner::Shm(c) => c.max_message_size(),
         }
     }
 }
@@ -73,6 +87,7 @@ impl MessageReceiver for Connection {
         match &mut self.inner {
             Inner::Stream(s) => s.recv_into(buf, wait),
             Inner::Datagram(d) => d.recv_into(buf, wait, false),
+            Inner::Shm(c) => c.recv_into(buf, wait),
         }
     }
 
@@ -82,6 +97,7 @@ impl MessageReceiver for Connection {
             Inner::Stream(s) => s.recv_into(&mut v, wait)?,
             // Peek at the size first so the vector is allocated to fit, not to the maximum.
             Inner::Datagram(d) => d.recv_into(&mut v, wait, true)?,
+            Inner::Shm(c) => c.recv_into(&mut v, wait)?,
         }
         Ok(v)
     }
@@ -94,6 +110,7 @@ impl MessageReceiver for Connection {
 enum ListenerInner {
     Socket(SocketListener),
     Fifo(FifoListener),
+    Shm(ShmListener),
     /// `pipe:`: the inherited pipe (or stdio), handed out once.
     Pipe(Option<Connection>),
 }
@@ -130,6 +147,7 @@ impl Listener {
         let inner = match &mut self.inner {
             ListenerInner::Socket(s) => s.accept(wait)?,
             ListenerInner::Fifo(f) => f.accept(wait)?,
+            ListenerInner::Shm(l) => l.accept(wait)?,
             ListenerInner::Pipe(p) => {
                 return p.take().ok_or(Error::Unsupported {
                     op: "a second accept",
@@ -177,6 +195,7 @@ pub fn bind(url: impl ToEndpoint) -> Result<Listener> {
             ep,
         ),
         Scheme::Fifo => (ListenerInner::Fifo(FifoListener::bind(&ep)?), ep),
+        Scheme::Shm => (ListenerInner::Shm(ShmListener::bind(&ep)?), ep),
         _ => {
             let (s, bound) = crate::socket::bind(&ep)?;
             (ListenerInner::Socket(s), bound)
@@ -204,6 +223,9 @@ pub fn connect_with(url: impl ToEndpoint, wait: Wait) -> Result<Connection> {
         let attempt = match ep.scheme() {
             Scheme::Pipe => crate::pipe::inherited_or_stdio(&ep),
             Scheme::Fifo => crate::pipe::connect_fifo(&ep).map(|i| Connection::new(i, ep.clone())),
+            Scheme::Shm => {
+                crate::shm::connect_channel(&ep, wait).map(|i| Connection::new(i, ep.clone()))
+            }
             _ => crate::socket::connect(&ep, wait).map(|i| Connection::new(i, ep.clone())),
         };
         match attempt {

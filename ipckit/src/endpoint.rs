@@ -9,10 +9,13 @@
 //! | `unix+seqpacket:///path` | Unix sequenced-packet socket |
 //! | `tcp://host:port` | TCP, length-prefixed frames, `TCP_NODELAY` |
 //! | `udp://host:port` | UDP datagrams (at most 65,507 bytes) |
+//! | `shm://name` | shared-memory ring channel ([`crate::shm`]) |
 //!
 //! Query parameters tune an endpoint: `max_msg=N` (largest message, default 16 MiB; suffixes
 //! `K`, `M`, `G` are powers of 1024) and, for things ipckit creates in the file system,
-//! `mode=0600` (octal permissions). Paths may be absolute (`unix:///tmp/a.sock`) or relative
+//! `mode=0600` (octal permissions). `shm://` also takes `capacity=4M` (bytes of each ring,
+//! a power of two), `wait=adaptive|spin|block` and `spin_us=20` (adaptive spin budget).
+//! Paths may be absolute (`unix:///tmp/a.sock`) or relative
 //! (`unix://a.sock`).
 
 use std::fmt;
@@ -49,11 +52,13 @@ pub enum Scheme {
     Tcp,
     /// `udp://host:port`
     Udp,
+    /// `shm://name`
+    Shm,
 }
 
 impl Scheme {
     /// Every scheme, in the order the docs list them.
-    pub const ALL: [Scheme; 7] = [
+    pub const ALL: [Scheme; 8] = [
         Scheme::Pipe,
         Scheme::Fifo,
         Scheme::Unix,
@@ -61,6 +66,7 @@ impl Scheme {
         Scheme::UnixSeqpacket,
         Scheme::Tcp,
         Scheme::Udp,
+        Scheme::Shm,
     ];
 
     /// The URL scheme, e.g. `unix+dgram`.
@@ -73,6 +79,7 @@ impl Scheme {
             Scheme::UnixSeqpacket => "unix+seqpacket",
             Scheme::Tcp => "tcp",
             Scheme::Udp => "udp",
+            Scheme::Shm => "shm",
         }
     }
 
@@ -86,6 +93,7 @@ impl Scheme {
             Scheme::UnixSeqpacket => "unix+seqpacket:///tmp/my.sock",
             Scheme::Tcp => "tcp://127.0.0.1:7000",
             Scheme::Udp => "udp://127.0.0.1:7000",
+            Scheme::Shm => "shm://my-channel",
         }
     }
 
@@ -100,6 +108,7 @@ impl Scheme {
             Scheme::Fifo => AddressKind::Path,
             Scheme::Unix | Scheme::UnixDgram | Scheme::UnixSeqpacket => AddressKind::SocketPath,
             Scheme::Tcp | Scheme::Udp => AddressKind::HostPort,
+            Scheme::Shm => AddressKind::Name,
         }
     }
 }
@@ -124,6 +133,7 @@ impl FromStr for Scheme {
 
 enum AddressKind {
     None,
+    Name,
     Path,
     SocketPath,
     HostPort,
@@ -134,6 +144,8 @@ enum AddressKind {
 pub enum Address {
     /// No address (`pipe:`).
     None,
+    /// A plain name (`shm://name`).
+    Name(String),
     /// A file-system path (FIFOs and Unix sockets).
     Path(PathBuf),
     /// A host (name or IP literal, without brackets) and port.
@@ -145,13 +157,48 @@ pub enum Address {
     },
 }
 
+/// How a shared-memory endpoint waits for its peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum WaitMode {
+    /// Spin briefly while the peer is running, then sleep on a futex (default).
+    #[default]
+    Adaptive,
+    /// Busy-poll: lowest latency, burns a CPU while waiting.
+    Spin,
+    /// Sleep on a futex at once: least CPU, a wake-up per message when the peer sleeps.
+    Block,
+}
+
+impl WaitMode {
+    /// The URL spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitMode::Adaptive => "adaptive",
+            WaitMode::Spin => "spin",
+            WaitMode::Block => "block",
+        }
+    }
+}
+
+/// Default ring capacity of `shm://` channels, per direction.
+pub const DEFAULT_SHM_CAPACITY: usize = 4 << 20;
+
+/// Default spin budget of the adaptive wait, in microseconds.
+pub const DEFAULT_SPIN_US: u32 = 20;
+
 /// Tuning that travels with an endpoint, set from the URL query or with the `with_` methods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Options {
     /// Largest message sent or received; larger ones are refused before any allocation.
     pub max_message_size: usize,
-    /// Permissions of files ipckit creates (FIFOs, socket files).
+    /// Permissions of files ipckit creates (FIFOs, socket files, segments).
     pub mode: u32,
+    /// Bytes of each ring of a `shm://` channel (a power of two).
+    pub capacity: usize,
+    /// How a `shm://` endpoint waits.
+    pub wait: WaitMode,
+    /// Adaptive spin budget in microseconds.
+    pub spin_us: u32,
 }
 
 impl Default for Options {
@@ -159,6 +206,9 @@ impl Default for Options {
         Options {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             mode: DEFAULT_MODE,
+            capacity: DEFAULT_SHM_CAPACITY,
+            wait: WaitMode::Adaptive,
+            spin_us: DEFAULT_SPIN_US,
         }
     }
 }
@@ -215,6 +265,7 @@ impl Endpoint {
                 })?;
                 match kind {
                     AddressKind::HostPort => parse_host_port(scheme, url, after)?,
+                    AddressKind::Name => parse_name(scheme, after)?,
                     _ => parse_path(scheme, url, after, matches!(kind, AddressKind::SocketPath))?,
                 }
             }
@@ -238,6 +289,14 @@ impl Endpoint {
     /// Where it lives.
     pub fn address(&self) -> &Address {
         &self.address
+    }
+
+    /// The name, for `shm://`.
+    pub fn name(&self) -> Option<&str> {
+        match &self.address {
+            Address::Name(n) => Some(n),
+            _ => None,
+        }
     }
 
     /// The file-system path, for FIFOs and Unix sockets.
@@ -303,6 +362,7 @@ impl fmt::Display for Endpoint {
         match &self.address {
             Address::None => write!(f, "{}:", self.scheme)?,
             Address::Path(p) => write!(f, "{}://{}", self.scheme, p.display())?,
+            Address::Name(n) => write!(f, "{}://{n}", self.scheme)?,
             Address::HostPort { host, port } if host.contains(':') => {
                 write!(f, "{}://[{host}]:{port}", self.scheme)?
             }
@@ -316,6 +376,18 @@ impl fmt::Display for Endpoint {
         }
         if self.options.mode != d.mode {
             write!(f, "{sep}mode={:o}", self.options.mode)?;
+            sep = '&';
+        }
+        if self.options.capacity != d.capacity {
+            write!(f, "{sep}capacity={}", self.options.capacity)?;
+            sep = '&';
+        }
+        if self.options.wait != d.wait {
+            write!(f, "{sep}wait={}", self.options.wait.as_str())?;
+            sep = '&';
+        }
+        if self.options.spin_us != d.spin_us {
+            write!(f, "{sep}spin_us={}", self.options.spin_us)?;
         }
         Ok(())
     }
@@ -383,6 +455,18 @@ pub enum UrlError {
         len: usize,
         /// The limit.
         max: usize,
+    },
+    /// A name that cannot name a shared-memory object.
+    #[error("bad {scheme} name {name:?}: {reason}; expected e.g. {example}")]
+    BadName {
+        /// The scheme.
+        scheme: Scheme,
+        /// The name given.
+        name: String,
+        /// What is wrong.
+        reason: &'static str,
+        /// A right URL.
+        example: &'static str,
     },
     /// A host:port scheme without a host.
     #[error("{scheme} URL has no host; expected e.g. {example}")]
@@ -454,6 +538,31 @@ fn parse_path(scheme: Scheme, _url: &str, after: &str, socket: bool) -> Result<A
     Ok(Address::Path(path))
 }
 
+fn parse_name(scheme: Scheme, after: &str) -> Result<Address, UrlError> {
+    let bad = |reason| UrlError::BadName {
+        scheme,
+        name: after.to_owned(),
+        reason,
+        example: scheme.example(),
+    };
+    if after.is_empty() {
+        return Err(UrlError::MissingPath {
+            scheme,
+            example: scheme.example(),
+        });
+    }
+    if after.contains('/') {
+        return Err(bad("a name has no '/' (it is not a path)"));
+    }
+    if after.len() > 200 {
+        return Err(bad("longer than 200 bytes"));
+    }
+    if after == "." || after == ".." || after.contains('~') || after.contains('\0') {
+        return Err(bad("'.', '..', '~' and NUL are not allowed"));
+    }
+    Ok(Address::Name(after.to_owned()))
+}
+
 fn parse_host_port(scheme: Scheme, url: &str, after: &str) -> Result<Address, UrlError> {
     let authority = after.strip_suffix('/').unwrap_or(after);
     if authority.contains('/') {
@@ -496,35 +605,57 @@ fn parse_host_port(scheme: Scheme, url: &str, after: &str) -> Result<Address, Ur
 }
 
 fn parse_query(scheme: Scheme, query: &str, options: &mut Options) -> Result<(), UrlError> {
+    let kind = scheme.address_kind();
+    let files = matches!(kind, AddressKind::Path | AddressKind::SocketPath | AddressKind::Name);
+    let shm = scheme == Scheme::Shm;
+    let known = match (files, shm) {
+        (_, true) => "max_msg, mode, capacity, wait, spin_us",
+        (true, false) => "max_msg, mode",
+        _ => "max_msg",
+    };
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad = |key, expected| UrlError::BadParameter {
+            key,
+            value: value.to_owned(),
+            expected,
+        };
         match key {
             "max_msg" => {
-                let max = parse_size(value).ok_or_else(|| UrlError::BadParameter {
-                    key: "max_msg",
-                    value: value.to_owned(),
-                    expected: "a byte count from 1 to 4G, e.g. 65536, 64K or 16M",
-                })?;
-                options.max_message_size = max;
+                options.max_message_size = parse_size(value)
+                    .ok_or_else(|| bad("max_msg", "a byte count from 1 to 4G, e.g. 65536, 64K or 16M"))?;
             }
-            "mode" if matches!(scheme.address_kind(), AddressKind::Path | AddressKind::SocketPath) => {
+            "mode" if files => {
                 options.mode = u32::from_str_radix(value, 8)
                     .ok()
                     .filter(|m| *m <= 0o7777)
-                    .ok_or_else(|| UrlError::BadParameter {
-                        key: "mode",
-                        value: value.to_owned(),
-                        expected: "octal permissions, e.g. 0600 or 0660",
-                    })?;
+                    .ok_or_else(|| bad("mode", "octal permissions, e.g. 0600 or 0660"))?;
+            }
+            "capacity" if shm => {
+                options.capacity = parse_size(value)
+                    .filter(|c| c.is_power_of_two() && (4096..=1 << 30).contains(c))
+                    .ok_or_else(|| bad("capacity", "a power of two from 4K to 1G, e.g. 4M"))?;
+            }
+            "wait" if shm => {
+                options.wait = match value {
+                    "adaptive" => WaitMode::Adaptive,
+                    "spin" => WaitMode::Spin,
+                    "block" => WaitMode::Block,
+                    _ => return Err(bad("wait", "adaptive, spin or block")),
+                };
+            }
+            "spin_us" if shm => {
+                options.spin_us = value
+                    .parse()
+                    .ok()
+                    .filter(|v| *v <= 1_000_000)
+                    .ok_or_else(|| bad("spin_us", "microseconds from 0 to 1000000, e.g. 20"))?;
             }
             _ => {
                 return Err(UrlError::UnknownParameter {
                     scheme,
                     key: key.to_owned(),
-                    known: match scheme.address_kind() {
-                        AddressKind::Path | AddressKind::SocketPath => "max_msg, mode",
-                        _ => "max_msg",
-                    },
+                    known,
                 })
             }
         }
@@ -589,6 +720,28 @@ mod tests {
         assert!(matches!(
             Endpoint::parse("unix:///a?mode=999"),
             Err(UrlError::BadParameter { key: "mode", .. })
+        ));
+        let e = Endpoint::parse("shm://ch?capacity=1M&wait=spin&spin_us=5").unwrap();
+        assert_eq!(e.name(), Some("ch"));
+        assert_eq!(e.options().capacity, 1 << 20);
+        assert_eq!(e.options().wait, WaitMode::Spin);
+        assert_eq!(e.options().spin_us, 5);
+        assert_eq!(Endpoint::parse(&e.to_string()).unwrap(), e);
+        assert!(matches!(
+            Endpoint::parse("shm://ch?capacity=3M"),
+            Err(UrlError::BadParameter { key: "capacity", .. })
+        ));
+        assert!(matches!(
+            Endpoint::parse("shm://ch?wait=sometimes"),
+            Err(UrlError::BadParameter { key: "wait", .. })
+        ));
+        assert!(matches!(
+            Endpoint::parse("unix:///a?wait=spin"),
+            Err(UrlError::UnknownParameter { .. })
+        ));
+        assert!(matches!(
+            Endpoint::parse("shm:///tmp/x"),
+            Err(UrlError::BadName { .. })
         ));
         assert_eq!(
             Endpoint::parse("udp://127.0.0.1:9").unwrap().effective_max_message_size(),

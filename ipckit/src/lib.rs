@@ -53,6 +53,6 @@ pub mod sys;
 mod transport;
 
 pub use connection::{bind, connect, connect_timeout, connect_with, Connection, Listener};
-pub use endpoint::{Endpoint, Scheme, ToEndpoint, UrlError};
+pub use endpoint::{Endpoint, Scheme, ToEndpoint, UrlError, WaitMode};
 pub use error::{Error, Result};
 pub use transport::{decode, MessageReceiver, MessageSender, TypedReceiver, TypedSender, Wait};

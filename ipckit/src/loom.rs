@@ -5,12 +5,10 @@
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 #[cfg(not(loom))]
-#[allow(unused_imports)] // TEMP: fence is used by the shm:// channel in progress
 pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// Hint to the CPU inside a spin loop (a model-checked yield under loom).
 #[inline]
-#[allow(dead_code)] // TEMP: used by the shm:// channel in progress
 pub(crate) fn spin_hint() {
     #[cfg(loom)]
     loom::thread::yield_now();

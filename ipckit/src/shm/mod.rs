@@ -5,11 +5,33 @@
 //! fingerprint, creator pid, size), so opening a segment of another kind, version or type is
 //! [`crate::Error::Incompatible`]. Processes that hold a segment keep a lock on it that the
 //! kernel drops when they die, so [`cleanup_stale`] can remove what crashed processes left.
+//!
+//! The `shm://name` channel ([`ShmConn`]) carries messages through two rings in shared memory
+//! behind the same [`crate::bind`]/[`crate::connect`] API as every other transport, with a
+//! zero-copy path ([`ShmConn::loan`], [`ShmConn::recv_ref`]):
+//!
+//! ```
+//! use ipckit::{MessageReceiver, MessageSender};
+//! use std::time::Duration;
+//!
+//! let url = format!("shm://doc-echo-{}?wait=adaptive", std::process::id());
+//! let mut listener = ipckit::bind(&url)?;
+//! let mut client = ipckit::connect(&url)?;
+//! client.send(b"over shared memory")?;
+//! let mut server = listener.accept_timeout(Duration::from_secs(5))?;
+//! let msg = server.recv_timeout(Duration::from_secs(5))?;
+//! server.send(&msg)?;
+//! assert_eq!(client.recv_timeout(Duration::from_secs(5))?, b"over shared memory");
+//! println!("{:?}", client.as_shm().unwrap().stats());
+//! # Ok::<(), ipckit::Error>(())
+//! ```
 
-#[allow(dead_code)] // TEMP: the shm:// channel (in progress) drives the ring
+mod channel;
 mod ring;
 mod segment;
 
+pub use channel::{ChannelStats, Loan, RecvRef, ShmConn};
+pub(crate) use channel::{connect as connect_channel, ShmListener};
 pub use segment::{
     cleanup_stale, fingerprint_of, list, remove, validate_name, Segment, SegmentBuilder,
     SegmentInfo, SegmentKind, ENV_VAR, HEADER_LEN, LAYOUT_VERSION, NAME_MAX, NAME_PREFIX,

@@ -45,8 +45,6 @@ pub(crate) struct Line<T>(pub(crate) T);
 pub(crate) struct ProducerWords {
     /// Bytes published (wrapping). Futex word the consumer sleeps on.
     pub(crate) head: AtomicU32,
-    /// Set by the producer before it sleeps waiting for space.
-    pub(crate) waiting: AtomicU32,
     pub(crate) messages: AtomicU64,
     pub(crate) bytes: AtomicU64,
     /// Times the producer found the ring full and had to wait.
@@ -60,23 +58,28 @@ pub(crate) struct ProducerWords {
 pub(crate) struct ConsumerWords {
     /// Bytes consumed (wrapping). Futex word the producer sleeps on.
     pub(crate) tail: AtomicU32,
-    /// Set by the consumer before it sleeps waiting for data.
-    pub(crate) waiting: AtomicU32,
     pub(crate) messages: AtomicU64,
     pub(crate) bytes: AtomicU64,
 }
 
-/// The shared control block of one ring.
+/// The shared control block of one ring. The sleep announcements have lines of their own:
+/// they are written only around sleeps, so the other side can check them on every publish
+/// without a cache miss.
 #[repr(C)]
 pub(crate) struct RingControl {
     pub(crate) producer: Line<ProducerWords>,
     pub(crate) consumer: Line<ConsumerWords>,
+    /// Set by the producer before it sleeps waiting for space.
+    pub(crate) producer_waiting: Line<AtomicU32>,
+    /// Set by the consumer before it sleeps waiting for data.
+    pub(crate) consumer_waiting: Line<AtomicU32>,
 }
 
 #[cfg(not(loom))]
 const _: () = {
-    assert!(std::mem::size_of::<RingControl>() == 256);
+    assert!(std::mem::size_of::<RingControl>() == 512);
     assert!(std::mem::offset_of!(RingControl, consumer) == 128);
+    assert!(std::mem::offset_of!(RingControl, consumer_waiting) == 384);
     assert!(std::mem::align_of::<RingControl>() == 128);
 };
 
@@ -86,7 +89,6 @@ impl RingControl {
         RingControl {
             producer: Line(ProducerWords {
                 head: AtomicU32::new(0),
-                waiting: AtomicU32::new(0),
                 messages: AtomicU64::new(0),
                 bytes: AtomicU64::new(0),
                 full_waits: AtomicU64::new(0),
@@ -94,10 +96,11 @@ impl RingControl {
             }),
             consumer: Line(ConsumerWords {
                 tail: AtomicU32::new(0),
-                waiting: AtomicU32::new(0),
                 messages: AtomicU64::new(0),
                 bytes: AtomicU64::new(0),
             }),
+            producer_waiting: Line(AtomicU32::new(0)),
+            consumer_waiting: Line(AtomicU32::new(0)),
         }
     }
 }
@@ -200,10 +203,6 @@ impl Producer {
         p.head.store(r.new_head, order);
     }
 
-    /// The position last published.
-    pub(crate) fn head(&self) -> u32 {
-        self.head
-    }
 }
 
 fn header(len: u32, check: u32) -> [u8; 8] {
@@ -239,14 +238,6 @@ impl Consumer {
             cached_head: tail,
             cap,
             max,
-        }
-    }
-
-    /// True if the published head (re-read) is past our position.
-    pub(crate) fn has_data(&mut self, ctl: &RingControl) -> bool {
-        self.cached_head != self.tail || {
-            self.cached_head = ctl.producer.0.head.load(Ordering::Acquire);
-            self.cached_head != self.tail
         }
     }
 

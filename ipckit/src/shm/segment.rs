@@ -39,8 +39,10 @@ const INIT_WAIT: Duration = Duration::from_secs(1);
 pub enum SegmentKind {
     /// User data, accessed through [`Segment`]'s typed and byte accessors.
     Data = 1,
-    /// An `shm://` message channel.
+    /// One connection of an `shm://` channel: two rings.
     Channel = 2,
+    /// The rendezvous point of an `shm://` listener.
+    Listener = 3,
 }
 
 impl SegmentKind {
@@ -48,6 +50,7 @@ impl SegmentKind {
         match v {
             1 => Some(SegmentKind::Data),
             2 => Some(SegmentKind::Channel),
+            3 => Some(SegmentKind::Listener),
             _ => None,
         }
     }
@@ -173,7 +176,6 @@ impl SegmentBuilder {
         self
     }
 
-    #[allow(dead_code)] // TEMP: the shm:// channel (in progress) creates Channel segments
     pub(crate) fn kind(mut self, kind: SegmentKind) -> Self {
         self.kind = kind;
         self
@@ -324,6 +326,21 @@ impl Segment {
             name: Some(name.to_owned()),
             remove_on_drop: false,
         })
+    }
+
+    /// The descriptor (for liveness locks).
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        sys::fd_of(&self.fd)
+    }
+
+    /// Unlinks the name now (the mapping stays valid); nothing is removed on drop after.
+    pub(crate) fn unlink_now(&mut self) {
+        if let Some(n) = &self.name {
+            if !n.is_empty() {
+                let _ = sys::shm_unlink(&os_name(n));
+            }
+        }
+        self.remove_on_drop = false;
     }
 
     fn header_ptr(&self) -> *mut RawHeader {

@@ -1,0 +1,967 @@
+//! `shm://name`: message channels in shared memory.
+//!
+//! `bind("shm://jobs")` creates a small rendezvous segment `jobs` with a backlog of slots.
+//! `connect` creates a connection segment (`jobs~<id>`) holding two rings (client→server and
+//! server→client), posts its id in a free slot and can send at once; `accept` takes the slot,
+//! maps the connection segment and unlinks its name, so nothing is left in /dev/shm once both
+//! sides have it mapped, whatever happens to them afterwards.
+//!
+//! Each side holds a lock on its role in the connection segment (and the listener one on the
+//! rendezvous); the kernel drops it when the process dies, so a survivor blocked in a call
+//! notices within one sleep slice (50 ms) and gets [`Error::Disconnected`] — no pid
+//! comparison, so pid reuse cannot fool it.
+//!
+//! Waiting ([`WaitMode`]): `spin` busy-polls; `block` sleeps on a futex at once; `adaptive`
+//! spins for up to `spin_us` while the peer is running (not itself asleep), then sleeps. A
+//! side only issues a wake-up when the other has announced that it sleeps.
+
+use std::ptr;
+use std::time::{Duration, Instant};
+
+use crate::connection::Inner;
+use crate::endpoint::{Endpoint, WaitMode};
+use crate::error::{Error, Result};
+use crate::loom::{fence, spin_hint, AtomicU32, AtomicU64, Ordering};
+use crate::shm::ring::{self, Consumer, Producer, Record, Reservation, RingControl, RingData};
+use crate::shm::segment::{Segment, SegmentKind, LOCK_ATTACHED};
+use crate::sys;
+use crate::transport::Wait;
+
+/// Lock byte held by the client of a connection segment.
+const LOCK_CLIENT: u64 = LOCK_ATTACHED + 1;
+/// Lock byte held by the server (of a connection segment, and of the rendezvous).
+const LOCK_SERVER: u64 = LOCK_ATTACHED + 2;
+
+/// Longest a blocked call sleeps before it checks that the peer is alive.
+const LIVENESS_SLICE: Duration = Duration::from_millis(50);
+
+/// Pending connections a listener holds before `connect` has to wait.
+const BACKLOG: usize = 32;
+
+const SLOT_EMPTY: u32 = 0;
+const SLOT_CLAIMED: u32 = 1;
+const SLOT_READY: u32 = 2;
+
+/// The header of a connection segment, written by the client before it posts the connection.
+#[repr(C, align(128))]
+struct ChannelHeader {
+    capacity: u32,
+    max_msg: u32,
+    client_pid: u32,
+    server_pid: AtomicU32,
+    client_closed: AtomicU32,
+    server_closed: AtomicU32,
+    server_attached: AtomicU32,
+}
+
+/// Offsets in a connection segment's data area.
+const OFF_C2S: usize = 128;
+const OFF_S2C: usize = 640;
+/// Ring data starts on a page boundary of the mapping (the data area starts after the
+/// 128-byte segment header).
+const OFF_DATA: usize = 4096 - crate::shm::HEADER_LEN;
+
+const _: () = {
+    assert!(std::mem::size_of::<ChannelHeader>() == 128);
+    assert!(OFF_C2S + std::mem::size_of::<RingControl>() == OFF_S2C);
+    assert!(OFF_S2C + std::mem::size_of::<RingControl>() <= OFF_DATA);
+};
+
+fn channel_len(cap: u32) -> usize {
+    OFF_DATA + 2 * cap as usize
+}
+
+/// The rendezvous segment: a futex word bumped on every post, and the backlog.
+#[repr(C)]
+struct Rendezvous {
+    posted: AtomicU32,
+    _pad: u32,
+    slots: [Slot; BACKLOG],
+}
+
+#[repr(C)]
+struct Slot {
+    state: AtomicU32,
+    _pad: u32,
+    conn_id: AtomicU64,
+}
+
+const _: () = assert!(std::mem::size_of::<Rendezvous>() == 8 + 16 * BACKLOG);
+
+/// Sizes a channel for an endpoint: the ring capacity grows to carry `max_msg`.
+fn geometry(ep: &Endpoint) -> (u32, u32) {
+    let o = ep.options();
+    let explicit_max = o.max_message_size != crate::endpoint::DEFAULT_MAX_MESSAGE_SIZE;
+    let mut cap = o.capacity.clamp(4096, 1 << 30) as u32;
+    if explicit_max {
+        while (ring::max_payload(cap) as usize) < o.max_message_size && cap < 1 << 30 {
+            cap *= 2;
+        }
+    }
+    let max = if explicit_max {
+        (o.max_message_size as u32).min(ring::max_payload(cap))
+    } else {
+        ring::max_payload(cap)
+    };
+    (cap, max)
+}
+
+/// Ring bytes in the mapping; offsets come validated from the ring protocol.
+struct ShmData {
+    base: *mut u8,
+}
+
+impl RingData for ShmData {
+    #[inline]
+    fn write(&self, off: u32, src: &[u8]) {
+        // SAFETY:
+        // - the ring protocol only passes `off + src.len() <= cap`, and `base` points to `cap`
+        //   mapped bytes owned by this connection's segment for as long as `self` exists;
+        // - the range is producer-owned (not yet published), and is written through a raw
+        //   pointer: no reference into shared memory is formed.
+        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), self.base.add(off as usize), src.len()) }
+    }
+    #[inline]
+    fn read(&self, off: u32, dst: &mut [u8]) {
+        // SAFETY: as for `write`, for a published, consumer-owned range.
+        unsafe { ptr::copy_nonoverlapping(self.base.add(off as usize), dst.as_mut_ptr(), dst.len()) }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Client,
+    Server,
+}
+
+/// Counters of one connection, as seen from this side. Both sides see the same figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChannelStats {
+    /// Messages this side sent.
+    pub sent_messages: u64,
+    /// Payload bytes this side sent.
+    pub sent_bytes: u64,
+    /// Messages this side received.
+    pub received_messages: u64,
+    /// Payload bytes this side received.
+    pub received_bytes: u64,
+    /// Times this side found the outgoing ring full and had to wait.
+    pub full_waits: u64,
+    /// Messages this side could not send because the ring stayed full (`try_send`, timeouts).
+    pub drops: u64,
+    /// The same four figures of the peer's direction.
+    pub peer_sent_messages: u64,
+    /// Messages the peer could not send (ring full).
+    pub peer_drops: u64,
+    /// Times the peer waited for space.
+    pub peer_full_waits: u64,
+}
+
+/// One end of an `shm://` connection. Reached through [`crate::Connection::as_shm`] for the
+/// zero-copy calls ([`loan`](Self::loan), [`recv_ref`](Self::recv_ref)) and
+/// [`stats`](Self::stats); everything else goes through the shared message traits.
+pub struct ShmConn {
+    seg: Segment,
+    /// Client only: the rendezvous, to watch the server until it has attached.
+    rendezvous: Option<Segment>,
+    role: Role,
+    tx: Producer,
+    rx: Consumer,
+    tx_ctl: *const RingControl,
+    rx_ctl: *const RingControl,
+    tx_data: ShmData,
+    rx_data: ShmData,
+    header: *const ChannelHeader,
+    max: u32,
+    mode: WaitMode,
+    spin: Duration,
+    corrupted: bool,
+}
+
+// SAFETY: the raw pointers point into `seg`'s mapping, which the struct owns and which is
+// not tied to a thread; all shared state behind them is accessed atomically or by copies.
+unsafe impl Send for ShmConn {}
+
+impl std::fmt::Debug for ShmConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmConn")
+            .field("role", &self.role)
+            .field("max", &self.max)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShmConn {
+    fn new(seg: Segment, rendezvous: Option<Segment>, role: Role, ep: &Endpoint) -> Result<ShmConn> {
+        let base = seg.as_ptr();
+        let header = base.cast::<ChannelHeader>().cast_const();
+        // SAFETY: the segment was created or checked to be `channel_len(cap)` bytes, which is
+        // more than OFF_DATA, so these offsets are inside the mapping and 128-byte aligned.
+        let (c2s, s2c) = unsafe {
+            (
+                base.add(OFF_C2S).cast::<RingControl>().cast_const(),
+                base.add(OFF_S2C).cast::<RingControl>().cast_const(),
+            )
+        };
+        // SAFETY: `header` points to the checked ChannelHeader; these fields were written by
+        // the client before the connection was posted and never change afterwards. Volatile
+        // reads through raw pointers; the values are validated right below.
+        let (cap, max) = unsafe {
+            (
+                ptr::addr_of!((*header).capacity).read_volatile(),
+                ptr::addr_of!((*header).max_msg).read_volatile(),
+            )
+        };
+        if !cap.is_power_of_two()
+            || !(4096..=1 << 30).contains(&cap)
+            || max > ring::max_payload(cap)
+            || seg.len() != channel_len(cap)
+        {
+            return Err(Error::Corrupted(format!(
+                "channel header: capacity {cap}, max message {max}, segment of {} bytes",
+                seg.len()
+            )));
+        }
+        // SAFETY: OFF_DATA + 2 * cap == seg.len() (checked above).
+        let (c2s_data, s2c_data) = unsafe { (base.add(OFF_DATA), base.add(OFF_DATA + cap as usize)) };
+        let (tx_ctl, rx_ctl, tx_data, rx_data) = match role {
+            Role::Client => (c2s, s2c, c2s_data, s2c_data),
+            Role::Server => (s2c, c2s, s2c_data, c2s_data),
+        };
+        // SAFETY: the control blocks are in bounds, aligned, and consist of atomics only.
+        let (txc, rxc) = unsafe { (&*tx_ctl, &*rx_ctl) };
+        Ok(ShmConn {
+            tx: Producer::attach(txc, cap),
+            rx: Consumer::attach(rxc, cap, max),
+            seg,
+            rendezvous,
+            role,
+            tx_ctl,
+            rx_ctl,
+            tx_data: ShmData { base: tx_data },
+            rx_data: ShmData { base: rx_data },
+            header,
+            max,
+            mode: ep.options().wait,
+            spin: Duration::from_micros(u64::from(ep.options().spin_us)),
+            corrupted: false,
+        })
+    }
+
+    fn tx_ctl(&self) -> &RingControl {
+        // SAFETY: points into the mapping owned by `self.seg` (see `new`); atomics only.
+        unsafe { &*self.tx_ctl }
+    }
+
+    fn rx_ctl(&self) -> &RingControl {
+        // SAFETY: as for `tx_ctl`.
+        unsafe { &*self.rx_ctl }
+    }
+
+    fn header(&self) -> &ChannelHeaderAtomics {
+        // SAFETY: `header` points to the ChannelHeader in the mapping owned by `self.seg`;
+        // the view only exposes its atomic fields.
+        unsafe { &*self.header.cast::<ChannelHeaderAtomics>() }
+    }
+
+    /// The largest message this connection carries.
+    pub fn max_message_size(&self) -> usize {
+        self.max as usize
+    }
+
+    /// Counters of both directions.
+    pub fn stats(&self) -> ChannelStats {
+        let (tx, rx) = (&self.tx_ctl().producer.0, &self.rx_ctl().consumer.0);
+        let peer = &self.rx_ctl().producer.0;
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ChannelStats {
+            sent_messages: r(&tx.messages),
+            sent_bytes: r(&tx.bytes),
+            received_messages: r(&rx.messages),
+            received_bytes: r(&rx.bytes),
+            full_waits: r(&tx.full_waits),
+            drops: r(&tx.drops),
+            peer_sent_messages: r(&peer.messages),
+            peer_drops: r(&peer.drops),
+            peer_full_waits: r(&peer.full_waits),
+        }
+    }
+
+    fn peer_closed_flag(&self) -> &AtomicU32 {
+        match self.role {
+            Role::Client => &self.header().server_closed,
+            Role::Server => &self.header().client_closed,
+        }
+    }
+
+    /// Whether the peer process still holds the connection (a lock the kernel drops on death).
+    fn peer_alive(&mut self) -> bool {
+        if self.peer_closed_flag().load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        match self.role {
+            Role::Server => sys::ofd_locked_by_other(self.seg.fd(), LOCK_CLIENT, 1).unwrap_or(true),
+            Role::Client => {
+                if self.header().server_attached.load(Ordering::Acquire) != 0 {
+                    self.rendezvous = None;
+                    sys::ofd_locked_by_other(self.seg.fd(), LOCK_SERVER, 1).unwrap_or(true)
+                } else {
+                    match &self.rendezvous {
+                        Some(r) => sys::ofd_locked_by_other(r.fd(), LOCK_SERVER, 1).unwrap_or(true),
+                        None => false,
+                    }
+                }
+            }
+        }
+    }
+
+    /// True while the peer is running rather than asleep in a wait of its own.
+    fn peer_running(&self) -> bool {
+        self.tx_ctl().consumer_waiting.0.load(Ordering::Relaxed) == 0
+            && self.rx_ctl().producer_waiting.0.load(Ordering::Relaxed) == 0
+    }
+
+    /// Wakes the peer if it announced that it sleeps on `word`. In `spin` mode nobody is
+    /// expected to sleep, and the check is skipped (a peer that sleeps anyway notices within
+    /// its liveness slice).
+    #[inline]
+    fn notify(&self, word: &AtomicU32, flag: &AtomicU32) {
+        if self.mode == WaitMode::Spin {
+            return;
+        }
+        // Pairs with the fence in `block_until`: either the sleeper sees our store, or we see
+        // its flag.
+        fence(Ordering::SeqCst);
+        if flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::AcqRel) != 0 {
+            sys::futex_wake(word, 1);
+        }
+    }
+
+    /// Waits until `ready` says yes, as `wait` and the wait mode allow. `word` is the futex
+    /// word the peer bumps (our rx head or tx tail), `flag` our announcement that we sleep.
+    fn block_until(
+        &mut self,
+        wait: Wait,
+        sending: bool,
+        mut ready: impl FnMut(&mut ShmConn) -> Result<bool>,
+    ) -> Result<()> {
+        if ready(self)? {
+            return Ok(());
+        }
+        if self.peer_closed_flag().load(Ordering::Acquire) != 0 {
+            // Graceful close: deliver what is left, then report it.
+            return if ready(self)? { Ok(()) } else { Err(Error::Disconnected) };
+        }
+        if wait == Wait::Never {
+            return Err(Error::WouldBlock);
+        }
+        let start = Instant::now();
+        let deadline = match wait {
+            Wait::Until(t) => Some(t),
+            _ => None,
+        };
+        // Spin phase.
+        let spin_for = match self.mode {
+            WaitMode::Spin => None,
+            WaitMode::Adaptive => Some(self.spin),
+            WaitMode::Block => Some(Duration::ZERO),
+        };
+        let mut last_check = start;
+        let mut i: u32 = 0;
+        loop {
+            match spin_for {
+                Some(budget) if budget.is_zero() || !self.peer_running() => break,
+                _ => {}
+            }
+            for _ in 0..64 {
+                spin_hint();
+                if ready(self)? {
+                    return Ok(());
+                }
+            }
+            i = i.wrapping_add(1);
+            let now = Instant::now();
+            if let Some(budget) = spin_for {
+                if now - start >= budget {
+                    break;
+                }
+                if now - start > Duration::from_micros(2) && i % 4 == 0 {
+                    // Let a peer pinned to this CPU run.
+                    std::thread::yield_now();
+                }
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(wait.expired());
+            }
+            if now - last_check >= LIVENESS_SLICE {
+                last_check = now;
+                if !self.peer_alive() {
+                    return if ready(self)? { Ok(()) } else { Err(Error::Disconnected) };
+                }
+            }
+        }
+        // Sleep phase.
+        let (word, flag) = if sending {
+            (
+                &self.tx_ctl().consumer.0.tail as *const AtomicU32,
+                &self.tx_ctl().producer_waiting.0 as *const AtomicU32,
+            )
+        } else {
+            (
+                &self.rx_ctl().producer.0.head as *const AtomicU32,
+                &self.rx_ctl().consumer_waiting.0 as *const AtomicU32,
+            )
+        };
+        // SAFETY: both point into the mapping owned by `self.seg`, which outlives this call;
+        // raw pointers only so `ready(self)` can take `&mut self` meanwhile.
+        let (word, flag) = unsafe { (&*word, &*flag) };
+        loop {
+            flag.store(1, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            let observed = word.load(Ordering::Relaxed);
+            if ready(self)? {
+                flag.store(0, Ordering::Relaxed);
+                return Ok(());
+            }
+            let mut slice = LIVENESS_SLICE;
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    flag.store(0, Ordering::Relaxed);
+                    return Err(wait.expired());
+                }
+                slice = slice.min(left);
+            }
+            let woke = sys::futex_wait(word, observed, Some(slice))?;
+            flag.store(0, Ordering::Relaxed);
+            if ready(self)? {
+                return Ok(());
+            }
+            if woke == sys::FutexWake::TimedOut && !self.peer_alive() {
+                return if ready(self)? { Ok(()) } else { Err(Error::Disconnected) };
+            }
+            if self.peer_closed_flag().load(Ordering::Acquire) != 0 {
+                return Err(Error::Disconnected);
+            }
+        }
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        if self.corrupted {
+            return Err(Error::Corrupted("an earlier check failed; reconnect".into()));
+        }
+        Ok(())
+    }
+
+    fn reserve(&mut self, len: usize, wait: Wait) -> Result<Reservation> {
+        self.check_usable()?;
+        if len > self.max as usize {
+            return Err(Error::MessageTooLarge {
+                size: len,
+                max: self.max as usize,
+                transport: "shm",
+            });
+        }
+        if self.peer_closed_flag().load(Ordering::Relaxed) != 0 {
+            return Err(Error::Disconnected);
+        }
+        let len = len as u32;
+        let mut slot = None;
+        let mut waited = false;
+        let r = self.block_until(wait, true, |c| {
+            // SAFETY: see `tx_ctl`; a raw deref so `c.tx` can be borrowed mutably alongside.
+            let ctl = unsafe { &*c.tx_ctl };
+            match c.tx.reserve(ctl, &c.tx_data, len)? {
+                Some(r) => {
+                    slot = Some(r);
+                    Ok(true)
+                }
+                None => {
+                    if !waited {
+                        waited = true;
+                        ring::bump(&ctl.producer.0.full_waits, 1);
+                    }
+                    Ok(false)
+                }
+            }
+        });
+        match r {
+            Ok(()) => Ok(slot.expect("ready only after a reservation")),
+            Err(e) => {
+                if e.is_retryable() {
+                    ring::bump(&self.tx_ctl().producer.0.drops, 1);
+                }
+                if matches!(e, Error::Corrupted(_)) {
+                    self.corrupted = true;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn publish(&mut self, r: Reservation) {
+        let order = if self.mode == WaitMode::Spin {
+            Ordering::Release
+        } else {
+            Ordering::SeqCst
+        };
+        // SAFETY: see `tx_ctl`.
+        let ctl = unsafe { &*self.tx_ctl };
+        self.tx.commit(ctl, r, order);
+        self.notify(&ctl.producer.0.head, &ctl.consumer_waiting.0);
+    }
+
+    fn next_record(&mut self, wait: Wait) -> Result<Record> {
+        self.check_usable()?;
+        let mut found = None;
+        let r = self.block_until(wait, false, |c| {
+            // SAFETY: see `rx_ctl`.
+            let ctl = unsafe { &*c.rx_ctl };
+            found = c.rx.peek(ctl, &c.rx_data)?;
+            Ok(found.is_some())
+        });
+        match r {
+            Ok(()) => Ok(found.expect("ready only with a record")),
+            Err(Error::Corrupted(what)) => {
+                // Drop what the peer published and say so; the next call starts afresh.
+                // SAFETY: see `rx_ctl`.
+                let ctl = unsafe { &*self.rx_ctl };
+                self.rx.skip_all(ctl);
+                Err(Error::Corrupted(what))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn release(&mut self, r: Record) {
+        let order = if self.mode == WaitMode::Spin {
+            Ordering::Release
+        } else {
+            Ordering::SeqCst
+        };
+        // SAFETY: see `rx_ctl`.
+        let ctl = unsafe { &*self.rx_ctl };
+        self.rx.release(ctl, r, order);
+        self.notify(&ctl.consumer.0.tail, &ctl.producer_waiting.0);
+    }
+
+    pub(crate) fn send(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
+        let r = self.reserve(msg.len(), wait)?;
+        self.tx_data.write(r.data_off, msg);
+        self.publish(r);
+        Ok(())
+    }
+
+    pub(crate) fn recv_into(&mut self, out: &mut Vec<u8>, wait: Wait) -> Result<()> {
+        let r = self.next_record(wait)?;
+        out.clear();
+        out.reserve(r.len as usize);
+        let spare = &mut out.spare_capacity_mut()[..r.len as usize];
+        // SAFETY:
+        // - source: `r.len` bytes at `r.data_off`, validated by the ring to lie inside the
+        //   ring and inside the published range; copied through a raw pointer;
+        // - destination: `r.len` bytes of `out`'s spare capacity (reserved above);
+        // - afterwards exactly those bytes are initialised, so `set_len` is sound.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                self.rx_data.base.add(r.data_off as usize),
+                spare.as_mut_ptr().cast::<u8>(),
+                r.len as usize,
+            );
+            out.set_len(r.len as usize);
+        }
+        self.release(r);
+        Ok(())
+    }
+
+    /// Reserves `len` bytes in the outgoing ring, blocking while it is full. Fill the loan and
+    /// [`commit`](Loan::commit) it; dropping it uncommitted sends nothing.
+    ///
+    /// ```
+    /// use ipckit::MessageReceiver;
+    /// use std::time::Duration;
+    /// let name = format!("doc-loan-{}", std::process::id());
+    /// let mut listener = ipckit::bind(format!("shm://{name}"))?;
+    /// let mut client = ipckit::connect(format!("shm://{name}"))?;
+    /// let mut loan = client.as_shm().unwrap().loan(5)?;
+    /// loan.write(0, b"hello")?;
+    /// loan.commit();
+    /// let mut server = listener.accept_timeout(Duration::from_secs(5))?;
+    /// let msg = server.as_shm().unwrap().recv_ref_timeout(Duration::from_secs(5))?;
+    /// assert_eq!(msg.to_vec(), b"hello");
+    /// # Ok::<(), ipckit::Error>(())
+    /// ```
+    pub fn loan(&mut self, len: usize) -> Result<Loan<'_>> {
+        self.loan_with(len, Wait::Forever)
+    }
+
+    /// [`loan`](Self::loan), waiting as `wait` allows for space.
+    pub fn loan_with(&mut self, len: usize, wait: Wait) -> Result<Loan<'_>> {
+        let res = self.reserve(len, wait)?;
+        Ok(Loan { conn: self, res })
+    }
+
+    /// Borrows the next message in place; it is released (its space handed back) when the
+    /// [`RecvRef`] is dropped.
+    pub fn recv_ref(&mut self) -> Result<RecvRef<'_>> {
+        self.recv_ref_with(Wait::Forever)
+    }
+
+    /// [`recv_ref`](Self::recv_ref), waiting at most `timeout`.
+    pub fn recv_ref_timeout(&mut self, timeout: Duration) -> Result<RecvRef<'_>> {
+        self.recv_ref_with(Wait::timeout(timeout))
+    }
+
+    /// [`recv_ref`](Self::recv_ref), waiting as `wait` allows.
+    pub fn recv_ref_with(&mut self, wait: Wait) -> Result<RecvRef<'_>> {
+        let rec = self.next_record(wait)?;
+        Ok(RecvRef { conn: self, rec })
+    }
+}
+
+impl Drop for ShmConn {
+    fn drop(&mut self) {
+        let h = self.header();
+        let mine = match self.role {
+            Role::Client => &h.client_closed,
+            Role::Server => &h.server_closed,
+        };
+        mine.store(1, Ordering::Release);
+        fence(Ordering::SeqCst);
+        // Wake the peer wherever it sleeps: waiting for our data or for our reads.
+        sys::futex_wake(&self.tx_ctl().producer.0.head, 1);
+        sys::futex_wake(&self.rx_ctl().consumer.0.tail, 1);
+    }
+}
+
+/// The atomic fields of [`ChannelHeader`], viewed without the plain ones.
+#[repr(C, align(128))]
+struct ChannelHeaderAtomics {
+    _capacity: AtomicU32,
+    _max_msg: AtomicU32,
+    _client_pid: AtomicU32,
+    server_pid: AtomicU32,
+    client_closed: AtomicU32,
+    server_closed: AtomicU32,
+    server_attached: AtomicU32,
+}
+
+const _: () = assert!(std::mem::size_of::<ChannelHeaderAtomics>() == 128);
+
+/// Space in the outgoing ring, reserved by [`ShmConn::loan`]: fill it, then
+/// [`commit`](Loan::commit).
+pub struct Loan<'a> {
+    conn: &'a mut ShmConn,
+    res: Reservation,
+}
+
+impl Loan<'_> {
+    /// Bytes reserved.
+    pub fn len(&self) -> usize {
+        self.res.len as usize
+    }
+
+    /// True for a zero-length loan.
+    pub fn is_empty(&self) -> bool {
+        self.res.len == 0
+    }
+
+    /// Copies `bytes` into the loan at `offset` (bounds-checked).
+    pub fn write(&mut self, offset: usize, bytes: &[u8]) -> Result<()> {
+        match offset.checked_add(bytes.len()) {
+            Some(end) if end <= self.len() => {}
+            _ => {
+                return Err(Error::OutOfBounds {
+                    offset,
+                    len: bytes.len(),
+                    size: self.len(),
+                })
+            }
+        }
+        self.conn
+            .tx_data
+            .write(self.res.data_off + offset as u32, bytes);
+        Ok(())
+    }
+
+    /// Pointer to the reserved bytes (valid until commit or drop).
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        // SAFETY: `data_off + len <= cap`, validated by the ring.
+        unsafe { self.conn.tx_data.base.add(self.res.data_off as usize) }
+    }
+
+    /// The reserved bytes as a slice, to build a message in place.
+    ///
+    /// # Safety
+    /// The slice points into shared memory. It is sound as long as the peer process follows
+    /// the ring protocol (it never writes to space the producer has reserved). A hostile peer
+    /// could write into it concurrently, which Rust treats as a data race; use
+    /// [`write`](Self::write) when the peer is not trusted.
+    pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
+        let len = self.len();
+        // SAFETY: in bounds (see `as_mut_ptr`); exclusivity is the caller's promise above.
+        unsafe { std::slice::from_raw_parts_mut(self.as_mut_ptr(), len) }
+    }
+
+    /// Publishes the message.
+    pub fn commit(self) {
+        let res = self.res;
+        self.conn.publish(res);
+    }
+}
+
+/// A received message, in place in the ring; its space goes back to the sender on drop.
+pub struct RecvRef<'a> {
+    conn: &'a mut ShmConn,
+    rec: Record,
+}
+
+impl RecvRef<'_> {
+    /// Length of the message.
+    pub fn len(&self) -> usize {
+        self.rec.len as usize
+    }
+
+    /// True for an empty message.
+    pub fn is_empty(&self) -> bool {
+        self.rec.len == 0
+    }
+
+    /// Pointer to the message bytes (valid while `self` lives).
+    pub fn as_ptr(&self) -> *const u8 {
+        // SAFETY: `data_off + len <= cap`, validated by the ring.
+        unsafe { self.conn.rx_data.base.add(self.rec.data_off as usize) }
+    }
+
+    /// Copies `dst.len()` bytes from `offset` of the message (bounds-checked).
+    pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        match offset.checked_add(dst.len()) {
+            Some(end) if end <= self.len() => {}
+            _ => {
+                return Err(Error::OutOfBounds {
+                    offset,
+                    len: dst.len(),
+                    size: self.len(),
+                })
+            }
+        }
+        self.conn
+            .rx_data
+            .read(self.rec.data_off + offset as u32, dst);
+        Ok(())
+    }
+
+    /// Copies the message into a new vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0; self.len()];
+        self.conn.rx_data.read(self.rec.data_off, &mut v);
+        v
+    }
+
+    /// The message as a slice, without copying.
+    ///
+    /// # Safety
+    /// The slice points into shared memory. It is sound as long as the peer follows the ring
+    /// protocol (it never writes to published, unreleased space). A hostile peer could change
+    /// the bytes while you read them, which Rust treats as a data race; use
+    /// [`read`](Self::read) or [`to_vec`](Self::to_vec) when the peer is not trusted.
+    pub unsafe fn as_slice(&self) -> &[u8] {
+        // SAFETY: in bounds (see `as_ptr`); immutability is the caller's promise above.
+        unsafe { std::slice::from_raw_parts(self.as_ptr(), self.len()) }
+    }
+}
+
+impl Drop for RecvRef<'_> {
+    fn drop(&mut self) {
+        let rec = self.rec;
+        self.conn.release(rec);
+    }
+}
+
+/// The listening side of `shm://name`.
+pub(crate) struct ShmListener {
+    rendezvous: Segment,
+    name: String,
+    endpoint: Endpoint,
+}
+
+impl std::fmt::Debug for ShmListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmListener").field("name", &self.name).finish()
+    }
+}
+
+fn rendezvous_of(seg: &Segment) -> &Rendezvous {
+    // SAFETY: the rendezvous segment is created with (or checked to have) room for a
+    // `Rendezvous`, at the 128-aligned start of its data; it consists of atomics only.
+    unsafe { &*seg.as_ptr().cast::<Rendezvous>() }
+}
+
+fn rendezvous_builder(name: &str) -> crate::shm::SegmentBuilder {
+    Segment::builder(name)
+        .size(std::mem::size_of::<Rendezvous>())
+        .kind(SegmentKind::Listener)
+}
+
+impl ShmListener {
+    pub(crate) fn bind(ep: &Endpoint) -> Result<ShmListener> {
+        let name = ep.name().expect("shm endpoints have a name").to_owned();
+        let seg = match rendezvous_builder(&name).mode(ep.options().mode).create() {
+            Err(Error::AlreadyExists { .. }) => {
+                // A listener left by a dead process? Its server lock would be free.
+                let stale = rendezvous_builder(&name).open().ok().is_some_and(|s| {
+                    !sys::ofd_locked_by_other(s.fd(), LOCK_SERVER, 1).unwrap_or(true)
+                });
+                if !stale {
+                    return Err(Error::AddressInUse {
+                        addr: ep.to_string(),
+                    });
+                }
+                tracing::debug!(%name, "replacing stale shm listener");
+                crate::shm::remove(&name)?;
+                rendezvous_builder(&name).mode(ep.options().mode).create()?
+            }
+            other => other?,
+        };
+        if !sys::ofd_lock(seg.fd(), LOCK_SERVER, 1, true)? {
+            return Err(Error::AddressInUse {
+                addr: ep.to_string(),
+            });
+        }
+        Ok(ShmListener {
+            rendezvous: seg,
+            name,
+            endpoint: ep.clone(),
+        })
+    }
+
+    /// Takes the next posted connection.
+    pub(crate) fn accept(&mut self, wait: Wait) -> Result<Inner> {
+        let deadline = match wait {
+            Wait::Until(t) => Some(t),
+            _ => None,
+        };
+        loop {
+            let rv = rendezvous_of(&self.rendezvous);
+            let posted = rv.posted.load(Ordering::Acquire);
+            for slot in &rv.slots {
+                if slot.state.load(Ordering::Acquire) != SLOT_READY {
+                    continue;
+                }
+                let id = slot.conn_id.load(Ordering::Relaxed);
+                slot.state.store(SLOT_EMPTY, Ordering::Release);
+                if let Some(conn) = self.attach(id)? {
+                    return Ok(Inner::Shm(Box::new(conn)));
+                }
+            }
+            if wait == Wait::Never {
+                return Err(Error::WouldBlock);
+            }
+            let mut slice = LIVENESS_SLICE;
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(wait.expired());
+                }
+                slice = slice.min(left);
+            }
+            sys::futex_wait(&rv.posted, posted, Some(slice))?;
+        }
+    }
+
+    /// Maps a posted connection; `None` if its client vanished before we got to it.
+    fn attach(&self, id: u64) -> Result<Option<ShmConn>> {
+        let conn_name = format!("{}~{id:x}", self.name);
+        let mut seg = match Segment::builder(&conn_name).kind(SegmentKind::Channel).open() {
+            Ok(s) => s,
+            Err(Error::NotFound { .. } | Error::Incompatible { .. } | Error::NotReady { .. }) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        if !sys::ofd_lock(seg.fd(), LOCK_SERVER, 1, true)? {
+            return Ok(None);
+        }
+        // Both sides have it mapped now: the name is no longer needed.
+        seg.unlink_now();
+        let conn = match ShmConn::new(seg, None, Role::Server, &self.endpoint) {
+            Ok(c) => c,
+            Err(Error::Corrupted(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let h = conn.header();
+        h.server_pid.store(std::process::id(), Ordering::Relaxed);
+        h.server_attached.store(1, Ordering::Release);
+        Ok(Some(conn))
+    }
+}
+
+/// Connects to `shm://name`: creates the connection segment and posts it to the listener.
+pub(crate) fn connect(ep: &Endpoint, wait: Wait) -> Result<Inner> {
+    let name = ep.name().expect("shm endpoints have a name");
+    let refused = |reason| Error::ConnectionRefused {
+        addr: ep.to_string(),
+        reason,
+    };
+    let rendezvous = match rendezvous_builder(name).open() {
+        Ok(s) => s,
+        Err(Error::NotFound { .. }) => return Err(refused("no shm listener has this name")),
+        Err(e) => return Err(e),
+    };
+    if !sys::ofd_locked_by_other(rendezvous.fd(), LOCK_SERVER, 1)? {
+        return Err(refused("the listener's process is gone"));
+    }
+    let (cap, max) = geometry(ep);
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let id = (u64::from(std::process::id()) << 32)
+        | u64::from(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let conn_name = format!("{name}~{id:x}");
+    let seg = Segment::builder(&conn_name)
+        .size(channel_len(cap))
+        .mode(ep.options().mode)
+        .kind(SegmentKind::Channel)
+        .create()?;
+    sys::ofd_lock(seg.fd(), LOCK_CLIENT, 1, true)?;
+    let header = seg.as_ptr().cast::<ChannelHeader>();
+    // SAFETY: the fresh segment is at least OFF_DATA bytes; nobody else knows it yet; plain
+    // writes through raw pointers before the connection is posted (Release below).
+    unsafe {
+        ptr::addr_of_mut!((*header).capacity).write_volatile(cap);
+        ptr::addr_of_mut!((*header).max_msg).write_volatile(max);
+        ptr::addr_of_mut!((*header).client_pid).write_volatile(std::process::id());
+    }
+    let conn = ShmConn::new(seg, Some(rendezvous), Role::Client, ep)?;
+    post(&conn, id, wait, refused)?;
+    Ok(Inner::Shm(Box::new(conn)))
+}
+
+/// Puts the connection id into a free backlog slot and wakes the listener.
+fn post(conn: &ShmConn, id: u64, wait: Wait, refused: impl Fn(&'static str) -> Error) -> Result<()> {
+    let rv = rendezvous_of(conn.rendezvous.as_ref().expect("client has the rendezvous"));
+    loop {
+        for slot in &rv.slots {
+            if slot
+                .state
+                .compare_exchange(SLOT_EMPTY, SLOT_CLAIMED, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                slot.conn_id.store(id, Ordering::Relaxed);
+                slot.state.store(SLOT_READY, Ordering::Release);
+                rv.posted.fetch_add(1, Ordering::Release);
+                sys::futex_wake(&rv.posted, u32::MAX);
+                return Ok(());
+            }
+        }
+        let server_gone = conn.rendezvous.as_ref().is_some_and(|r| {
+            !sys::ofd_locked_by_other(r.fd(), LOCK_SERVER, 1).unwrap_or(true)
+        });
+        if server_gone {
+            return Err(refused("the listener's process is gone"));
+        }
+        match wait.remaining() {
+            Some(left) if left.is_zero() => return Err(refused("the listener's backlog is full")),
+            _ => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+}

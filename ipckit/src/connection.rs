@@ -195,7 +195,7 @@ pub fn bind(url: impl ToEndpoint) -> Result<Listener> {
             ep,
         ),
         Scheme::Fifo => (ListenerInner::Fifo(FifoListener::bind(&ep)?), ep),
-        Scheme::Shm => (ListenerInner::Shm(ShmListener::bind(&ep)?), ep),
+        Scheme::Shm | Scheme::Mmap => (ListenerInner::Shm(ShmListener::bind(&ep)?), ep),
         _ => {
             let (s, bound) = crate::socket::bind(&ep)?;
             (ListenerInner::Socket(s), bound)
@@ -223,7 +223,7 @@ pub fn connect_with(url: impl ToEndpoint, wait: Wait) -> Result<Connection> {
         let attempt = match ep.scheme() {
             Scheme::Pipe => crate::pipe::inherited_or_stdio(&ep),
             Scheme::Fifo => crate::pipe::connect_fifo(&ep).map(|i| Connection::new(i, ep.clone())),
-            Scheme::Shm => {
+            Scheme::Shm | Scheme::Mmap => {
                 crate::shm::connect_channel(&ep, wait).map(|i| Connection::new(i, ep.clone()))
             }
             _ => crate::socket::connect(&ep, wait).map(|i| Connection::new(i, ep.clone())),

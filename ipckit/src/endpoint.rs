@@ -10,11 +10,13 @@
 //! | `tcp://host:port` | TCP, length-prefixed frames, `TCP_NODELAY` |
 //! | `udp://host:port` | UDP datagrams (at most 65,507 bytes) |
 //! | `shm://name` | shared-memory ring channel ([`crate::shm`]) |
+//! | `mmap:///path` | the same channel in memory-mapped files `path`, `path~…` |
 //!
 //! Query parameters tune an endpoint: `max_msg=N` (largest message, default 16 MiB; suffixes
 //! `K`, `M`, `G` are powers of 1024) and, for things ipckit creates in the file system,
 //! `mode=0600` (octal permissions). `shm://` also takes `capacity=4M` (bytes of each ring,
-//! a power of two), `wait=adaptive|spin|block` and `spin_us=20` (adaptive spin budget).
+//! a power of two), `wait=adaptive|spin|block` and `spin_us=20` (adaptive spin budget); so
+//! does `mmap://`.
 //! Paths may be absolute (`unix:///tmp/a.sock`) or relative
 //! (`unix://a.sock`).
 
@@ -54,11 +56,13 @@ pub enum Scheme {
     Udp,
     /// `shm://name`
     Shm,
+    /// `mmap:///path`
+    Mmap,
 }
 
 impl Scheme {
     /// Every scheme, in the order the docs list them.
-    pub const ALL: [Scheme; 8] = [
+    pub const ALL: [Scheme; 9] = [
         Scheme::Pipe,
         Scheme::Fifo,
         Scheme::Unix,
@@ -67,6 +71,7 @@ impl Scheme {
         Scheme::Tcp,
         Scheme::Udp,
         Scheme::Shm,
+        Scheme::Mmap,
     ];
 
     /// The URL scheme, e.g. `unix+dgram`.
@@ -80,6 +85,7 @@ impl Scheme {
             Scheme::Tcp => "tcp",
             Scheme::Udp => "udp",
             Scheme::Shm => "shm",
+            Scheme::Mmap => "mmap",
         }
     }
 
@@ -94,6 +100,7 @@ impl Scheme {
             Scheme::Tcp => "tcp://127.0.0.1:7000",
             Scheme::Udp => "udp://127.0.0.1:7000",
             Scheme::Shm => "shm://my-channel",
+            Scheme::Mmap => "mmap:///tmp/my-channel",
         }
     }
 
@@ -105,7 +112,7 @@ impl Scheme {
     fn address_kind(self) -> AddressKind {
         match self {
             Scheme::Pipe => AddressKind::None,
-            Scheme::Fifo => AddressKind::Path,
+            Scheme::Fifo | Scheme::Mmap => AddressKind::Path,
             Scheme::Unix | Scheme::UnixDgram | Scheme::UnixSeqpacket => AddressKind::SocketPath,
             Scheme::Tcp | Scheme::Udp => AddressKind::HostPort,
             Scheme::Shm => AddressKind::Name,
@@ -607,7 +614,7 @@ fn parse_host_port(scheme: Scheme, url: &str, after: &str) -> Result<Address, Ur
 fn parse_query(scheme: Scheme, query: &str, options: &mut Options) -> Result<(), UrlError> {
     let kind = scheme.address_kind();
     let files = matches!(kind, AddressKind::Path | AddressKind::SocketPath | AddressKind::Name);
-    let shm = scheme == Scheme::Shm;
+    let shm = matches!(scheme, Scheme::Shm | Scheme::Mmap);
     let known = match (files, shm) {
         (_, true) => "max_msg, mode, capacity, wait, spin_us",
         (true, false) => "max_msg, mode",

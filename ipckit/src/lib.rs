@@ -45,6 +45,7 @@ mod error;
 pub mod framing;
 mod inherit;
 mod loom;
+mod region;
 pub mod pipe;
 pub mod shm;
 pub mod socket;

@@ -782,13 +782,13 @@ impl Drop for RecvRef<'_> {
 /// The listening side of `shm://name`.
 pub(crate) struct ShmListener {
     rendezvous: Segment,
-    name: String,
+    place: Place,
     endpoint: Endpoint,
 }
 
 impl std::fmt::Debug for ShmListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShmListener").field("name", &self.name).finish()
+        f.debug_struct("ShmListener").field("place", &self.place).finish()
     }
 }
 
@@ -798,29 +798,77 @@ fn rendezvous_of(seg: &Segment) -> &Rendezvous {
     unsafe { &*seg.as_ptr().cast::<Rendezvous>() }
 }
 
-fn rendezvous_builder(name: &str) -> crate::shm::SegmentBuilder {
-    Segment::builder(name)
-        .size(std::mem::size_of::<Rendezvous>())
-        .kind(SegmentKind::Listener)
+/// Where an endpoint's segments live: `shm://name` in POSIX shared memory, `mmap:///dir/name`
+/// in files of `dir`.
+#[derive(Clone, Debug)]
+struct Place {
+    dir: Option<std::path::PathBuf>,
+    name: String,
+}
+
+impl Place {
+    fn of(ep: &Endpoint) -> Result<Place> {
+        if let Some(name) = ep.name() {
+            return Ok(Place {
+                dir: None,
+                name: name.to_owned(),
+            });
+        }
+        let path = ep.path().expect("mmap endpoints have a path");
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::InvalidName {
+                name: path.display().to_string(),
+                reason: "an mmap channel path must end in a UTF-8 file name",
+            })?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => ".".into(),
+        };
+        Ok(Place {
+            dir: Some(dir),
+            name: name.to_owned(),
+        })
+    }
+
+    fn builder(&self, name: &str) -> crate::shm::SegmentBuilder {
+        let b = Segment::builder(name);
+        match &self.dir {
+            Some(d) => b.in_dir(d),
+            None => b,
+        }
+    }
+
+    fn rendezvous(&self) -> crate::shm::SegmentBuilder {
+        self.builder(&self.name)
+            .size(std::mem::size_of::<Rendezvous>())
+            .kind(SegmentKind::Listener)
+    }
+
+    fn connection(&self, id: u64) -> crate::shm::SegmentBuilder {
+        self.builder(&format!("{}~{id:x}", self.name))
+            .kind(SegmentKind::Channel)
+    }
 }
 
 impl ShmListener {
     pub(crate) fn bind(ep: &Endpoint) -> Result<ShmListener> {
-        let name = ep.name().expect("shm endpoints have a name").to_owned();
-        let seg = match rendezvous_builder(&name).mode(ep.options().mode).create() {
+        let place = Place::of(ep)?;
+        let seg = match place.rendezvous().mode(ep.options().mode).create() {
             Err(Error::AlreadyExists { .. }) => {
                 // A listener left by a dead process? Its server lock would be free.
-                let stale = rendezvous_builder(&name).open().ok().is_some_and(|s| {
-                    !sys::ofd_locked_by_other(s.fd(), LOCK_SERVER, 1).unwrap_or(true)
-                });
-                if !stale {
+                let mut old = place.rendezvous().open().map_err(|_| Error::AddressInUse {
+                    addr: ep.to_string(),
+                })?;
+                if sys::ofd_locked_by_other(old.fd(), LOCK_SERVER, 1).unwrap_or(true) {
                     return Err(Error::AddressInUse {
                         addr: ep.to_string(),
                     });
                 }
-                tracing::debug!(%name, "replacing stale shm listener");
-                crate::shm::remove(&name)?;
-                rendezvous_builder(&name).mode(ep.options().mode).create()?
+                tracing::debug!(place = ?place, "replacing stale shm listener");
+                old.unlink_now();
+                place.rendezvous().mode(ep.options().mode).create()?
             }
             other => other?,
         };
@@ -831,7 +879,7 @@ impl ShmListener {
         }
         Ok(ShmListener {
             rendezvous: seg,
-            name,
+            place,
             endpoint: ep.clone(),
         })
     }
@@ -872,8 +920,7 @@ impl ShmListener {
 
     /// Maps a posted connection; `None` if its client vanished before we got to it.
     fn attach(&self, id: u64) -> Result<Option<ShmConn>> {
-        let conn_name = format!("{}~{id:x}", self.name);
-        let mut seg = match Segment::builder(&conn_name).kind(SegmentKind::Channel).open() {
+        let mut seg = match self.place.connection(id).open() {
             Ok(s) => s,
             Err(Error::NotFound { .. } | Error::Incompatible { .. } | Error::NotReady { .. }) => {
                 return Ok(None)
@@ -899,12 +946,12 @@ impl ShmListener {
 
 /// Connects to `shm://name`: creates the connection segment and posts it to the listener.
 pub(crate) fn connect(ep: &Endpoint, wait: Wait) -> Result<Inner> {
-    let name = ep.name().expect("shm endpoints have a name");
+    let place = Place::of(ep)?;
     let refused = |reason| Error::ConnectionRefused {
         addr: ep.to_string(),
         reason,
     };
-    let rendezvous = match rendezvous_builder(name).open() {
+    let rendezvous = match place.rendezvous().open() {
         Ok(s) => s,
         Err(Error::NotFound { .. }) => return Err(refused("no shm listener has this name")),
         Err(e) => return Err(e),
@@ -916,11 +963,10 @@ pub(crate) fn connect(ep: &Endpoint, wait: Wait) -> Result<Inner> {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let id = (u64::from(std::process::id()) << 32)
         | u64::from(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-    let conn_name = format!("{name}~{id:x}");
-    let seg = Segment::builder(&conn_name)
+    let seg = place
+        .connection(id)
         .size(channel_len(cap))
         .mode(ep.options().mode)
-        .kind(SegmentKind::Channel)
         .create()?;
     sys::ofd_lock(seg.fd(), LOCK_CLIENT, 1, true)?;
     let header = seg.as_ptr().cast::<ChannelHeader>();

@@ -30,6 +30,7 @@ mod channel;
 mod ring;
 mod segment;
 
+pub use crate::region::SharedBytes;
 pub use channel::{ChannelStats, Loan, RecvRef, ShmConn};
 pub(crate) use channel::{connect as connect_channel, ShmListener};
 pub use segment::{

@@ -2,13 +2,13 @@
 
 use std::mem::{align_of, size_of};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::ptr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytemuck::Pod;
-
 use crate::error::{Error, Result};
+use crate::region::SharedBytes;
 use crate::sys;
 
 /// Prefix of the OS names of every segment ipckit creates, so `ipckit ls` can find them.
@@ -139,6 +139,29 @@ fn os_name(name: &str) -> String {
     format!("{NAME_PREFIX}{name}")
 }
 
+/// Where a named segment lives: POSIX shared memory, or a file in a directory (a mapped
+/// file, for channels that must survive in or be placed on a file system).
+fn create_object(dir: Option<&Path>, name: &str, mode: u32) -> Result<OwnedFd> {
+    match dir {
+        None => sys::shm_create(&os_name(name), mode, "shared-memory segment"),
+        Some(d) => sys::file_create(&d.join(name), mode, "mapped file"),
+    }
+}
+
+fn open_object(dir: Option<&Path>, name: &str, writable: bool) -> Result<OwnedFd> {
+    match dir {
+        None => sys::shm_open(&os_name(name), writable, "shared-memory segment"),
+        Some(d) => sys::file_open(&d.join(name), writable, "mapped file"),
+    }
+}
+
+fn unlink_object(dir: Option<&Path>, name: &str) -> Result<()> {
+    match dir {
+        None => sys::shm_unlink(&os_name(name)),
+        Some(d) => sys::file_unlink(&d.join(name)),
+    }
+}
+
 /// Options for creating or opening a named segment; ends in [`create`](Self::create),
 /// [`open`](Self::open) or [`open_or_create`](Self::open_or_create).
 #[derive(Clone, Debug)]
@@ -149,9 +172,17 @@ pub struct SegmentBuilder {
     fingerprint: u64,
     kind: SegmentKind,
     writable: bool,
+    dir: Option<PathBuf>,
 }
 
 impl SegmentBuilder {
+    /// Backs the segment with a file `DIR/NAME` instead of POSIX shared memory (the segment
+    /// is then a memory-mapped file; `ipckit ls` does not list it).
+    pub fn in_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
     /// Bytes of user data (for creation).
     pub fn size(mut self, bytes: usize) -> Self {
         self.size = bytes;
@@ -185,12 +216,12 @@ impl SegmentBuilder {
     /// returned segment removes the name when dropped unless [`Segment::keep`] is called.
     pub fn create(self) -> Result<Segment> {
         validate_name(&self.name)?;
-        let os = os_name(&self.name);
-        let fd = sys::shm_create(&os, self.mode, "shared-memory segment")?;
+        let dir = self.dir.as_deref();
+        let fd = create_object(dir, &self.name, self.mode)?;
         // From here on, a failure must remove the half-made name.
         let made = (|| {
             sys::set_len(sys::fd_of(&fd), (HEADER_LEN + self.size) as u64)?;
-            let seg = Segment::map(fd, &self.name, HEADER_LEN + self.size, true)?;
+            let seg = Segment::map(fd, &self.name, dir, HEADER_LEN + self.size, true)?;
             seg.write_header(&self);
             Ok(seg)
         })();
@@ -200,7 +231,7 @@ impl SegmentBuilder {
                 Ok(seg)
             }
             Err(e) => {
-                let _ = sys::shm_unlink(&os);
+                let _ = unlink_object(dir, &self.name);
                 Err(e)
             }
         }
@@ -209,7 +240,7 @@ impl SegmentBuilder {
     /// Opens an existing segment and checks its header (magic, version, kind, type).
     pub fn open(self) -> Result<Segment> {
         validate_name(&self.name)?;
-        let fd = sys::shm_open(&os_name(&self.name), self.writable, "shared-memory segment")?;
+        let fd = open_object(self.dir.as_deref(), &self.name, self.writable)?;
         let len = sys::file_len(sys::fd_of(&fd))? as usize;
         if len < HEADER_LEN {
             // Either being created right now or not ipckit's: wait briefly for the size.
@@ -229,7 +260,7 @@ impl SegmentBuilder {
     }
 
     fn open_mapped(self, fd: OwnedFd, len: usize) -> Result<Segment> {
-        let seg = Segment::map(fd, &self.name, len, self.writable)?;
+        let seg = Segment::map(fd, &self.name, self.dir.as_deref(), len, self.writable)?;
         seg.check_header(&self, len)?;
         Ok(seg)
     }
@@ -252,14 +283,13 @@ impl SegmentBuilder {
 
 /// A shared-memory segment mapped into this process.
 ///
-/// Access goes through bounds-checked copies ([`read`](Self::read), [`write`](Self::write),
-/// [`read_bytes`](Self::read_bytes), [`write_bytes`](Self::write_bytes)) and atomics at
-/// aligned offsets ([`atomic_u32`](Self::atomic_u32), [`atomic_u64`](Self::atomic_u64)). No
-/// plain Rust reference into the shared bytes is ever handed out, because another process
+/// Access goes through the [`SharedBytes`] methods: bounds-checked copies (`read`, `write`,
+/// `read_bytes`, `write_bytes`) and atomics at aligned offsets (`atomic_u32`, `atomic_u64`).
+/// No plain Rust reference into the shared bytes is ever handed out, because another process
 /// may write them at any time.
 ///
 /// ```
-/// use ipckit::shm::Segment;
+/// use ipckit::shm::{Segment, SharedBytes};
 /// use std::sync::atomic::Ordering;
 ///
 /// let name = format!("doc-{}", std::process::id());
@@ -280,6 +310,7 @@ pub struct Segment {
     map: memmap2::MmapRaw,
     fd: OwnedFd,
     name: Option<String>,
+    dir: Option<PathBuf>,
     remove_on_drop: bool,
 }
 
@@ -302,6 +333,7 @@ impl Segment {
             fingerprint: 0,
             kind: SegmentKind::Data,
             writable: true,
+            dir: None,
         }
     }
 
@@ -310,13 +342,13 @@ impl Segment {
     pub fn anonymous(size: usize) -> Result<Segment> {
         let fd = sys::memfd("ipckit-anon")?;
         sys::set_len(sys::fd_of(&fd), (HEADER_LEN + size) as u64)?;
-        let mut seg = Segment::map(fd, "", HEADER_LEN + size, true)?;
+        let mut seg = Segment::map(fd, "", None, HEADER_LEN + size, true)?;
         seg.write_header(&Segment::builder("anonymous").size(size));
         seg.name = None;
         Ok(seg)
     }
 
-    fn map(fd: OwnedFd, name: &str, len: usize, writable: bool) -> Result<Segment> {
+    fn map(fd: OwnedFd, name: &str, dir: Option<&Path>, len: usize, writable: bool) -> Result<Segment> {
         let map = sys::map_shared(&fd, len, writable)?;
         // Mark this process as a holder, for `in_use`/`cleanup_stale`.
         sys::ofd_lock(sys::fd_of(&fd), LOCK_ATTACHED, 1, false)?;
@@ -324,6 +356,7 @@ impl Segment {
             map,
             fd,
             name: Some(name.to_owned()),
+            dir: dir.map(Path::to_owned),
             remove_on_drop: false,
         })
     }
@@ -337,7 +370,7 @@ impl Segment {
     pub(crate) fn unlink_now(&mut self) {
         if let Some(n) = &self.name {
             if !n.is_empty() {
-                let _ = sys::shm_unlink(&os_name(n));
+                let _ = unlink_object(self.dir.as_deref(), n);
             }
         }
         self.remove_on_drop = false;
@@ -480,70 +513,6 @@ impl Segment {
         unsafe { self.map.as_mut_ptr().add(HEADER_LEN) }
     }
 
-    fn check_range(&self, offset: usize, len: usize, align: usize) -> Result<*mut u8> {
-        let size = self.len();
-        match offset.checked_add(len) {
-            Some(end) if end <= size => {}
-            _ => return Err(Error::OutOfBounds { offset, len, size }),
-        }
-        if offset % align != 0 {
-            return Err(Error::Misaligned { offset, align });
-        }
-        // SAFETY: offset + len <= len(), so the pointer stays inside the mapping.
-        Ok(unsafe { self.as_ptr().add(offset) })
-    }
-
-    /// Copies a `T` out of the segment at `offset` (any alignment).
-    pub fn read<T: Pod>(&self, offset: usize) -> Result<T> {
-        let p = self.check_range(offset, size_of::<T>(), 1)?;
-        // SAFETY: `p..p+size_of::<T>()` is inside the mapping (checked); `T: Pod` is valid for
-        // any bit pattern; an unaligned volatile-free copy through a raw pointer forms no
-        // reference to the shared bytes.
-        Ok(unsafe { ptr::read_unaligned(p.cast::<T>()) })
-    }
-
-    /// Copies `value` into the segment at `offset` (any alignment).
-    pub fn write<T: Pod>(&self, offset: usize, value: &T) -> Result<()> {
-        let p = self.check_range(offset, size_of::<T>(), 1)?;
-        // SAFETY: inside the mapping (checked); raw unaligned write, no reference formed.
-        unsafe { ptr::write_unaligned(p.cast::<T>(), *value) };
-        Ok(())
-    }
-
-    /// Copies `buf.len()` bytes out of the segment at `offset`.
-    pub fn read_bytes(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
-        let p = self.check_range(offset, buf.len(), 1)?;
-        // SAFETY: source inside the mapping (checked), destination is our own buffer; they
-        // cannot overlap because `buf` is a Rust reference and the mapping is never exposed
-        // as one.
-        unsafe { ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) };
-        Ok(())
-    }
-
-    /// Copies `bytes` into the segment at `offset`.
-    pub fn write_bytes(&self, offset: usize, bytes: &[u8]) -> Result<()> {
-        let p = self.check_range(offset, bytes.len(), 1)?;
-        // SAFETY: destination inside the mapping (checked); see `read_bytes` for overlap.
-        unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) };
-        Ok(())
-    }
-
-    /// The `AtomicU32` at `offset` (must be 4-byte aligned).
-    pub fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32> {
-        let p = self.check_range(offset, 4, 4)?;
-        // SAFETY: in bounds and aligned (checked; the data area is 64-byte aligned); atomics
-        // may be shared with other processes because every access to them is atomic; the
-        // reference lives no longer than `self`, which keeps the mapping.
-        Ok(unsafe { &*p.cast::<AtomicU32>() })
-    }
-
-    /// The `AtomicU64` at `offset` (must be 8-byte aligned).
-    pub fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64> {
-        let p = self.check_range(offset, 8, 8)?;
-        // SAFETY: as for `atomic_u32`.
-        Ok(unsafe { &*p.cast::<AtomicU64>() })
-    }
-
     /// Lets a child spawned from `cmd` open this segment with [`Segment::from_env`] (the
     /// descriptor is inherited; the variable [`ENV_VAR`] carries its number). Keep `self`
     /// alive until the child is spawned.
@@ -558,7 +527,7 @@ impl Segment {
             .flatten()
             .ok_or(Error::NoInheritedPipe("IPCKIT_SHM_FD names no descriptor"))?;
         let len = sys::file_len(sys::fd_of(&fd))? as usize;
-        let mut seg = Segment::map(fd, "", len, true)?;
+        let mut seg = Segment::map(fd, "", None, len, true)?;
         seg.check_header(&Segment::builder("inherited"), len)?;
         seg.name = None;
         Ok(seg)
@@ -568,11 +537,19 @@ impl Segment {
 /// The environment variable through which a child inherits an anonymous segment.
 pub const ENV_VAR: &str = "IPCKIT_SHM_FD";
 
+// SAFETY: `as_ptr()..as_ptr() + len()` is mapped for as long as the segment lives, and
+// segments never shrink.
+unsafe impl SharedBytes for Segment {
+    fn region(&self) -> Result<(*mut u8, usize)> {
+        Ok((self.as_ptr(), self.len()))
+    }
+}
+
 impl Drop for Segment {
     fn drop(&mut self) {
         if self.remove_on_drop {
             if let Some(n) = &self.name {
-                let _ = sys::shm_unlink(&os_name(n));
+                let _ = unlink_object(self.dir.as_deref(), n);
             }
         }
     }
@@ -639,6 +616,8 @@ pub fn cleanup_stale() -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::region::SharedBytes;
+    use std::sync::atomic::AtomicU32;
 
     fn unique(tag: &str) -> String {
         static N: AtomicU32 = AtomicU32::new(0);

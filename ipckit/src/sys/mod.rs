@@ -17,7 +17,7 @@ pub(crate) use socket::*;
 pub use futex::{futex_wait, futex_wake, FutexWake};
 pub use shm::SHM_DIR;
 pub(crate) use shm::{
-    fd_of, file_len, list_shm, map_shared, memfd, ofd_lock, ofd_locked_by_other, set_len, shm_create,
+    fd_of, file_create, file_len, file_open, file_unlink, list_shm, map_shared, memfd, ofd_lock, ofd_locked_by_other, set_len, shm_create,
     shm_open, shm_unlink,
 };
 

@@ -156,3 +156,45 @@ pub(crate) fn list_shm(prefix: &str) -> Vec<String> {
 pub(crate) fn fd_of(fd: &OwnedFd) -> BorrowedFd<'_> {
     fd.as_fd()
 }
+
+/// Creates a regular file exclusively (`O_CREAT | O_EXCL`), mode exactly `mode`: the
+/// backing of file-mapped channels and segments.
+pub(crate) fn file_create(path: &std::path::Path, mode: u32, what: &'static str) -> Result<OwnedFd> {
+    use rustix::fs::OFlags;
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let fd = rustix::fs::open(path, flags, Mode::from_raw_mode(mode))
+        .map_err(|e| file_error(e, path, what))?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(|e| Error::os("fchmod", e))?;
+    Ok(fd)
+}
+
+/// Opens an existing regular file, read-write or read-only, refusing symlinks.
+pub(crate) fn file_open(path: &std::path::Path, writable: bool, what: &'static str) -> Result<OwnedFd> {
+    use rustix::fs::OFlags;
+    let access = if writable { OFlags::RDWR } else { OFlags::RDONLY };
+    rustix::fs::open(path, access | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())
+        .map_err(|e| file_error(e, path, what))
+}
+
+/// Removes a file. A missing file is not an error.
+pub(crate) fn file_unlink(path: &std::path::Path) -> Result<()> {
+    match rustix::fs::unlink(path) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(file_error(e, path, "file")),
+    }
+}
+
+fn file_error(e: Errno, path: &std::path::Path, what: &'static str) -> Error {
+    match e {
+        Errno::EXIST => Error::AlreadyExists {
+            what,
+            name: path.display().to_string(),
+        },
+        Errno::LOOP => Error::WrongFileType {
+            path: path.to_owned(),
+            expected: "regular file",
+            found: "symbolic link",
+        },
+        e => super::fifo::fs_error("open", path, e),
+    }
+}

@@ -209,6 +209,18 @@ pub enum Error {
         align: usize,
     },
 
+    /// A mapped file is now shorter than its mapping (another process truncated it); the
+    /// access was refused instead of touching pages that are gone.
+    #[error("{path} shrank to {now} bytes under a {mapped}-byte mapping")]
+    FileShrunk {
+        /// The file.
+        path: PathBuf,
+        /// Bytes mapped.
+        mapped: usize,
+        /// The file's size now.
+        now: u64,
+    },
+
     /// Shared state failed validation: a crashed or hostile peer wrote something impossible.
     #[error("shared memory corrupted: {0}")]
     Corrupted(String),

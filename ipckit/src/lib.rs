@@ -46,6 +46,7 @@ pub mod framing;
 mod inherit;
 mod loom;
 mod region;
+pub mod mmap;
 pub mod pipe;
 pub mod shm;
 pub mod socket;

@@ -21,6 +21,11 @@ pub unsafe trait SharedBytes {
     /// (a mapped file re-checks its size).
     fn region(&self) -> Result<(*mut u8, usize)>;
 
+    /// Like [`region`](Self::region), for writes and atomics: a read-only region refuses.
+    fn region_mut(&self) -> Result<(*mut u8, usize)> {
+        self.region()
+    }
+
     /// Copies a `T` out at `offset` (any alignment).
     fn read<T: Pod>(&self, offset: usize) -> Result<T> {
         let p = checked(self.region()?, offset, size_of::<T>(), 1)?;
@@ -31,7 +36,7 @@ pub unsafe trait SharedBytes {
 
     /// Copies `value` in at `offset` (any alignment).
     fn write<T: Pod>(&self, offset: usize, value: &T) -> Result<()> {
-        let p = checked(self.region()?, offset, size_of::<T>(), 1)?;
+        let p = checked(self.region_mut()?, offset, size_of::<T>(), 1)?;
         // SAFETY: inside the region (checked); a raw unaligned write, no reference formed.
         unsafe { ptr::write_unaligned(p.cast::<T>(), *value) };
         Ok(())
@@ -48,7 +53,7 @@ pub unsafe trait SharedBytes {
 
     /// Copies `bytes` in at `offset`.
     fn write_bytes(&self, offset: usize, bytes: &[u8]) -> Result<()> {
-        let p = checked(self.region()?, offset, bytes.len(), 1)?;
+        let p = checked(self.region_mut()?, offset, bytes.len(), 1)?;
         // SAFETY: destination inside the region (checked); see `read_bytes` for overlap.
         unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) };
         Ok(())
@@ -56,7 +61,7 @@ pub unsafe trait SharedBytes {
 
     /// The `AtomicU32` at `offset` (4-byte aligned).
     fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32> {
-        let p = checked(self.region()?, offset, 4, 4)?;
+        let p = checked(self.region_mut()?, offset, 4, 4)?;
         // SAFETY: in bounds and aligned (checked); atomics may be shared with other processes
         // because every access to them is atomic; the trait's contract keeps the memory
         // mapped while `self` is borrowed, which bounds the reference's lifetime.
@@ -65,7 +70,7 @@ pub unsafe trait SharedBytes {
 
     /// The `AtomicU64` at `offset` (8-byte aligned).
     fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64> {
-        let p = checked(self.region()?, offset, 8, 8)?;
+        let p = checked(self.region_mut()?, offset, 8, 8)?;
         // SAFETY: as for `atomic_u32`.
         Ok(unsafe { &*p.cast::<AtomicU64>() })
     }

@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 fn main() -> ipckit::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let url = args.get(1).map_or("shm://pingpong-example", |s| s.as_str()).to_owned();
+    let url = args
+        .get(1)
+        .map_or("shm://pingpong-example", |s| s.as_str())
+        .to_owned();
     let size: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(64);
     let iters: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let t = Duration::from_secs(10);

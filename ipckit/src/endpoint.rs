@@ -613,7 +613,10 @@ fn parse_host_port(scheme: Scheme, url: &str, after: &str) -> Result<Address, Ur
 
 fn parse_query(scheme: Scheme, query: &str, options: &mut Options) -> Result<(), UrlError> {
     let kind = scheme.address_kind();
-    let files = matches!(kind, AddressKind::Path | AddressKind::SocketPath | AddressKind::Name);
+    let files = matches!(
+        kind,
+        AddressKind::Path | AddressKind::SocketPath | AddressKind::Name
+    );
     let shm = matches!(scheme, Scheme::Shm | Scheme::Mmap);
     let known = match (files, shm) {
         (_, true) => "max_msg, mode, capacity, wait, spin_us",
@@ -629,8 +632,12 @@ fn parse_query(scheme: Scheme, query: &str, options: &mut Options) -> Result<(),
         };
         match key {
             "max_msg" => {
-                options.max_message_size = parse_size(value)
-                    .ok_or_else(|| bad("max_msg", "a byte count from 1 to 4G, e.g. 65536, 64K or 16M"))?;
+                options.max_message_size = parse_size(value).ok_or_else(|| {
+                    bad(
+                        "max_msg",
+                        "a byte count from 1 to 4G, e.g. 65536, 64K or 16M",
+                    )
+                })?;
             }
             "mode" if files => {
                 options.mode = u32::from_str_radix(value, 8)
@@ -736,7 +743,10 @@ mod tests {
         assert_eq!(Endpoint::parse(&e.to_string()).unwrap(), e);
         assert!(matches!(
             Endpoint::parse("shm://ch?capacity=3M"),
-            Err(UrlError::BadParameter { key: "capacity", .. })
+            Err(UrlError::BadParameter {
+                key: "capacity",
+                ..
+            })
         ));
         assert!(matches!(
             Endpoint::parse("shm://ch?wait=sometimes"),
@@ -751,7 +761,9 @@ mod tests {
             Err(UrlError::BadName { .. })
         ));
         assert_eq!(
-            Endpoint::parse("udp://127.0.0.1:9").unwrap().effective_max_message_size(),
+            Endpoint::parse("udp://127.0.0.1:9")
+                .unwrap()
+                .effective_max_message_size(),
             UDP_MAX_PAYLOAD
         );
     }

@@ -350,7 +350,9 @@ mod tests {
         let mut bytes = u32::MAX.to_le_bytes().to_vec();
         bytes.extend_from_slice(b"abc");
         let err = decode_frames(&bytes, 1024).unwrap_err();
-        assert!(matches!(err, Error::IncomingTooLarge { size, max: 1024 } if size == u32::MAX as u64));
+        assert!(
+            matches!(err, Error::IncomingTooLarge { size, max: 1024 } if size == u32::MAX as u64)
+        );
         let mut src_bytes: &[u8] = &bytes;
         let mut src = SliceSource {
             data: &mut src_bytes,
@@ -369,9 +371,21 @@ mod tests {
     #[test]
     fn truncated_frames() {
         let e = decode_frames(&[5, 0], 100).unwrap_err();
-        assert!(matches!(e, Error::Truncated { received: 2, expected: 4 }));
+        assert!(matches!(
+            e,
+            Error::Truncated {
+                received: 2,
+                expected: 4
+            }
+        ));
         let e = decode_frames(&[5, 0, 0, 0, 1, 2], 100).unwrap_err();
-        assert!(matches!(e, Error::Truncated { received: 6, expected: 9 }));
+        assert!(matches!(
+            e,
+            Error::Truncated {
+                received: 6,
+                expected: 9
+            }
+        ));
         assert_eq!(decode_frames(&[], 100).unwrap(), Vec::<Vec<u8>>::new());
         assert_eq!(decode_frames(&[0, 0, 0, 0], 100).unwrap(), vec![vec![]]);
     }
@@ -384,7 +398,8 @@ mod tests {
             block_after: Some(6),
         };
         let mut w = FrameWriter::new(100);
-        w.send(&mut sink, b"hello world", Wait::Never, "test").unwrap();
+        w.send(&mut sink, b"hello world", Wait::Never, "test")
+            .unwrap();
         assert_eq!(sink.out.len(), 6);
         w.send(&mut sink, b"next", Wait::Never, "test").unwrap();
         assert_eq!(
@@ -393,7 +408,11 @@ mod tests {
         );
         assert!(matches!(
             w.send(&mut sink, &[0; 101], Wait::Never, "test"),
-            Err(Error::MessageTooLarge { size: 101, max: 100, .. })
+            Err(Error::MessageTooLarge {
+                size: 101,
+                max: 100,
+                ..
+            })
         ));
     }
 

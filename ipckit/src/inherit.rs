@@ -98,7 +98,9 @@ pub(crate) fn take_fds(var: &str, n: usize, expect: Expect) -> Result<Vec<Option
 fn adopt(fd: RawFd, expect: Expect) -> Result<OwnedFd> {
     // SAFETY: F_GETFD on any integer is harmless: it only reports whether it is open.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(Error::NoInheritedPipe("an inherited descriptor is not open"));
+        return Err(Error::NoInheritedPipe(
+            "an inherited descriptor is not open",
+        ));
     }
     // SAFETY:
     // - `fd` is open (checked above) and, by the protocol of this module, was passed to this

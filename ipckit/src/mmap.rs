@@ -132,9 +132,10 @@ impl MappedFile {
 
     /// Writes dirty pages to the file and waits (`msync(MS_SYNC)`).
     pub fn flush(&self) -> Result<()> {
-        self.map
-            .flush()
-            .map_err(|source| Error::Io { op: "msync", source })
+        self.map.flush().map_err(|source| Error::Io {
+            op: "msync",
+            source,
+        })
     }
 
     /// Flushes `len` bytes from `offset`.
@@ -151,7 +152,10 @@ impl MappedFile {
         }
         self.map
             .flush_range(offset, len)
-            .map_err(|source| Error::Io { op: "msync", source })
+            .map_err(|source| Error::Io {
+                op: "msync",
+                source,
+            })
     }
 
     /// The file's current size on disk (another process may have changed it).
@@ -213,7 +217,10 @@ mod tests {
             .unwrap()
             .set_len(100)
             .unwrap();
-        assert!(matches!(m.read::<u64>(8000), Err(Error::FileShrunk { now: 100, .. })));
+        assert!(matches!(
+            m.read::<u64>(8000),
+            Err(Error::FileShrunk { now: 100, .. })
+        ));
         assert!(matches!(m.read::<u64>(0), Err(Error::FileShrunk { .. })));
     }
 
@@ -221,11 +228,20 @@ mod tests {
     fn read_only_refuses_writes_and_atomics() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        MappedFile::create(&path, 64).unwrap().write(0, &5u32).unwrap();
+        MappedFile::create(&path, 64)
+            .unwrap()
+            .write(0, &5u32)
+            .unwrap();
         let r = MappedFile::open_read_only(&path).unwrap();
         assert_eq!(r.read::<u32>(0).unwrap(), 5);
-        assert!(matches!(r.write(0, &1u32), Err(Error::PermissionDenied { .. })));
-        assert!(matches!(r.atomic_u32(0), Err(Error::PermissionDenied { .. })));
+        assert!(matches!(
+            r.write(0, &1u32),
+            Err(Error::PermissionDenied { .. })
+        ));
+        assert!(matches!(
+            r.atomic_u32(0),
+            Err(Error::PermissionDenied { .. })
+        ));
         let mut r = r;
         assert!(r.grow(128).is_err());
     }
@@ -235,7 +251,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let mut m = MappedFile::create(&path, 64).unwrap();
-        assert!(matches!(MappedFile::create(&path, 64), Err(Error::AlreadyExists { .. })));
+        assert!(matches!(
+            MappedFile::create(&path, 64),
+            Err(Error::AlreadyExists { .. })
+        ));
         m.write_bytes(0, b"hello").unwrap();
         m.grow(1 << 20).unwrap();
         let mut b = [0u8; 5];

@@ -77,7 +77,12 @@ pub unsafe trait SharedBytes {
 }
 
 /// Checks `offset..offset+len` against the region and the alignment; returns its start.
-fn checked((base, size): (*mut u8, usize), offset: usize, len: usize, align: usize) -> Result<*mut u8> {
+fn checked(
+    (base, size): (*mut u8, usize),
+    offset: usize,
+    len: usize,
+    align: usize,
+) -> Result<*mut u8> {
     match offset.checked_add(len) {
         Some(end) if end <= size => {}
         _ => return Err(Error::OutOfBounds { offset, len, size }),

@@ -10,10 +10,7 @@ use crate::transport::Wait;
 #[derive(Debug)]
 enum Fds {
     One(IoFd),
-    Split {
-        rx: Option<IoFd>,
-        tx: Option<IoFd>,
-    },
+    Split { rx: Option<IoFd>, tx: Option<IoFd> },
 }
 
 /// A framed message connection over a byte stream.

@@ -239,8 +239,14 @@ mod tests {
         );
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(matches!(decode::<Point>(&longer), Err(Error::Decode { .. })));
-        assert!(matches!(decode::<Point>(&[0xff; 3]), Err(Error::Decode { .. })));
+        assert!(matches!(
+            decode::<Point>(&longer),
+            Err(Error::Decode { .. })
+        ));
+        assert!(matches!(
+            decode::<Point>(&[0xff; 3]),
+            Err(Error::Decode { .. })
+        ));
         assert!(matches!(decode::<u64>(&[]), Err(Error::Decode { .. })));
     }
 

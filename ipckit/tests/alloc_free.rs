@@ -87,7 +87,10 @@ fn check(url: &str, size: usize) {
         }
     });
     echo.join().unwrap();
-    assert_eq!(n, 0, "{url} at {size} B: {n} allocations in {rounds} round trips");
+    assert_eq!(
+        n, 0,
+        "{url} at {size} B: {n} allocations in {rounds} round trips"
+    );
 }
 
 #[test]

@@ -61,7 +61,11 @@ impl FifoListener {
     }
 
     fn open_reader(&self) -> Result<IoFd> {
-        Ok(IoFd::new(sys::open_fifo(&self.path, false)?, FdKind::Other, true))
+        Ok(IoFd::new(
+            sys::open_fifo(&self.path, false)?,
+            FdKind::Other,
+            true,
+        ))
     }
 
     /// Opens the FIFO for reading and waits until a writer has sent something (or opened and
@@ -75,7 +79,12 @@ impl FifoListener {
             self.pending = Some(io);
             return Err(e);
         }
-        Ok(Inner::Stream(StreamConn::split(Some(io), None, self.max, "fifo")))
+        Ok(Inner::Stream(StreamConn::split(
+            Some(io),
+            None,
+            self.max,
+            "fifo",
+        )))
     }
 }
 

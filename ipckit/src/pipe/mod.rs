@@ -36,8 +36,8 @@ mod fifo;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::process::{Child, Command};
 
-pub(crate) use fifo::{connect_fifo, FifoListener};
 pub use fifo::remove_fifo;
+pub(crate) use fifo::{connect_fifo, FifoListener};
 
 use crate::connection::{Connection, Inner};
 use crate::endpoint::Endpoint;

@@ -124,7 +124,9 @@ impl RingData for ShmData {
     #[inline]
     fn read(&self, off: u32, dst: &mut [u8]) {
         // SAFETY: as for `write`, for a published, consumer-owned range.
-        unsafe { ptr::copy_nonoverlapping(self.base.add(off as usize), dst.as_mut_ptr(), dst.len()) }
+        unsafe {
+            ptr::copy_nonoverlapping(self.base.add(off as usize), dst.as_mut_ptr(), dst.len())
+        }
     }
 }
 
@@ -193,7 +195,12 @@ impl std::fmt::Debug for ShmConn {
 }
 
 impl ShmConn {
-    fn new(seg: Segment, rendezvous: Option<Segment>, role: Role, ep: &Endpoint) -> Result<ShmConn> {
+    fn new(
+        seg: Segment,
+        rendezvous: Option<Segment>,
+        role: Role,
+        ep: &Endpoint,
+    ) -> Result<ShmConn> {
         let base = seg.as_ptr();
         let header = base.cast::<ChannelHeader>().cast_const();
         // SAFETY: the segment was created or checked to be `channel_len(cap)` bytes, which is
@@ -224,7 +231,8 @@ impl ShmConn {
             )));
         }
         // SAFETY: OFF_DATA + 2 * cap == seg.len() (checked above).
-        let (c2s_data, s2c_data) = unsafe { (base.add(OFF_DATA), base.add(OFF_DATA + cap as usize)) };
+        let (c2s_data, s2c_data) =
+            unsafe { (base.add(OFF_DATA), base.add(OFF_DATA + cap as usize)) };
         let (tx_ctl, rx_ctl, tx_data, rx_data) = match role {
             Role::Client => (c2s, s2c, c2s_data, s2c_data),
             Role::Server => (s2c, c2s, s2c_data, c2s_data),
@@ -351,7 +359,11 @@ impl ShmConn {
         }
         if self.peer_closed_flag().load(Ordering::Acquire) != 0 {
             // Graceful close: deliver what is left, then report it.
-            return if ready(self)? { Ok(()) } else { Err(Error::Disconnected) };
+            return if ready(self)? {
+                Ok(())
+            } else {
+                Err(Error::Disconnected)
+            };
         }
         if wait == Wait::Never {
             return Err(Error::WouldBlock);
@@ -397,7 +409,11 @@ impl ShmConn {
             if now - last_check >= LIVENESS_SLICE {
                 last_check = now;
                 if !self.peer_alive() {
-                    return if ready(self)? { Ok(()) } else { Err(Error::Disconnected) };
+                    return if ready(self)? {
+                        Ok(())
+                    } else {
+                        Err(Error::Disconnected)
+                    };
                 }
             }
         }
@@ -439,7 +455,11 @@ impl ShmConn {
                 return Ok(());
             }
             if woke == sys::FutexWake::TimedOut && !self.peer_alive() {
-                return if ready(self)? { Ok(()) } else { Err(Error::Disconnected) };
+                return if ready(self)? {
+                    Ok(())
+                } else {
+                    Err(Error::Disconnected)
+                };
             }
             if self.peer_closed_flag().load(Ordering::Acquire) != 0 {
                 return Err(Error::Disconnected);
@@ -449,7 +469,9 @@ impl ShmConn {
 
     fn check_usable(&self) -> Result<()> {
         if self.corrupted {
-            return Err(Error::Corrupted("an earlier check failed; reconnect".into()));
+            return Err(Error::Corrupted(
+                "an earlier check failed; reconnect".into(),
+            ));
         }
         Ok(())
     }
@@ -788,7 +810,9 @@ pub(crate) struct ShmListener {
 
 impl std::fmt::Debug for ShmListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShmListener").field("place", &self.place).finish()
+        f.debug_struct("ShmListener")
+            .field("place", &self.place)
+            .finish()
     }
 }
 
@@ -983,13 +1007,23 @@ pub(crate) fn connect(ep: &Endpoint, wait: Wait) -> Result<Inner> {
 }
 
 /// Puts the connection id into a free backlog slot and wakes the listener.
-fn post(conn: &ShmConn, id: u64, wait: Wait, refused: impl Fn(&'static str) -> Error) -> Result<()> {
+fn post(
+    conn: &ShmConn,
+    id: u64,
+    wait: Wait,
+    refused: impl Fn(&'static str) -> Error,
+) -> Result<()> {
     let rv = rendezvous_of(conn.rendezvous.as_ref().expect("client has the rendezvous"));
     loop {
         for slot in &rv.slots {
             if slot
                 .state
-                .compare_exchange(SLOT_EMPTY, SLOT_CLAIMED, Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(
+                    SLOT_EMPTY,
+                    SLOT_CLAIMED,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
             {
                 slot.conn_id.store(id, Ordering::Relaxed);
@@ -999,9 +1033,10 @@ fn post(conn: &ShmConn, id: u64, wait: Wait, refused: impl Fn(&'static str) -> E
                 return Ok(());
             }
         }
-        let server_gone = conn.rendezvous.as_ref().is_some_and(|r| {
-            !sys::ofd_locked_by_other(r.fd(), LOCK_SERVER, 1).unwrap_or(true)
-        });
+        let server_gone = conn
+            .rendezvous
+            .as_ref()
+            .is_some_and(|r| !sys::ofd_locked_by_other(r.fd(), LOCK_SERVER, 1).unwrap_or(true));
         if server_gone {
             return Err(refused("the listener's process is gone"));
         }

@@ -31,8 +31,8 @@ mod ring;
 mod segment;
 
 pub use crate::region::SharedBytes;
-pub use channel::{ChannelStats, Loan, RecvRef, ShmConn};
 pub(crate) use channel::{connect as connect_channel, ShmListener};
+pub use channel::{ChannelStats, Loan, RecvRef, ShmConn};
 pub use segment::{
     cleanup_stale, fingerprint_of, list, remove, validate_name, Segment, SegmentBuilder,
     SegmentInfo, SegmentKind, ENV_VAR, HEADER_LEN, LAYOUT_VERSION, NAME_MAX, NAME_PREFIX,

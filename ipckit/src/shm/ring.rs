@@ -164,7 +164,11 @@ impl Producer {
         debug_assert!(len <= max_payload(self.cap));
         let need = record_size(len);
         let off = self.head & (self.cap - 1);
-        let pad = if off + need > self.cap { self.cap - off } else { 0 };
+        let pad = if off + need > self.cap {
+            self.cap - off
+        } else {
+            0
+        };
         let total = pad + need;
         if self.cap - self.head.wrapping_sub(self.cached_tail) < total {
             let tail = ctl.consumer.0.tail.load(Ordering::Acquire);
@@ -202,7 +206,6 @@ impl Producer {
         bump(&p.bytes, u64::from(r.len));
         p.head.store(r.new_head, order);
     }
-
 }
 
 fn header(len: u32, check: u32) -> [u8; 8] {
@@ -242,7 +245,11 @@ impl Consumer {
     }
 
     /// The next record, if one is published. Validates everything it reads.
-    pub(crate) fn peek<D: RingData>(&mut self, ctl: &RingControl, data: &D) -> Result<Option<Record>> {
+    pub(crate) fn peek<D: RingData>(
+        &mut self,
+        ctl: &RingControl,
+        data: &D,
+    ) -> Result<Option<Record>> {
         loop {
             let mut avail = self.cached_head.wrapping_sub(self.tail);
             if avail == 0 {
@@ -321,11 +328,15 @@ mod tests {
     impl RingData for Heap {
         fn write(&self, off: u32, src: &[u8]) {
             // SAFETY: single-threaded test; offsets are in bounds by the ring's contract.
-            unsafe { (&mut (*self.0.get()))[off as usize..off as usize + src.len()].copy_from_slice(src) }
+            unsafe {
+                (&mut (*self.0.get()))[off as usize..off as usize + src.len()].copy_from_slice(src)
+            }
         }
         fn read(&self, off: u32, dst: &mut [u8]) {
             // SAFETY: as above.
-            unsafe { dst.copy_from_slice(&(&(*self.0.get()))[off as usize..off as usize + dst.len()]) }
+            unsafe {
+                dst.copy_from_slice(&(&(*self.0.get()))[off as usize..off as usize + dst.len()])
+            }
         }
     }
 
@@ -369,7 +380,10 @@ mod tests {
                 expect.push_back(msg);
                 n = n.wrapping_add(1);
             } else {
-                assert!(!expect.is_empty(), "an empty ring must take a max-size record");
+                assert!(
+                    !expect.is_empty(),
+                    "an empty ring must take a max-size record"
+                );
                 assert_eq!(recv(&mut k, &c, &d).unwrap(), expect.pop_front().unwrap());
             }
             if round % 3 == 0 {
@@ -410,7 +424,10 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        assert!(detected, "a bogus consumer position is noticed once it is read");
+        assert!(
+            detected,
+            "a bogus consumer position is noticed once it is read"
+        );
     }
 }
 
@@ -447,7 +464,9 @@ mod loom_tests {
         loom::model(|| {
             let cap = 64u32;
             let ctl = Arc::new(RingControl::new());
-            let data = Arc::new(Words((0..cap / 8).map(|_| UnsafeCell::new([0; 8])).collect()));
+            let data = Arc::new(Words(
+                (0..cap / 8).map(|_| UnsafeCell::new([0; 8])).collect(),
+            ));
             let (c2, d2) = (ctl.clone(), data.clone());
             let producer = loom::thread::spawn(move || {
                 let mut p = Producer::attach(&c2, cap);

@@ -348,7 +348,13 @@ impl Segment {
         Ok(seg)
     }
 
-    fn map(fd: OwnedFd, name: &str, dir: Option<&Path>, len: usize, writable: bool) -> Result<Segment> {
+    fn map(
+        fd: OwnedFd,
+        name: &str,
+        dir: Option<&Path>,
+        len: usize,
+        writable: bool,
+    ) -> Result<Segment> {
         let map = sys::map_shared(&fd, len, writable)?;
         // Mark this process as a holder, for `in_use`/`cleanup_stale`.
         sys::ofd_lock(sys::fd_of(&fd), LOCK_ATTACHED, 1, false)?;
@@ -663,9 +669,16 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let name2 = unique("mode");
-        let _seg2 = Segment::builder(&name2).size(8).mode(0o640).create().unwrap();
+        let _seg2 = Segment::builder(&name2)
+            .size(8)
+            .mode(0o640)
+            .create()
+            .unwrap();
         let path2 = format!("{}/{}", sys::SHM_DIR, os_name(&name2));
-        assert_eq!(std::fs::metadata(&path2).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            std::fs::metadata(&path2).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
     }
 
     #[test]
@@ -682,11 +695,21 @@ mod tests {
     #[test]
     fn typed_and_kind_mismatch_are_incompatible() {
         let name = unique("typed");
-        let _seg = Segment::builder(&name).size(64).typed::<[u64; 8]>().create().unwrap();
+        let _seg = Segment::builder(&name)
+            .size(64)
+            .typed::<[u64; 8]>()
+            .create()
+            .unwrap();
         assert!(Segment::builder(&name).typed::<[u64; 8]>().open().is_ok());
-        let e = Segment::builder(&name).typed::<[u32; 16]>().open().unwrap_err();
+        let e = Segment::builder(&name)
+            .typed::<[u32; 16]>()
+            .open()
+            .unwrap_err();
         assert!(matches!(e, Error::Incompatible { .. }), "{e}");
-        let e = Segment::builder(&name).kind(SegmentKind::Channel).open().unwrap_err();
+        let e = Segment::builder(&name)
+            .kind(SegmentKind::Channel)
+            .open()
+            .unwrap_err();
         assert!(matches!(e, Error::Incompatible { .. }), "{e}");
     }
 
@@ -698,7 +721,9 @@ mod tests {
         let map = sys::map_shared(&fd, 8, true).unwrap();
         // SAFETY: 8 mapped writable bytes at a page-aligned address.
         unsafe { map.as_mut_ptr().cast::<u64>().write(0xdead_beef) };
-        let e = Segment::builder(&os[NAME_PREFIX.len()..]).open().unwrap_err();
+        let e = Segment::builder(&os[NAME_PREFIX.len()..])
+            .open()
+            .unwrap_err();
         assert!(matches!(e, Error::Incompatible { .. }), "{e}");
         sys::shm_unlink(&os).unwrap();
     }
@@ -708,7 +733,9 @@ mod tests {
         let os = os_name(&unique("half"));
         let fd = sys::shm_create(&os, 0o600, "test").unwrap();
         sys::set_len(sys::fd_of(&fd), 4096).unwrap();
-        let e = Segment::builder(&os[NAME_PREFIX.len()..]).open().unwrap_err();
+        let e = Segment::builder(&os[NAME_PREFIX.len()..])
+            .open()
+            .unwrap_err();
         assert!(matches!(e, Error::NotReady { .. }), "{e}");
         sys::shm_unlink(&os).unwrap();
     }
@@ -719,9 +746,18 @@ mod tests {
         assert_eq!(seg.name(), None);
         seg.write(60, &7u32).unwrap();
         assert_eq!(seg.read::<u32>(60).unwrap(), 7);
-        assert!(matches!(seg.read::<u64>(60), Err(Error::OutOfBounds { .. })));
-        assert!(matches!(seg.read::<u8>(usize::MAX), Err(Error::OutOfBounds { .. })));
-        assert!(matches!(seg.write_bytes(63, &[0, 0]), Err(Error::OutOfBounds { .. })));
+        assert!(matches!(
+            seg.read::<u64>(60),
+            Err(Error::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            seg.read::<u8>(usize::MAX),
+            Err(Error::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            seg.write_bytes(63, &[0, 0]),
+            Err(Error::OutOfBounds { .. })
+        ));
         assert!(matches!(seg.atomic_u64(4), Err(Error::Misaligned { .. })));
         assert!(matches!(seg.atomic_u32(64), Err(Error::OutOfBounds { .. })));
         seg.atomic_u32(8).unwrap().store(9, Ordering::SeqCst);
@@ -734,7 +770,10 @@ mod tests {
     fn names_are_validated() {
         for bad in ["", "a/b", "..", ".", "nul\0"] {
             let bad = bad.replace("\\0", "\0");
-            assert!(matches!(validate_name(&bad), Err(Error::InvalidName { .. })), "{bad:?}");
+            assert!(
+                matches!(validate_name(&bad), Err(Error::InvalidName { .. })),
+                "{bad:?}"
+            );
         }
         assert!(validate_name(&"x".repeat(NAME_MAX)).is_ok());
         assert!(validate_name(&"x".repeat(NAME_MAX + 1)).is_err());

@@ -165,7 +165,6 @@ fn data_connection(fd: OwnedFd, ep: &Endpoint, peer: Peer, own_path: Option<Path
     }
 }
 
-
 /// A bound socket endpoint.
 #[derive(Debug)]
 pub(crate) enum SocketListener {

@@ -145,11 +145,7 @@ pub(crate) fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
 }
 
 impl crate::framing::ByteSource for IoFd {
-    fn read_uninit(
-        &mut self,
-        buf: &mut [std::mem::MaybeUninit<u8>],
-        wait: Wait,
-    ) -> Result<usize> {
+    fn read_uninit(&mut self, buf: &mut [std::mem::MaybeUninit<u8>], wait: Wait) -> Result<usize> {
         let kind = self.kind;
         let r = self.io(Dir::Read, wait, |fd, dontwait| match kind {
             FdKind::Socket => {

@@ -65,7 +65,11 @@ pub(crate) fn make_fifo(path: &Path, mode: u32) -> Result<bool> {
 /// with `ENXIO` (mapped to [`Error::ConnectionRefused`]) while no reader has it open.
 /// Refuses anything that is not a FIFO. The descriptor is close-on-exec and non-blocking.
 pub(crate) fn open_fifo(path: &Path, write: bool) -> Result<OwnedFd> {
-    let access = if write { OFlags::WRONLY } else { OFlags::RDONLY };
+    let access = if write {
+        OFlags::WRONLY
+    } else {
+        OFlags::RDONLY
+    };
     let fd = rustix::fs::open(
         path,
         access | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY,

@@ -12,17 +12,19 @@ mod socket;
 pub use cpu::{allowed_cpus, pin_current_thread, pin_to_cpu};
 pub(crate) use fd::{set_cloexec, Dir, FdKind, IoFd};
 pub(crate) use fifo::{expect_fifo, make_fifo, open_fifo, remove_file_if};
-pub(crate) use pipe::pipe_pair;
-pub(crate) use socket::*;
 pub use futex::{futex_wait, futex_wake, FutexWake};
+pub(crate) use pipe::pipe_pair;
 pub use shm::SHM_DIR;
 pub(crate) use shm::{
-    fd_of, file_create, file_len, file_open, file_unlink, list_shm, map_shared, memfd, ofd_lock, ofd_locked_by_other, set_len, shm_create,
-    shm_open, shm_unlink,
+    fd_of, file_create, file_len, file_open, file_unlink, list_shm, map_shared, memfd, ofd_lock,
+    ofd_locked_by_other, set_len, shm_create, shm_open, shm_unlink,
 };
+pub(crate) use socket::*;
 
 /// Counts this process's open file descriptors (entries of `/proc/self/fd`).
 pub fn open_fd_count() -> std::io::Result<usize> {
     // The directory handle itself is one entry while it is being read.
-    Ok(std::fs::read_dir("/proc/self/fd")?.count().saturating_sub(1))
+    Ok(std::fs::read_dir("/proc/self/fd")?
+        .count()
+        .saturating_sub(1))
 }

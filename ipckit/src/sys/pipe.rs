@@ -10,4 +10,3 @@ use crate::error::{Error, Result};
 pub(crate) fn pipe_pair() -> Result<(OwnedFd, OwnedFd)> {
     rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|e| Error::os("pipe2", e))
 }
-

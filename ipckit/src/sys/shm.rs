@@ -87,10 +87,10 @@ pub(crate) fn file_len(fd: BorrowedFd<'_>) -> Result<u64> {
 /// Maps `len` bytes of `fd` shared between processes. The mapping is only ever accessed
 /// through raw pointers.
 pub(crate) fn map_shared(fd: &OwnedFd, len: usize, writable: bool) -> Result<memmap2::MmapRaw> {
-    let file = File::from(fd.try_clone().map_err(|source| Error::Io {
-        op: "dup",
-        source,
-    })?);
+    let file = File::from(
+        fd.try_clone()
+            .map_err(|source| Error::Io { op: "dup", source })?,
+    );
     let mut opts = memmap2::MmapOptions::new();
     opts.len(len);
     let map = if writable {
@@ -135,7 +135,11 @@ pub(crate) fn ofd_locked_by_other(fd: BorrowedFd<'_>, start: u64, len: u64) -> R
 fn flock_for(start: u64, len: u64, exclusive: bool) -> libc::flock {
     // SAFETY: `struct flock` is plain old data; all-zero is a valid value.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = if exclusive { libc::F_WRLCK } else { libc::F_RDLCK } as libc::c_short;
+    fl.l_type = if exclusive {
+        libc::F_WRLCK
+    } else {
+        libc::F_RDLCK
+    } as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
     fl.l_start = start as libc::off_t;
     fl.l_len = len as libc::off_t;
@@ -159,7 +163,11 @@ pub(crate) fn fd_of(fd: &OwnedFd) -> BorrowedFd<'_> {
 
 /// Creates a regular file exclusively (`O_CREAT | O_EXCL`), mode exactly `mode`: the
 /// backing of file-mapped channels and segments.
-pub(crate) fn file_create(path: &std::path::Path, mode: u32, what: &'static str) -> Result<OwnedFd> {
+pub(crate) fn file_create(
+    path: &std::path::Path,
+    mode: u32,
+    what: &'static str,
+) -> Result<OwnedFd> {
     use rustix::fs::OFlags;
     let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW;
     let fd = rustix::fs::open(path, flags, Mode::from_raw_mode(mode))
@@ -169,11 +177,23 @@ pub(crate) fn file_create(path: &std::path::Path, mode: u32, what: &'static str)
 }
 
 /// Opens an existing regular file, read-write or read-only, refusing symlinks.
-pub(crate) fn file_open(path: &std::path::Path, writable: bool, what: &'static str) -> Result<OwnedFd> {
+pub(crate) fn file_open(
+    path: &std::path::Path,
+    writable: bool,
+    what: &'static str,
+) -> Result<OwnedFd> {
     use rustix::fs::OFlags;
-    let access = if writable { OFlags::RDWR } else { OFlags::RDONLY };
-    rustix::fs::open(path, access | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())
-        .map_err(|e| file_error(e, path, what))
+    let access = if writable {
+        OFlags::RDWR
+    } else {
+        OFlags::RDONLY
+    };
+    rustix::fs::open(
+        path,
+        access | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(|e| file_error(e, path, what))
 }
 
 /// Removes a file. A missing file is not an error.

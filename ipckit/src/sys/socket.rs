@@ -67,7 +67,9 @@ fn addr_text(addr: &SockAddr) -> String {
     if let Ok(u) = rustix::net::SocketAddrUnix::try_from(addr.clone()) {
         if let Some(p) = u.path_bytes() {
             use std::os::unix::ffi::OsStrExt;
-            return Path::new(std::ffi::OsStr::from_bytes(p)).display().to_string();
+            return Path::new(std::ffi::OsStr::from_bytes(p))
+                .display()
+                .to_string();
         }
     }
     match to_inet(addr) {
@@ -148,7 +150,8 @@ pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
 
 /// `TCP_NODELAY`.
 pub(crate) fn set_nodelay(fd: BorrowedFd<'_>) -> Result<()> {
-    rustix::net::sockopt::set_tcp_nodelay(fd, true).map_err(|e| Error::os("setsockopt(TCP_NODELAY)", e))
+    rustix::net::sockopt::set_tcp_nodelay(fd, true)
+        .map_err(|e| Error::os("setsockopt(TCP_NODELAY)", e))
 }
 
 /// `SO_REUSEADDR`.
@@ -237,7 +240,8 @@ pub(crate) fn recv_datagram(
         }
         let spare = &mut out.spare_capacity_mut()[..cap];
         if want_from {
-            rustix::net::recvfrom(fd, spare, flags).map(|((init, _), len, from)| (init.len(), len, from))
+            rustix::net::recvfrom(fd, spare, flags)
+                .map(|((init, _), len, from)| (init.len(), len, from))
         } else {
             rustix::net::recv(fd, spare, flags).map(|((init, _), len)| (init.len(), len, None))
         }
@@ -250,4 +254,3 @@ pub(crate) fn recv_datagram(
         Received { len, from }
     }))
 }
-

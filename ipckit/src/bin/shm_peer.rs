@@ -1,0 +1,166 @@
+//! Helper process for the `shm://` tests (`ipckit/tests/shm_channel.rs`).
+//!
+//! ```text
+//! ipckit-shm-peer echo URL                 echo every message until the peer goes away
+//! ipckit-shm-peer flood URL N SIZE         send N messages of SIZE bytes (seq in the first 8)
+//! ipckit-shm-peer loan-and-hang URL        loan 4096 bytes, fill half, print "ready", sleep
+//! ipckit-shm-peer recv-ref-and-hang URL    hold a received message in place, print "ready", sleep
+//! ipckit-shm-peer listen-and-hang URL      bind, print "ready", sleep (to be killed)
+//! ipckit-shm-peer scribble PID SECS        write random bytes over PID's open ipckit segments
+//! ```
+//!
+//! Exit codes: 0 done, 2 usage, 3 an ipckit error (printed to stderr).
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use ipckit::{MessageReceiver, MessageSender};
+
+const T: Duration = Duration::from_secs(20);
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
+    let r = match arg(0) {
+        "echo" => echo(arg(1)),
+        "flood" => flood(
+            arg(1),
+            arg(2).parse().unwrap_or(0),
+            arg(3).parse().unwrap_or(64),
+        ),
+        "loan-and-hang" => loan_and_hang(arg(1)),
+        "recv-ref-and-hang" => recv_ref_and_hang(arg(1)),
+        "listen-and-hang" => ipckit::bind(arg(1)).map(|_listener| {
+            ready();
+            std::thread::sleep(Duration::from_secs(60));
+        }),
+        "scribble" => {
+            scribble(arg(1).parse().unwrap_or(0), arg(2).parse().unwrap_or(1.0));
+            Ok(())
+        }
+        _ => {
+            eprintln!("usage: see the source of ipckit-shm-peer");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = r {
+        eprintln!("ipckit-shm-peer: {e}");
+        std::process::exit(3);
+    }
+}
+
+fn ready() {
+    println!("ready");
+    let _ = std::io::stdout().flush();
+}
+
+fn echo(url: &str) -> ipckit::Result<()> {
+    let mut c = ipckit::connect_timeout(url, T)?;
+    ready();
+    let mut buf = Vec::new();
+    loop {
+        match c.recv_into_timeout(&mut buf, T) {
+            Ok(()) => c.send_timeout(&buf, T)?,
+            Err(ipckit::Error::Disconnected) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn flood(url: &str, n: u64, size: usize) -> ipckit::Result<()> {
+    let mut c = ipckit::connect_timeout(url, T)?;
+    ready();
+    let mut msg = vec![0xA5u8; size.max(8)];
+    for seq in 0..n {
+        msg[..8].copy_from_slice(&seq.to_le_bytes());
+        c.send_timeout(&msg, T)?;
+    }
+    // Stay until the reader has everything (it closes first).
+    match c.recv_timeout(T) {
+        Err(ipckit::Error::Disconnected) | Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn loan_and_hang(url: &str) -> ipckit::Result<()> {
+    let mut c = ipckit::connect_timeout(url, T)?;
+    let shm = c.as_shm().expect("an shm:// URL");
+    let mut loan = shm.loan(4096)?;
+    loan.write(0, &[7u8; 2048])?;
+    ready();
+    std::thread::sleep(Duration::from_secs(60));
+    Ok(())
+}
+
+fn recv_ref_and_hang(url: &str) -> ipckit::Result<()> {
+    let mut c = ipckit::connect_timeout(url, T)?;
+    ready();
+    let shm = c.as_shm().expect("an shm:// URL");
+    let _held = shm.recv_ref_timeout(T)?;
+    println!("holding");
+    let _ = std::io::stdout().flush();
+    std::thread::sleep(Duration::from_secs(60));
+    Ok(())
+}
+
+/// Maps every ipckit segment that process `pid` has open (through /proc/PID/fd, which works
+/// after the names were unlinked) and overwrites random ranges with random bytes.
+fn scribble(pid: u32, secs: f64) {
+    let mut maps = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(std::process::id());
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    while Instant::now() < deadline {
+        if maps.is_empty() {
+            maps = open_targets(pid);
+            if maps.is_empty() {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            ready();
+        }
+        for m in &maps {
+            let m: &memmap2::MmapRaw = m;
+            let len = m.len();
+            // Mostly small writes (indices, headers), sometimes long runs (payload).
+            let start = (next() as usize) % len;
+            let run = if next() % 8 == 0 { 4096 } else { 8 };
+            for i in start..(start + run).min(len) {
+                // SAFETY: `i < len` of a live mapping owned by `maps`; a raw volatile store,
+                // which is the point of this hostile helper.
+                unsafe { m.as_mut_ptr().add(i).write_volatile(next() as u8) };
+            }
+        }
+    }
+}
+
+fn open_targets(pid: u32) -> Vec<memmap2::MmapRaw> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(target) = std::fs::read_link(e.path()) else {
+            continue;
+        };
+        if !target.to_string_lossy().starts_with("/dev/shm/ipckit.") {
+            continue;
+        }
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(e.path())
+        else {
+            continue;
+        };
+        if let Ok(m) = memmap2::MmapOptions::new().map_raw(&file) {
+            out.push(m);
+        }
+    }
+    out
+}

@@ -1,0 +1,298 @@
+//! `shm://` channel across real processes: every size, wrap-around, a full ring, peers killed
+//! at the worst moments, a restarted client, and a hostile process scribbling over the
+//! segments. Every blocking call has a timeout, and no segment is left behind.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ipckit::{Error, MessageReceiver, MessageSender};
+
+const T: Duration = Duration::from_secs(10);
+const PEER: &str = env!("CARGO_BIN_EXE_ipckit-shm-peer");
+
+/// A unique channel name for one test; `leftovers` checks /dev/shm for it afterwards.
+fn unique(tag: &str) -> String {
+    format!("t-{tag}-{}", std::process::id())
+}
+
+fn leftovers(name: &str) -> Vec<String> {
+    let prefix = format!("ipckit.{name}");
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
+}
+
+/// A child process that is killed and reaped when dropped.
+struct Peer(Child);
+
+impl Peer {
+    fn spawn(args: &[&str]) -> Peer {
+        let child = Command::new(PEER)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn ipckit-shm-peer");
+        Peer(child)
+    }
+
+    /// Waits (bounded) for the peer to print `line`.
+    fn wait_for(&mut self, line: &str) {
+        let out = self.0.stdout.take().expect("stdout piped");
+        let want = line.to_owned();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(out).lines();
+            while let Some(Ok(l)) = lines.next() {
+                if l == want {
+                    let _ = tx.send(lines);
+                    return;
+                }
+            }
+        });
+        let rest = rx
+            .recv_timeout(T)
+            .unwrap_or_else(|_| panic!("peer never said {line:?}"));
+        // Keep reading the rest so the peer never blocks on a full pipe.
+        std::thread::spawn(move || rest.for_each(drop));
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.wait(T);
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = self.0.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn pattern(len: usize, salt: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ salt)
+        .collect()
+}
+
+#[test]
+fn every_size_byte_exact_with_wraparound() {
+    let name = unique("sizes");
+    // A small ring (max payload 32 KiB - 8) so the sizes wrap it many times.
+    let url = format!("shm://{name}?capacity=64K");
+    let mut listener = ipckit::bind(&url).unwrap();
+    let mut peer = Peer::spawn(&["echo", &url]);
+    let mut conn = listener.accept_timeout(T).unwrap();
+    peer.wait_for("ready");
+    let max = conn.as_shm().unwrap().max_message_size();
+    assert_eq!(max, 32 * 1024 - 8);
+    let mut buf = Vec::new();
+    let sizes = (0..=64).chain([255, 256, 4095, 4096, 4097, 10_000, max - 1, max]);
+    for (i, size) in sizes.enumerate() {
+        for round in 0..3u8 {
+            let msg = pattern(size, i as u8 ^ round);
+            conn.send_timeout(&msg, T).unwrap();
+            conn.recv_into_timeout(&mut buf, T).unwrap();
+            assert!(buf == msg, "size {size} round {round} differs");
+        }
+    }
+    let too_big = vec![0u8; max + 1];
+    assert!(matches!(
+        conn.send_timeout(&too_big, T),
+        Err(Error::MessageTooLarge { .. })
+    ));
+    let stats = conn.as_shm().unwrap().stats();
+    assert_eq!(stats.sent_messages, stats.received_messages);
+    drop(conn);
+    assert!(
+        peer.wait(T).is_some_and(|s| s.success()),
+        "echo peer exits cleanly"
+    );
+    drop(listener);
+    assert!(leftovers(&name).is_empty(), "{:?}", leftovers(&name));
+}
+
+#[test]
+fn full_ring_with_a_slow_reader_loses_nothing() {
+    let name = unique("full");
+    let url = format!("shm://{name}?capacity=4K&wait=block");
+    let mut listener = ipckit::bind(&url).unwrap();
+    let n = 2000u64;
+    let mut peer = Peer::spawn(&["flood", &url, &n.to_string(), "200"]);
+    let mut conn = listener.accept_timeout(T).unwrap();
+    peer.wait_for("ready");
+    std::thread::sleep(Duration::from_millis(100)); // let the writer fill the ring
+    let mut buf = Vec::new();
+    for seq in 0..n {
+        conn.recv_into_timeout(&mut buf, T).unwrap();
+        assert_eq!(buf.len(), 200);
+        assert_eq!(u64::from_le_bytes(buf[..8].try_into().unwrap()), seq);
+        if seq % 500 == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let stats = conn.as_shm().unwrap().stats();
+    assert_eq!(stats.received_messages, n);
+    assert!(
+        stats.peer_full_waits > 0,
+        "the writer waited for space: {stats:?}"
+    );
+    drop(conn);
+    assert!(peer.wait(T).is_some_and(|s| s.success()));
+}
+
+#[test]
+fn try_send_on_a_full_ring_is_refused_and_counted() {
+    let name = unique("drops");
+    let url = format!("shm://{name}?capacity=4K");
+    let _listener = ipckit::bind(&url).unwrap();
+    let mut client = ipckit::connect(&url).unwrap();
+    let msg = [1u8; 1000];
+    let mut sent = 0;
+    loop {
+        match client.try_send(&msg) {
+            Ok(()) => sent += 1,
+            Err(Error::WouldBlock) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        sent >= 3,
+        "a 4 KiB ring holds a few 1000-byte messages, took {sent}"
+    );
+    assert!(matches!(
+        client.send_timeout(&msg, Duration::from_millis(50)),
+        Err(Error::Timeout { .. })
+    ));
+    let stats = client.as_shm().unwrap().stats();
+    assert_eq!(stats.drops, 2);
+    assert_eq!(stats.sent_messages, sent);
+}
+
+fn assert_disconnected_soon(conn: &mut ipckit::Connection) {
+    let start = Instant::now();
+    let r = conn.recv_timeout(T);
+    assert!(matches!(r, Err(Error::Disconnected)), "{r:?}");
+    // The requirement is 100 ms (one 50 ms liveness slice); allow for a loaded machine.
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn killed_peer_is_disconnected_within_a_slice_in_every_wait_mode() {
+    for mode in ["adaptive", "spin", "block"] {
+        let name = unique(&format!("kill-{mode}"));
+        let url = format!("shm://{name}?wait={mode}");
+        let mut listener = ipckit::bind(&url).unwrap();
+        let mut peer = Peer::spawn(&["echo", &url]);
+        let mut conn = listener.accept_timeout(T).unwrap();
+        peer.wait_for("ready");
+        conn.send_timeout(b"ping", T).unwrap();
+        assert_eq!(conn.recv_timeout(T).unwrap(), b"ping");
+        peer.kill();
+        assert_disconnected_soon(&mut conn);
+        drop(conn);
+        drop(listener);
+        assert!(leftovers(&name).is_empty(), "{:?}", leftovers(&name));
+    }
+}
+
+#[test]
+fn writer_killed_mid_loan_publishes_nothing() {
+    let name = unique("loan");
+    let url = format!("shm://{name}");
+    let mut listener = ipckit::bind(&url).unwrap();
+    let mut peer = Peer::spawn(&["loan-and-hang", &url]);
+    peer.wait_for("ready");
+    let mut conn = listener.accept_timeout(T).unwrap();
+    assert!(matches!(conn.try_recv(), Err(Error::WouldBlock)));
+    peer.kill();
+    assert_disconnected_soon(&mut conn);
+}
+
+#[test]
+fn reader_killed_mid_recv_ref_releases_the_writer() {
+    let name = unique("recvref");
+    let url = format!("shm://{name}?capacity=4K");
+    let mut listener = ipckit::bind(&url).unwrap();
+    let mut peer = Peer::spawn(&["recv-ref-and-hang", &url]);
+    let mut conn = listener.accept_timeout(T).unwrap();
+    peer.wait_for("ready");
+    conn.send_timeout(&[9u8; 1000], T).unwrap();
+    peer.kill();
+    // Fill what is left of the ring; the next send must fail with Disconnected, not hang.
+    let start = Instant::now();
+    let err = loop {
+        match conn.send_timeout(&[9u8; 1000], T) {
+            Ok(()) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, Error::Disconnected), "{err:?}");
+    assert!(start.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn a_restarted_client_gets_a_fresh_connection() {
+    let name = unique("restart");
+    let url = format!("shm://{name}");
+    let mut listener = ipckit::bind(&url).unwrap();
+    for round in 0..3u8 {
+        let mut peer = Peer::spawn(&["echo", &url]);
+        let mut conn = listener.accept_timeout(T).unwrap();
+        peer.wait_for("ready");
+        conn.send_timeout(&[round; 100], T).unwrap();
+        assert_eq!(conn.recv_timeout(T).unwrap(), vec![round; 100]);
+        peer.kill();
+        assert_disconnected_soon(&mut conn);
+    }
+    drop(listener);
+    assert!(leftovers(&name).is_empty(), "{:?}", leftovers(&name));
+}
+
+#[test]
+fn live_listener_name_is_refused_and_a_dead_ones_replaced() {
+    let name = unique("relisten");
+    let url = format!("shm://{name}");
+    let mut crashed = Peer::spawn(&["listen-and-hang", &url]);
+    crashed.wait_for("ready");
+    assert!(matches!(
+        ipckit::bind(&url),
+        Err(Error::AddressInUse { .. })
+    ));
+    crashed.kill();
+    assert_eq!(
+        leftovers(&name).len(),
+        1,
+        "a killed listener leaves its rendezvous"
+    );
+    let mut listener = ipckit::bind(&url).expect("the stale rendezvous is replaced");
+    let mut client = ipckit::connect(&url).unwrap();
+    client.send_timeout(b"hi", T).unwrap();
+    let mut conn = listener.accept_timeout(T).unwrap();
+    assert_eq!(conn.recv_timeout(T).unwrap(), b"hi");
+    assert!(matches!(
+        ipckit::connect(format!("shm://{}-nobody", name)),
+        Err(Error::ConnectionRefused { .. })
+    ));
+    drop((conn, client, listener));
+    assert!(leftovers(&name).is_empty(), "{:?}", leftovers(&name));
+}

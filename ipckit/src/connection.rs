@@ -111,8 +111,9 @@ enum ListenerInner {
     Socket(SocketListener),
     Fifo(FifoListener),
     Shm(ShmListener),
-    /// `pipe:`: the inherited pipe (or stdio), handed out once.
-    Pipe(Option<Connection>),
+    /// `pipe:` (the inherited pipe or stdio) and `shm+mpsc://` (the receiving end): one
+    /// connection, handed out once.
+    Once(Option<Connection>, &'static str),
 }
 
 /// A bound endpoint that hands out [`Connection`]s: what [`bind`] returns.
@@ -120,9 +121,10 @@ enum ListenerInner {
 /// - Stream and sequenced-packet sockets: each `accept` is a new client.
 /// - FIFO: each `accept` waits for the next writer (it completes when a writer has opened the
 ///   FIFO and sent its first message, or opened and closed it).
-/// - Datagram sockets and `pipe:`: the first `accept` returns the one connection at once (a
-///   bound datagram connection replies to whoever sent last); later ones are
-///   [`Error::Unsupported`].
+/// - Datagram sockets, `pipe:` and `shm+mpsc://`: the first `accept` returns the one
+///   connection at once (a bound datagram connection replies to whoever sent last; an MPSC
+///   receiver takes from every sender); later ones are [`Error::Unsupported`].
+/// - `shm://` and `mmap://`: each `accept` takes the next client from the backlog.
 pub struct Listener {
     inner: ListenerInner,
     endpoint: Endpoint,
@@ -148,10 +150,10 @@ impl Listener {
             ListenerInner::Socket(s) => s.accept(wait)?,
             ListenerInner::Fifo(f) => f.accept(wait)?,
             ListenerInner::Shm(l) => l.accept(wait)?,
-            ListenerInner::Pipe(p) => {
-                return p.take().ok_or(Error::Unsupported {
+            ListenerInner::Once(conn, what) => {
+                return conn.take().ok_or(Error::Unsupported {
                     op: "a second accept",
-                    what: "pipe: (it has one connection)",
+                    what,
                 })
             }
         };
@@ -191,7 +193,17 @@ pub fn bind(url: impl ToEndpoint) -> Result<Listener> {
     let ep = url.to_endpoint()?;
     let (inner, endpoint) = match ep.scheme() {
         Scheme::Pipe => (
-            ListenerInner::Pipe(Some(crate::pipe::inherited_or_stdio(&ep)?)),
+            ListenerInner::Once(
+                Some(crate::pipe::inherited_or_stdio(&ep)?),
+                "pipe: (it has one connection)",
+            ),
+            ep,
+        ),
+        Scheme::ShmMpsc => (
+            ListenerInner::Once(
+                Some(Connection::new(crate::shm::bind_mpsc(&ep)?, ep.clone())),
+                "shm+mpsc:// (its receiving end takes from every sender)",
+            ),
             ep,
         ),
         Scheme::Fifo => (ListenerInner::Fifo(FifoListener::bind(&ep)?), ep),
@@ -223,6 +235,9 @@ pub fn connect_with(url: impl ToEndpoint, wait: Wait) -> Result<Connection> {
         let attempt = match ep.scheme() {
             Scheme::Pipe => crate::pipe::inherited_or_stdio(&ep),
             Scheme::Fifo => crate::pipe::connect_fifo(&ep).map(|i| Connection::new(i, ep.clone())),
+            Scheme::ShmMpsc => {
+                crate::shm::connect_mpsc(&ep).map(|i| Connection::new(i, ep.clone()))
+            }
             Scheme::Shm | Scheme::Mmap => {
                 crate::shm::connect_channel(&ep, wait).map(|i| Connection::new(i, ep.clone()))
             }

@@ -11,6 +11,7 @@
 //! | `udp://host:port` | UDP datagrams (at most 65,507 bytes) |
 //! | `shm://name` | shared-memory ring channel ([`crate::shm`]) |
 //! | `mmap:///path` | the same channel in memory-mapped files `path`, `path~…` |
+//! | `shm+mpsc://name` | one shared-memory queue, many senders, one receiver |
 //!
 //! Query parameters tune an endpoint: `max_msg=N` (largest message, default 16 MiB; suffixes
 //! `K`, `M`, `G` are powers of 1024) and, for things ipckit creates in the file system,
@@ -58,11 +59,13 @@ pub enum Scheme {
     Shm,
     /// `mmap:///path`
     Mmap,
+    /// `shm+mpsc://name`
+    ShmMpsc,
 }
 
 impl Scheme {
     /// Every scheme, in the order the docs list them.
-    pub const ALL: [Scheme; 9] = [
+    pub const ALL: [Scheme; 10] = [
         Scheme::Pipe,
         Scheme::Fifo,
         Scheme::Unix,
@@ -72,6 +75,7 @@ impl Scheme {
         Scheme::Udp,
         Scheme::Shm,
         Scheme::Mmap,
+        Scheme::ShmMpsc,
     ];
 
     /// The URL scheme, e.g. `unix+dgram`.
@@ -86,6 +90,7 @@ impl Scheme {
             Scheme::Udp => "udp",
             Scheme::Shm => "shm",
             Scheme::Mmap => "mmap",
+            Scheme::ShmMpsc => "shm+mpsc",
         }
     }
 
@@ -101,7 +106,13 @@ impl Scheme {
             Scheme::Udp => "udp://127.0.0.1:7000",
             Scheme::Shm => "shm://my-channel",
             Scheme::Mmap => "mmap:///tmp/my-channel",
+            Scheme::ShmMpsc => "shm+mpsc://my-queue",
         }
+    }
+
+    /// True for one-way transports (FIFOs, MPSC queues): the connecting side only sends.
+    pub fn is_one_way(self) -> bool {
+        matches!(self, Scheme::Fifo | Scheme::ShmMpsc)
     }
 
     /// True for transports where messages are whole datagrams that may be lost (UDP).
@@ -115,7 +126,7 @@ impl Scheme {
             Scheme::Fifo | Scheme::Mmap => AddressKind::Path,
             Scheme::Unix | Scheme::UnixDgram | Scheme::UnixSeqpacket => AddressKind::SocketPath,
             Scheme::Tcp | Scheme::Udp => AddressKind::HostPort,
-            Scheme::Shm => AddressKind::Name,
+            Scheme::Shm | Scheme::ShmMpsc => AddressKind::Name,
         }
     }
 }
@@ -617,7 +628,7 @@ fn parse_query(scheme: Scheme, query: &str, options: &mut Options) -> Result<(),
         kind,
         AddressKind::Path | AddressKind::SocketPath | AddressKind::Name
     );
-    let shm = matches!(scheme, Scheme::Shm | Scheme::Mmap);
+    let shm = matches!(scheme, Scheme::Shm | Scheme::Mmap | Scheme::ShmMpsc);
     let known = match (files, shm) {
         (_, true) => "max_msg, mode, capacity, wait, spin_us",
         (true, false) => "max_msg, mode",

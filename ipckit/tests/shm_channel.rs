@@ -296,3 +296,46 @@ fn live_listener_name_is_refused_and_a_dead_ones_replaced() {
     drop((conn, client, listener));
     assert!(leftovers(&name).is_empty(), "{:?}", leftovers(&name));
 }
+
+#[test]
+fn mpsc_many_senders_one_receiver_in_order_per_sender() {
+    let name = unique("mpsc");
+    let url = format!("shm+mpsc://{name}?capacity=16K");
+    let mut listener = ipckit::bind(&url).unwrap();
+    let mut rx = listener.accept_timeout(T).unwrap();
+    assert!(listener.try_accept().is_err(), "one receiving end");
+    // A sender that dies holding the producers' lock must not stop the others.
+    let mut stuck = Peer::spawn(&["loan-and-hang", &url]);
+    stuck.wait_for("ready");
+    let n = 3000u64;
+    let mut senders: Vec<Peer> = (0..3)
+        .map(|_| Peer::spawn(&["flood", &url, &n.to_string(), "100"]))
+        .collect();
+    stuck.kill();
+    let mut next: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+    let mut buf = Vec::new();
+    for _ in 0..3 * n {
+        rx.recv_into_timeout(&mut buf, T).unwrap();
+        assert_eq!(buf.len(), 100);
+        let seq = u64::from_le_bytes(buf[..8].try_into().unwrap());
+        let pid = u32::from_le_bytes(buf[8..12].try_into().unwrap());
+        let expect = next.entry(pid).or_insert(0);
+        assert_eq!(seq, *expect, "sender {pid} out of order");
+        *expect += 1;
+    }
+    assert_eq!(next.len(), 3);
+    assert!(next.values().all(|&v| v == n));
+    for s in &mut senders {
+        assert!(s.wait(T).is_some_and(|st| st.success()));
+    }
+    assert!(matches!(rx.try_send(b"x"), Err(Error::Unsupported { .. })));
+    let mut tx = ipckit::connect(&url).unwrap();
+    assert!(matches!(tx.try_recv(), Err(Error::Unsupported { .. })));
+    drop(rx);
+    assert!(matches!(
+        tx.send_timeout(b"late", T),
+        Err(Error::Disconnected)
+    ));
+    drop((tx, listener));
+    assert!(leftovers(&name).is_empty(), "{:?}", leftovers(&name));
+}

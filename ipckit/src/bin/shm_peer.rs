@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! ipckit-shm-peer echo URL                 echo every message until the peer goes away
-//! ipckit-shm-peer flood URL N SIZE         send N messages of SIZE bytes (seq in the first 8)
+//! ipckit-shm-peer flood URL N SIZE         send N messages of SIZE bytes (seq, then pid)
 //! ipckit-shm-peer loan-and-hang URL        loan 4096 bytes, fill half, print "ready", sleep
 //! ipckit-shm-peer recv-ref-and-hang URL    hold a received message in place, print "ready", sleep
 //! ipckit-shm-peer listen-and-hang URL      bind, print "ready", sleep (to be killed)
@@ -70,14 +70,16 @@ fn echo(url: &str) -> ipckit::Result<()> {
 fn flood(url: &str, n: u64, size: usize) -> ipckit::Result<()> {
     let mut c = ipckit::connect_timeout(url, T)?;
     ready();
-    let mut msg = vec![0xA5u8; size.max(8)];
+    let mut msg = vec![0xA5u8; size.max(16)];
+    msg[8..12].copy_from_slice(&std::process::id().to_le_bytes());
     for seq in 0..n {
         msg[..8].copy_from_slice(&seq.to_le_bytes());
         c.send_timeout(&msg, T)?;
     }
-    // Stay until the reader has everything (it closes first).
+    // On a two-way channel, stay until the reader has everything (it closes first); an
+    // shm+mpsc sender cannot receive, and its messages outlive it.
     match c.recv_timeout(T) {
-        Err(ipckit::Error::Disconnected) | Ok(_) => Ok(()),
+        Err(ipckit::Error::Disconnected | ipckit::Error::Unsupported { .. }) | Ok(_) => Ok(()),
         Err(e) => Err(e),
     }
 }

@@ -52,7 +52,18 @@ struct ChannelHeader {
     client_closed: AtomicU32,
     server_closed: AtomicU32,
     server_attached: AtomicU32,
+    /// `FLAG_MPSC` for a many-producer queue.
+    flags: u32,
+    /// MPSC only: the producers' lock, 0 or (slot + 1) | `CONTENDED`.
+    tx_lock: AtomicU32,
 }
+
+const FLAG_MPSC: u32 = 1;
+const CONTENDED: u32 = 1 << 31;
+/// Producers an MPSC queue admits at once.
+const MPSC_PRODUCERS: u32 = 64;
+/// Lock bytes of MPSC producer slots: `LOCK_PRODUCER + slot`.
+const LOCK_PRODUCER: u64 = LOCK_ATTACHED + 16;
 
 /// Offsets in a connection segment's data area.
 const OFF_C2S: usize = 128;
@@ -132,8 +143,14 @@ impl RingData for ShmData {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
+    /// `shm://` client: sends client→server, receives server→client.
     Client,
+    /// `shm://` server (accepted connection).
     Server,
+    /// `shm+mpsc://` sender, one of up to 64, holding producer slot `slot`.
+    Producer { slot: u32 },
+    /// `shm+mpsc://` receiver.
+    Consumer,
 }
 
 /// Counters of one connection, as seen from this side. Both sides see the same figures.
@@ -174,6 +191,7 @@ pub struct ShmConn {
     tx_data: ShmData,
     rx_data: ShmData,
     header: *const ChannelHeader,
+    cap: u32,
     max: u32,
     mode: WaitMode,
     spin: Duration,
@@ -234,8 +252,8 @@ impl ShmConn {
         let (c2s_data, s2c_data) =
             unsafe { (base.add(OFF_DATA), base.add(OFF_DATA + cap as usize)) };
         let (tx_ctl, rx_ctl, tx_data, rx_data) = match role {
-            Role::Client => (c2s, s2c, c2s_data, s2c_data),
-            Role::Server => (s2c, c2s, s2c_data, c2s_data),
+            Role::Client | Role::Producer { .. } => (c2s, s2c, c2s_data, s2c_data),
+            Role::Server | Role::Consumer => (s2c, c2s, s2c_data, c2s_data),
         };
         // SAFETY: the control blocks are in bounds, aligned, and consist of atomics only.
         let (txc, rxc) = unsafe { (&*tx_ctl, &*rx_ctl) };
@@ -250,6 +268,7 @@ impl ShmConn {
             tx_data: ShmData { base: tx_data },
             rx_data: ShmData { base: rx_data },
             header,
+            cap,
             max,
             mode: ep.options().wait,
             spin: Duration::from_micros(u64::from(ep.options().spin_us)),
@@ -298,8 +317,9 @@ impl ShmConn {
 
     fn peer_closed_flag(&self) -> &AtomicU32 {
         match self.role {
-            Role::Client => &self.header().server_closed,
-            Role::Server => &self.header().client_closed,
+            Role::Client | Role::Producer { .. } => &self.header().server_closed,
+            // Producers come and go; an MPSC receiver never sees them as closed.
+            Role::Server | Role::Consumer => &self.header().client_closed,
         }
     }
 
@@ -309,6 +329,10 @@ impl ShmConn {
             return false;
         }
         match self.role {
+            Role::Consumer => true,
+            Role::Producer { .. } => {
+                sys::ofd_locked_by_other(self.seg.fd(), LOCK_SERVER, 1).unwrap_or(true)
+            }
             Role::Server => sys::ofd_locked_by_other(self.seg.fd(), LOCK_CLIENT, 1).unwrap_or(true),
             Role::Client => {
                 if self.header().server_attached.load(Ordering::Acquire) != 0 {
@@ -342,7 +366,8 @@ impl ShmConn {
         // its flag.
         fence(Ordering::SeqCst);
         if flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::AcqRel) != 0 {
-            sys::futex_wake(word, 1);
+            // Several MPSC producers may sleep on the same word.
+            sys::futex_wake(word, u32::MAX);
         }
     }
 
@@ -477,6 +502,114 @@ impl ShmConn {
     }
 
     fn reserve(&mut self, len: usize, wait: Wait) -> Result<Reservation> {
+        if self.role == Role::Consumer {
+            return Err(Error::Unsupported {
+                op: "send",
+                what: "the receiving end of an shm+mpsc:// queue",
+            });
+        }
+        if let Role::Producer { slot } = self.role {
+            self.lock_tx(slot, wait)?;
+            // SAFETY: see `tx_ctl`. Under the lock the shared head is ours to advance.
+            self.tx = Producer::attach(unsafe { &*self.tx_ctl }, self.cap);
+            let r = self.reserve_unlocked(len, wait);
+            if r.is_err() {
+                self.unlock_tx();
+            }
+            return r;
+        }
+        self.reserve_unlocked(len, wait)
+    }
+
+    /// Takes the MPSC producers' lock. A holder that died (its slot lock is gone) is
+    /// replaced; what it had half-written was never published, so it is simply overwritten.
+    fn lock_tx(&mut self, slot: u32, wait: Wait) -> Result<()> {
+        let me = slot + 1;
+        let lock = &self.header().tx_lock as *const AtomicU32;
+        // SAFETY: points into the mapping owned by `self.seg`; raw so `self` stays usable.
+        let lock = unsafe { &*lock };
+        let mut want = me;
+        let deadline = match wait {
+            Wait::Until(t) => Some(t),
+            _ => None,
+        };
+        loop {
+            let owner = match lock.compare_exchange(0, want, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return Ok(()),
+                Err(owner) => owner,
+            };
+            for _ in 0..100 {
+                spin_hint();
+                if lock.load(Ordering::Relaxed) == 0 {
+                    break;
+                }
+            }
+            if lock.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            if wait == Wait::Never {
+                return Err(Error::WouldBlock);
+            }
+            if owner & CONTENDED == 0
+                && lock
+                    .compare_exchange(
+                        owner,
+                        owner | CONTENDED,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_err()
+            {
+                continue;
+            }
+            want = me | CONTENDED;
+            let mut slice = LIVENESS_SLICE;
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(wait.expired());
+                }
+                slice = slice.min(left);
+            }
+            if sys::futex_wait(lock, owner | CONTENDED, Some(slice))? == sys::FutexWake::TimedOut {
+                let holder = (owner & !CONTENDED).wrapping_sub(1);
+                let alive = holder < MPSC_PRODUCERS
+                    && sys::ofd_locked_by_other(
+                        self.seg.fd(),
+                        LOCK_PRODUCER + u64::from(holder),
+                        1,
+                    )
+                    .unwrap_or(true);
+                if !alive
+                    && lock
+                        .compare_exchange(
+                            lock.load(Ordering::Relaxed),
+                            want,
+                            Ordering::Acquire,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                {
+                    tracing::debug!(holder, "took over the lock of a dead shm+mpsc producer");
+                    return Ok(());
+                }
+                if !self.peer_alive() {
+                    return Err(Error::Disconnected);
+                }
+            }
+        }
+    }
+
+    fn unlock_tx(&self) {
+        if let Role::Producer { .. } = self.role {
+            let lock = &self.header().tx_lock;
+            if lock.swap(0, Ordering::Release) & CONTENDED != 0 {
+                sys::futex_wake(lock, 1);
+            }
+        }
+    }
+
+    fn reserve_unlocked(&mut self, len: usize, wait: Wait) -> Result<Reservation> {
         self.check_usable()?;
         if len > self.max as usize {
             return Err(Error::MessageTooLarge {
@@ -531,10 +664,17 @@ impl ShmConn {
         // SAFETY: see `tx_ctl`.
         let ctl = unsafe { &*self.tx_ctl };
         self.tx.commit(ctl, r, order);
+        self.unlock_tx();
         self.notify(&ctl.producer.0.head, &ctl.consumer_waiting.0);
     }
 
     fn next_record(&mut self, wait: Wait) -> Result<Record> {
+        if let Role::Producer { .. } = self.role {
+            return Err(Error::Unsupported {
+                op: "recv",
+                what: "a sending end of an shm+mpsc:// queue",
+            });
+        }
         self.check_usable()?;
         let mut found = None;
         let r = self.block_until(wait, false, |c| {
@@ -621,7 +761,11 @@ impl ShmConn {
     /// [`loan`](Self::loan), waiting as `wait` allows for space.
     pub fn loan_with(&mut self, len: usize, wait: Wait) -> Result<Loan<'_>> {
         let res = self.reserve(len, wait)?;
-        Ok(Loan { conn: self, res })
+        Ok(Loan {
+            conn: self,
+            res,
+            committed: false,
+        })
     }
 
     /// Borrows the next message in place; it is released (its space handed back) when the
@@ -647,7 +791,9 @@ impl Drop for ShmConn {
         let h = self.header();
         let mine = match self.role {
             Role::Client => &h.client_closed,
-            Role::Server => &h.server_closed,
+            Role::Server | Role::Consumer => &h.server_closed,
+            // Other producers go on; our slot lock goes with the descriptor.
+            Role::Producer { .. } => return,
         };
         mine.store(1, Ordering::Release);
         fence(Ordering::SeqCst);
@@ -667,6 +813,8 @@ struct ChannelHeaderAtomics {
     client_closed: AtomicU32,
     server_closed: AtomicU32,
     server_attached: AtomicU32,
+    _flags: AtomicU32,
+    tx_lock: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<ChannelHeaderAtomics>() == 128);
@@ -676,6 +824,7 @@ const _: () = assert!(std::mem::size_of::<ChannelHeaderAtomics>() == 128);
 pub struct Loan<'a> {
     conn: &'a mut ShmConn,
     res: Reservation,
+    committed: bool,
 }
 
 impl Loan<'_> {
@@ -727,9 +876,19 @@ impl Loan<'_> {
     }
 
     /// Publishes the message.
-    pub fn commit(self) {
+    pub fn commit(mut self) {
+        self.committed = true;
         let res = self.res;
         self.conn.publish(res);
+    }
+}
+
+impl Drop for Loan<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Nothing was published; an MPSC producer hands the lock back.
+            self.conn.unlock_tx();
+        }
     }
 }
 
@@ -879,23 +1038,7 @@ impl Place {
 impl ShmListener {
     pub(crate) fn bind(ep: &Endpoint) -> Result<ShmListener> {
         let place = Place::of(ep)?;
-        let seg = match place.rendezvous().mode(ep.options().mode).create() {
-            Err(Error::AlreadyExists { .. }) => {
-                // A listener left by a dead process? Its server lock would be free.
-                let mut old = place.rendezvous().open().map_err(|_| Error::AddressInUse {
-                    addr: ep.to_string(),
-                })?;
-                if sys::ofd_locked_by_other(old.fd(), LOCK_SERVER, 1).unwrap_or(true) {
-                    return Err(Error::AddressInUse {
-                        addr: ep.to_string(),
-                    });
-                }
-                tracing::debug!(place = ?place, "replacing stale shm listener");
-                old.unlink_now();
-                place.rendezvous().mode(ep.options().mode).create()?
-            }
-            other => other?,
-        };
+        let seg = create_replacing_stale(ep, || place.rendezvous().mode(ep.options().mode))?;
         if !sys::ofd_lock(seg.fd(), LOCK_SERVER, 1, true)? {
             return Err(Error::AddressInUse {
                 addr: ep.to_string(),
@@ -968,6 +1111,109 @@ impl ShmListener {
     }
 }
 
+/// Creates a segment that a server owns (rendezvous, MPSC queue); if the name exists but its
+/// server is dead (its lock is free), replaces it; if the server lives, the address is in use.
+fn create_replacing_stale(
+    ep: &Endpoint,
+    builder: impl Fn() -> crate::shm::SegmentBuilder,
+) -> Result<Segment> {
+    match builder().create() {
+        Err(Error::AlreadyExists { .. }) => {
+            let in_use = || Error::AddressInUse {
+                addr: ep.to_string(),
+            };
+            let mut old = builder().open().map_err(|_| in_use())?;
+            if sys::ofd_locked_by_other(old.fd(), LOCK_SERVER, 1).unwrap_or(true) {
+                return Err(in_use());
+            }
+            tracing::debug!(endpoint = %ep, "replacing what a dead listener left");
+            old.unlink_now();
+            builder().create()
+        }
+        other => other,
+    }
+}
+
+/// `bind("shm+mpsc://name")`: creates the queue and returns its receiving end.
+pub(crate) fn bind_mpsc(ep: &Endpoint) -> Result<Inner> {
+    let place = Place::of(ep)?;
+    let (cap, max) = geometry(ep);
+    let seg = create_replacing_stale(ep, || {
+        place
+            .builder(&place.name)
+            .size(channel_len(cap))
+            .mode(ep.options().mode)
+            .kind(SegmentKind::Channel)
+    })?;
+    if !sys::ofd_lock(seg.fd(), LOCK_SERVER, 1, true)? {
+        return Err(Error::AddressInUse {
+            addr: ep.to_string(),
+        });
+    }
+    write_header(&seg, cap, max, FLAG_MPSC);
+    Ok(Inner::Shm(Box::new(ShmConn::new(
+        seg,
+        None,
+        Role::Consumer,
+        ep,
+    )?)))
+}
+
+/// `connect("shm+mpsc://name")`: one more sender into the queue.
+pub(crate) fn connect_mpsc(ep: &Endpoint) -> Result<Inner> {
+    let place = Place::of(ep)?;
+    let refused = |reason| Error::ConnectionRefused {
+        addr: ep.to_string(),
+        reason,
+    };
+    let seg = match place.builder(&place.name).kind(SegmentKind::Channel).open() {
+        Ok(s) => s,
+        Err(Error::NotFound { .. }) => return Err(refused("no shm+mpsc queue has this name")),
+        Err(e) => return Err(e),
+    };
+    let header = seg.as_ptr().cast::<ChannelHeader>();
+    // SAFETY: the segment passed the Channel header check, so it holds at least a
+    // ChannelHeader; a volatile read of a plain integer, validated right away.
+    let flags = unsafe { ptr::addr_of!((*header).flags).read_volatile() };
+    if flags != FLAG_MPSC {
+        return Err(Error::Incompatible {
+            name: place.name.clone(),
+            reason: "an shm:// connection, not an shm+mpsc:// queue".into(),
+        });
+    }
+    if !sys::ofd_locked_by_other(seg.fd(), LOCK_SERVER, 1)? {
+        return Err(refused("the receiver's process is gone"));
+    }
+    let mut slot = None;
+    for i in 0..MPSC_PRODUCERS {
+        if sys::ofd_lock(seg.fd(), LOCK_PRODUCER + u64::from(i), 1, true)? {
+            slot = Some(i);
+            break;
+        }
+    }
+    let slot = slot.ok_or_else(|| refused("all 64 producer slots are taken"))?;
+    Ok(Inner::Shm(Box::new(ShmConn::new(
+        seg,
+        None,
+        Role::Producer { slot },
+        ep,
+    )?)))
+}
+
+/// Writes the fields of a new channel's header that never change afterwards.
+fn write_header(seg: &Segment, cap: u32, max: u32, flags: u32) {
+    let header = seg.as_ptr().cast::<ChannelHeader>();
+    // SAFETY: the fresh segment is at least OFF_DATA bytes and nobody else knows it yet;
+    // plain writes through raw pointers, published by whatever makes the segment known
+    // (a Release store or the name appearing).
+    unsafe {
+        ptr::addr_of_mut!((*header).capacity).write_volatile(cap);
+        ptr::addr_of_mut!((*header).max_msg).write_volatile(max);
+        ptr::addr_of_mut!((*header).client_pid).write_volatile(std::process::id());
+        ptr::addr_of_mut!((*header).flags).write_volatile(flags);
+    }
+}
+
 /// Connects to `shm://name`: creates the connection segment and posts it to the listener.
 pub(crate) fn connect(ep: &Endpoint, wait: Wait) -> Result<Inner> {
     let place = Place::of(ep)?;
@@ -993,14 +1239,7 @@ pub(crate) fn connect(ep: &Endpoint, wait: Wait) -> Result<Inner> {
         .mode(ep.options().mode)
         .create()?;
     sys::ofd_lock(seg.fd(), LOCK_CLIENT, 1, true)?;
-    let header = seg.as_ptr().cast::<ChannelHeader>();
-    // SAFETY: the fresh segment is at least OFF_DATA bytes; nobody else knows it yet; plain
-    // writes through raw pointers before the connection is posted (Release below).
-    unsafe {
-        ptr::addr_of_mut!((*header).capacity).write_volatile(cap);
-        ptr::addr_of_mut!((*header).max_msg).write_volatile(max);
-        ptr::addr_of_mut!((*header).client_pid).write_volatile(std::process::id());
-    }
+    write_header(&seg, cap, max, 0);
     let conn = ShmConn::new(seg, Some(rendezvous), Role::Client, ep)?;
     post(&conn, id, wait, refused)?;
     Ok(Inner::Shm(Box::new(conn)))

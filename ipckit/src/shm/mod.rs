@@ -31,7 +31,7 @@ mod ring;
 mod segment;
 
 pub use crate::region::SharedBytes;
-pub(crate) use channel::{connect as connect_channel, ShmListener};
+pub(crate) use channel::{bind_mpsc, connect as connect_channel, connect_mpsc, ShmListener};
 pub use channel::{ChannelStats, Loan, RecvRef, ShmConn};
 pub use segment::{
     cleanup_stale, fingerprint_of, list, remove, validate_name, Segment, SegmentBuilder,

@@ -656,14 +656,10 @@ impl ShmConn {
     }
 
     fn publish(&mut self, r: Reservation) {
-        let order = if self.mode == WaitMode::Spin {
-            Ordering::Release
-        } else {
-            Ordering::SeqCst
-        };
         // SAFETY: see `tx_ctl`.
         let ctl = unsafe { &*self.tx_ctl };
-        self.tx.commit(ctl, r, order);
+        // Release; `notify` adds the SeqCst fence that pairs with a sleeper's.
+        self.tx.commit(ctl, r, Ordering::Release);
         self.unlock_tx();
         self.notify(&ctl.producer.0.head, &ctl.consumer_waiting.0);
     }
@@ -697,14 +693,9 @@ impl ShmConn {
     }
 
     fn release(&mut self, r: Record) {
-        let order = if self.mode == WaitMode::Spin {
-            Ordering::Release
-        } else {
-            Ordering::SeqCst
-        };
         // SAFETY: see `rx_ctl`.
         let ctl = unsafe { &*self.rx_ctl };
-        self.rx.release(ctl, r, order);
+        self.rx.release(ctl, r, Ordering::Release);
         self.notify(&ctl.consumer.0.tail, &ctl.producer_waiting.0);
     }
 

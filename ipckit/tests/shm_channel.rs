@@ -339,3 +339,20 @@ fn mpsc_many_senders_one_receiver_in_order_per_sender() {
     drop((tx, listener));
     assert!(leftovers(&name).is_empty(), "{:?}", leftovers(&name));
 }
+
+#[test]
+fn anonymous_segment_is_inherited_by_a_child() {
+    use ipckit::shm::{Segment, SharedBytes};
+    let seg = Segment::anonymous(64).unwrap();
+    seg.write(0, &40u64).unwrap();
+    seg.write(8, &2u64).unwrap();
+    let mut cmd = Command::new(PEER);
+    cmd.arg("inherited-add");
+    seg.share_with(&mut cmd);
+    let mut child = Peer(cmd.spawn().unwrap());
+    assert!(child.wait(T).is_some_and(|s| s.success()));
+    assert_eq!(seg.read::<u64>(8).unwrap(), 42);
+    // Without a shared segment the child gets a typed error, not a crash.
+    let mut bare = Peer(Command::new(PEER).arg("inherited-add").spawn().unwrap());
+    assert_eq!(bare.wait(T).and_then(|s| s.code()), Some(3));
+}

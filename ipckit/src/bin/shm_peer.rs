@@ -6,6 +6,7 @@
 //! ipckit-shm-peer loan-and-hang URL        loan 4096 bytes, fill half, print "ready", sleep
 //! ipckit-shm-peer recv-ref-and-hang URL    hold a received message in place, print "ready", sleep
 //! ipckit-shm-peer listen-and-hang URL      bind, print "ready", sleep (to be killed)
+//! ipckit-shm-peer inherited-add            add the u64 at 0 of the inherited segment to the one at 8
 //! ipckit-shm-peer scribble PID SECS        write random bytes over PID's open ipckit segments
 //! ```
 //!
@@ -34,6 +35,7 @@ fn main() {
             ready();
             std::thread::sleep(Duration::from_secs(60));
         }),
+        "inherited-add" => inherited_add(),
         "scribble" => {
             scribble(arg(1).parse().unwrap_or(0), arg(2).parse().unwrap_or(1.0));
             Ok(())
@@ -82,6 +84,15 @@ fn flood(url: &str, n: u64, size: usize) -> ipckit::Result<()> {
         Err(ipckit::Error::Disconnected | ipckit::Error::Unsupported { .. }) | Ok(_) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+fn inherited_add() -> ipckit::Result<()> {
+    use ipckit::shm::SharedBytes;
+    let seg = ipckit::shm::Segment::from_env()?;
+    let a: u64 = seg.read(0)?;
+    seg.atomic_u64(8)?
+        .fetch_add(a, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
 }
 
 fn loan_and_hang(url: &str) -> ipckit::Result<()> {

@@ -221,6 +221,13 @@ pub enum Error {
         now: u64,
     },
 
+    /// A counter would exceed its maximum.
+    #[error("{what} would overflow")]
+    Overflow {
+        /// Which counter.
+        what: &'static str,
+    },
+
     /// Shared state failed validation: a crashed or hostile peer wrote something impossible.
     #[error("shared memory corrupted: {0}")]
     Corrupted(String),

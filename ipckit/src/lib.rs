@@ -51,6 +51,7 @@ mod region;
 pub mod shm;
 pub mod socket;
 mod stream;
+pub mod sync;
 pub mod sys;
 mod transport;
 

@@ -7,6 +7,9 @@
 //! ipckit-shm-peer recv-ref-and-hang URL    hold a received message in place, print "ready", sleep
 //! ipckit-shm-peer listen-and-hang URL      bind, print "ready", sleep (to be killed)
 //! ipckit-shm-peer inherited-add            add the u64 at 0 of the inherited segment to the one at 8
+//! ipckit-shm-peer mutex-hammer NAME        forever: lock Mutex<[u64; 2]> NAME, bump [0], bump [1]
+//! ipckit-shm-peer sem-count SEM SEG N      N times: wait SEM, bump the u64 at 0 of segment SEG
+//!                                          with a plain read and write, post SEM
 //! ipckit-shm-peer scribble PID SECS        write random bytes over PID's open ipckit segments
 //! ```
 //!
@@ -36,6 +39,8 @@ fn main() {
             std::thread::sleep(Duration::from_secs(60));
         }),
         "inherited-add" => inherited_add(),
+        "mutex-hammer" => mutex_hammer(arg(1)),
+        "sem-count" => sem_count(arg(1), arg(2), arg(3).parse().unwrap_or(0)),
         "scribble" => {
             scribble(arg(1).parse().unwrap_or(0), arg(2).parse().unwrap_or(1.0));
             Ok(())
@@ -92,6 +97,40 @@ fn inherited_add() -> ipckit::Result<()> {
     let a: u64 = seg.read(0)?;
     seg.atomic_u64(8)?
         .fetch_add(a, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
+}
+
+fn mutex_hammer(name: &str) -> ipckit::Result<()> {
+    use ipckit::sync::{LockError, Mutex};
+    let m = Mutex::<[u64; 2]>::open(name)?;
+    ready();
+    loop {
+        let g = match m.lock_timeout(T) {
+            Ok(g) | Err(LockError::OwnerDied(g)) | Err(LockError::Poisoned(g)) => g,
+            Err(LockError::Failed(e)) => return Err(e),
+        };
+        // Two separate stores, so a kill between them leaves the pair inconsistent.
+        let mut v = g.get();
+        v[0] += 1;
+        g.set(v);
+        std::hint::black_box(&v);
+        v[1] += 1;
+        g.set(v);
+        g.make_consistent();
+    }
+}
+
+fn sem_count(sem: &str, seg: &str, n: u64) -> ipckit::Result<()> {
+    use ipckit::shm::SharedBytes;
+    let s = ipckit::sync::Semaphore::open(sem)?;
+    let seg = ipckit::shm::Segment::builder(seg).open()?;
+    ready();
+    for _ in 0..n {
+        s.wait_timeout(T)?;
+        let v: u64 = seg.read(0)?;
+        seg.write(0, &(v + 1))?;
+        s.post()?;
+    }
     Ok(())
 }
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::connection::Inner;
 use crate::endpoint::{Endpoint, WaitMode};
 use crate::error::{Error, Result};
-use crate::loom::{fence, spin_hint, AtomicU32, AtomicU64, Ordering};
+use crate::loom::{fence, futex_wait, futex_wake, spin_hint, AtomicU32, AtomicU64, Ordering};
 use crate::shm::ring::{self, Consumer, Producer, Record, Reservation, RingControl, RingData};
 use crate::shm::segment::{Segment, SegmentKind, LOCK_ATTACHED};
 use crate::sys;
@@ -72,6 +72,7 @@ const OFF_S2C: usize = 640;
 /// 128-byte segment header).
 const OFF_DATA: usize = 4096 - crate::shm::HEADER_LEN;
 
+#[cfg(not(loom))]
 const _: () = {
     assert!(std::mem::size_of::<ChannelHeader>() == 128);
     assert!(OFF_C2S + std::mem::size_of::<RingControl>() == OFF_S2C);
@@ -97,6 +98,7 @@ struct Slot {
     conn_id: AtomicU64,
 }
 
+#[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<Rendezvous>() == 8 + 16 * BACKLOG);
 
 /// Sizes a channel for an endpoint: the ring capacity grows to carry `max_msg`.
@@ -367,7 +369,7 @@ impl ShmConn {
         fence(Ordering::SeqCst);
         if flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::AcqRel) != 0 {
             // Several MPSC producers may sleep on the same word.
-            sys::futex_wake(word, u32::MAX);
+            futex_wake(word, u32::MAX);
         }
     }
 
@@ -474,12 +476,12 @@ impl ShmConn {
                 }
                 slice = slice.min(left);
             }
-            let woke = sys::futex_wait(word, observed, Some(slice))?;
+            let timed_out = futex_wait(word, observed, Some(slice))?;
             flag.store(0, Ordering::Relaxed);
             if ready(self)? {
                 return Ok(());
             }
-            if woke == sys::FutexWake::TimedOut && !self.peer_alive() {
+            if timed_out && !self.peer_alive() {
                 return if ready(self)? {
                     Ok(())
                 } else {
@@ -571,7 +573,7 @@ impl ShmConn {
                 }
                 slice = slice.min(left);
             }
-            if sys::futex_wait(lock, owner | CONTENDED, Some(slice))? == sys::FutexWake::TimedOut {
+            if futex_wait(lock, owner | CONTENDED, Some(slice))? {
                 let holder = (owner & !CONTENDED).wrapping_sub(1);
                 let alive = holder < MPSC_PRODUCERS
                     && sys::ofd_locked_by_other(
@@ -604,7 +606,7 @@ impl ShmConn {
         if let Role::Producer { .. } = self.role {
             let lock = &self.header().tx_lock;
             if lock.swap(0, Ordering::Release) & CONTENDED != 0 {
-                sys::futex_wake(lock, 1);
+                futex_wake(lock, 1);
             }
         }
     }
@@ -789,8 +791,8 @@ impl Drop for ShmConn {
         mine.store(1, Ordering::Release);
         fence(Ordering::SeqCst);
         // Wake the peer wherever it sleeps: waiting for our data or for our reads.
-        sys::futex_wake(&self.tx_ctl().producer.0.head, 1);
-        sys::futex_wake(&self.rx_ctl().consumer.0.tail, 1);
+        futex_wake(&self.tx_ctl().producer.0.head, 1);
+        futex_wake(&self.rx_ctl().consumer.0.tail, 1);
     }
 }
 
@@ -808,6 +810,7 @@ struct ChannelHeaderAtomics {
     tx_lock: AtomicU32,
 }
 
+#[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<ChannelHeaderAtomics>() == 128);
 
 /// Space in the outgoing ring, reserved by [`ShmConn::loan`]: fill it, then
@@ -1072,7 +1075,7 @@ impl ShmListener {
                 }
                 slice = slice.min(left);
             }
-            sys::futex_wait(&rv.posted, posted, Some(slice))?;
+            futex_wait(&rv.posted, posted, Some(slice))?;
         }
     }
 
@@ -1259,7 +1262,7 @@ fn post(
                 slot.conn_id.store(id, Ordering::Relaxed);
                 slot.state.store(SLOT_READY, Ordering::Release);
                 rv.posted.fetch_add(1, Ordering::Release);
-                sys::futex_wake(&rv.posted, u32::MAX);
+                futex_wake(&rv.posted, u32::MAX);
                 return Ok(());
             }
         }

@@ -33,6 +33,7 @@ mod segment;
 pub use crate::region::SharedBytes;
 pub(crate) use channel::{bind_mpsc, connect as connect_channel, connect_mpsc, ShmListener};
 pub use channel::{ChannelStats, Loan, RecvRef, ShmConn};
+pub(crate) use segment::LOCK_ATTACHED;
 pub use segment::{
     cleanup_stale, fingerprint_of, list, remove, validate_name, Segment, SegmentBuilder,
     SegmentInfo, SegmentKind, ENV_VAR, HEADER_LEN, LAYOUT_VERSION, NAME_MAX, NAME_PREFIX,

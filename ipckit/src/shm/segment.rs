@@ -43,6 +43,12 @@ pub enum SegmentKind {
     Channel = 2,
     /// The rendezvous point of an `shm://` listener.
     Listener = 3,
+    /// A [`crate::sync::Semaphore`].
+    Semaphore = 4,
+    /// A [`crate::sync::Mutex`].
+    Mutex = 5,
+    /// A [`crate::sync::Event`].
+    Event = 6,
 }
 
 impl SegmentKind {
@@ -51,6 +57,9 @@ impl SegmentKind {
             1 => Some(SegmentKind::Data),
             2 => Some(SegmentKind::Channel),
             3 => Some(SegmentKind::Listener),
+            4 => Some(SegmentKind::Semaphore),
+            5 => Some(SegmentKind::Mutex),
+            6 => Some(SegmentKind::Event),
             _ => None,
         }
     }

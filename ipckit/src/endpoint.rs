@@ -16,7 +16,7 @@
 //! Query parameters tune an endpoint: `max_msg=N` (largest message, default 16 MiB; suffixes
 //! `K`, `M`, `G` are powers of 1024) and, for things ipckit creates in the file system,
 //! `mode=0600` (octal permissions). `shm://` also takes `capacity=4M` (bytes of each ring,
-//! a power of two), `wait=adaptive|spin|block` and `spin_us=20` (adaptive spin budget); so
+//! a power of two), `wait=adaptive|spin|block|sem` and `spin_us=20` (adaptive spin budget); so
 //! does `mmap://`.
 //! Paths may be absolute (`unix:///tmp/a.sock`) or relative
 //! (`unix://a.sock`).
@@ -185,6 +185,9 @@ pub enum WaitMode {
     Spin,
     /// Sleep on a futex at once: least CPU, a wake-up per message when the peer sleeps.
     Block,
+    /// Count messages in a [`crate::sync::Semaphore`]-style counter the receiver waits on
+    /// (a post per message, as with `sem_post`/`sem_wait`). Set by the connecting side.
+    Sem,
 }
 
 impl WaitMode {
@@ -194,6 +197,7 @@ impl WaitMode {
             WaitMode::Adaptive => "adaptive",
             WaitMode::Spin => "spin",
             WaitMode::Block => "block",
+            WaitMode::Sem => "sem",
         }
     }
 }
@@ -666,7 +670,8 @@ fn parse_query(scheme: Scheme, query: &str, options: &mut Options) -> Result<(),
                     "adaptive" => WaitMode::Adaptive,
                     "spin" => WaitMode::Spin,
                     "block" => WaitMode::Block,
-                    _ => return Err(bad("wait", "adaptive, spin or block")),
+                    "sem" => WaitMode::Sem,
+                    _ => return Err(bad("wait", "adaptive, spin, block or sem")),
                 };
             }
             "spin_us" if shm => {

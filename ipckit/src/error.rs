@@ -143,8 +143,9 @@ pub enum Error {
         what: String,
     },
 
-    /// The inherited anonymous pipe is missing or already taken.
-    #[error("no inherited pipe: {0}")]
+    /// A descriptor the parent should have passed (an anonymous pipe or segment) is missing,
+    /// malformed or already taken.
+    #[error("nothing inherited: {0}")]
     NoInheritedPipe(&'static str),
 
     /// The process ran out of file descriptors (EMFILE/ENFILE).

@@ -64,7 +64,11 @@ fn malformed(var: &str) -> Error {
 /// Adopts the `n` descriptors listed in `var`, once per process and variable.
 pub(crate) fn take_fds(var: &str, n: usize, expect: Expect) -> Result<Vec<Option<OwnedFd>>> {
     let value = std::env::var(var).map_err(|_| {
-        Error::NoInheritedPipe("the variable is not set: this process was not given one")
+        Error::NoInheritedPipe(if var == crate::pipe::ENV_VAR {
+            "IPCKIT_PIPE_FDS is not set: this process was not given a pipe"
+        } else {
+            "IPCKIT_SHM_FD is not set: this process was not given a segment"
+        })
     })?;
     let nums: Vec<Option<RawFd>> = value
         .split(',')

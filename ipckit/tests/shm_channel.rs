@@ -92,9 +92,15 @@ fn pattern(len: usize, salt: u8) -> Vec<u8> {
 
 #[test]
 fn every_size_byte_exact_with_wraparound() {
-    let name = unique("sizes");
+    for mode in ["adaptive", "sem"] {
+        sizes_in_mode(mode);
+    }
+}
+
+fn sizes_in_mode(mode: &str) {
+    let name = unique(&format!("sizes-{mode}"));
     // A small ring (max payload 32 KiB - 8) so the sizes wrap it many times.
-    let url = format!("shm://{name}?capacity=64K");
+    let url = format!("shm://{name}?capacity=64K&wait={mode}");
     let mut listener = ipckit::bind(&url).unwrap();
     let mut peer = Peer::spawn(&["echo", &url]);
     let mut conn = listener.accept_timeout(T).unwrap();
@@ -198,7 +204,7 @@ fn assert_disconnected_soon(conn: &mut ipckit::Connection) {
 
 #[test]
 fn killed_peer_is_disconnected_within_a_slice_in_every_wait_mode() {
-    for mode in ["adaptive", "spin", "block"] {
+    for mode in ["adaptive", "spin", "block", "sem"] {
         let name = unique(&format!("kill-{mode}"));
         let url = format!("shm://{name}?wait={mode}");
         let mut listener = ipckit::bind(&url).unwrap();

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::loom::{fence, futex_wait, futex_wake, spin_hint, AtomicU32, AtomicU64, Ordering};
 use crate::shm::ring::{self, Consumer, Producer, Record, Reservation, RingControl, RingData};
 use crate::shm::segment::{Segment, SegmentKind, LOCK_ATTACHED};
+use crate::sync::SemWords;
 use crate::sys;
 use crate::transport::Wait;
 
@@ -59,6 +60,8 @@ struct ChannelHeader {
 }
 
 const FLAG_MPSC: u32 = 1;
+/// The receivers wait on per-ring message counters (`wait=sem`).
+const FLAG_SEM: u32 = 2;
 const CONTENDED: u32 = 1 << 31;
 /// Producers an MPSC queue admits at once.
 const MPSC_PRODUCERS: u32 = 64;
@@ -68,6 +71,9 @@ const LOCK_PRODUCER: u64 = LOCK_ATTACHED + 16;
 /// Offsets in a connection segment's data area.
 const OFF_C2S: usize = 128;
 const OFF_S2C: usize = 640;
+/// Message counters of `wait=sem` connections, one per ring.
+const OFF_SEM_C2S: usize = 1152;
+const OFF_SEM_S2C: usize = 1216;
 /// Ring data starts on a page boundary of the mapping (the data area starts after the
 /// 128-byte segment header).
 const OFF_DATA: usize = 4096 - crate::shm::HEADER_LEN;
@@ -76,7 +82,8 @@ const OFF_DATA: usize = 4096 - crate::shm::HEADER_LEN;
 const _: () = {
     assert!(std::mem::size_of::<ChannelHeader>() == 128);
     assert!(OFF_C2S + std::mem::size_of::<RingControl>() == OFF_S2C);
-    assert!(OFF_S2C + std::mem::size_of::<RingControl>() <= OFF_DATA);
+    assert!(OFF_S2C + std::mem::size_of::<RingControl>() <= OFF_SEM_C2S);
+    assert!(OFF_SEM_S2C + std::mem::size_of::<SemWords>() <= OFF_DATA);
 };
 
 fn channel_len(cap: u32) -> usize {
@@ -192,6 +199,9 @@ pub struct ShmConn {
     rx_ctl: *const RingControl,
     tx_data: ShmData,
     rx_data: ShmData,
+    /// `wait=sem`: counters of messages published into the outgoing and incoming rings.
+    tx_sem: *const SemWords,
+    rx_sem: *const SemWords,
     header: *const ChannelHeader,
     cap: u32,
     max: u32,
@@ -257,6 +267,25 @@ impl ShmConn {
             Role::Client | Role::Producer { .. } => (c2s, s2c, c2s_data, s2c_data),
             Role::Server | Role::Consumer => (s2c, c2s, s2c_data, c2s_data),
         };
+        // SAFETY: OFF_SEM_* + size_of::<SemWords>() <= OFF_DATA < seg.len(), 64-aligned.
+        let (sem_c2s, sem_s2c) = unsafe {
+            (
+                base.add(OFF_SEM_C2S).cast::<SemWords>().cast_const(),
+                base.add(OFF_SEM_S2C).cast::<SemWords>().cast_const(),
+            )
+        };
+        let (tx_sem, rx_sem) = match role {
+            Role::Client | Role::Producer { .. } => (sem_c2s, sem_s2c),
+            Role::Server | Role::Consumer => (sem_s2c, sem_c2s),
+        };
+        // SAFETY: a plain integer the client wrote before posting the connection.
+        let flags = unsafe { ptr::addr_of!((*header).flags).read_volatile() };
+        // The connecting side decides whether receivers count on semaphores.
+        let mode = match (flags & FLAG_SEM != 0, ep.options().wait) {
+            (true, _) => WaitMode::Sem,
+            (false, WaitMode::Sem) => WaitMode::Block,
+            (false, m) => m,
+        };
         // SAFETY: the control blocks are in bounds, aligned, and consist of atomics only.
         let (txc, rxc) = unsafe { (&*tx_ctl, &*rx_ctl) };
         Ok(ShmConn {
@@ -269,10 +298,12 @@ impl ShmConn {
             rx_ctl,
             tx_data: ShmData { base: tx_data },
             rx_data: ShmData { base: rx_data },
+            tx_sem,
+            rx_sem,
             header,
             cap,
             max,
-            mode: ep.options().wait,
+            mode,
             spin: Duration::from_micros(u64::from(ep.options().spin_us)),
             corrupted: false,
         })
@@ -404,7 +435,7 @@ impl ShmConn {
         let spin_for = match self.mode {
             WaitMode::Spin => None,
             WaitMode::Adaptive => Some(self.spin),
-            WaitMode::Block => Some(Duration::ZERO),
+            WaitMode::Block | WaitMode::Sem => Some(Duration::ZERO),
         };
         let mut last_check = start;
         let mut i: u32 = 0;
@@ -445,6 +476,9 @@ impl ShmConn {
             }
         }
         // Sleep phase.
+        if self.mode == WaitMode::Sem && !sending {
+            return self.sleep_on_sem(deadline, wait, ready);
+        }
         let (word, flag) = if sending {
             (
                 &self.tx_ctl().consumer.0.tail as *const AtomicU32,
@@ -490,6 +524,45 @@ impl ShmConn {
             }
             if self.peer_closed_flag().load(Ordering::Acquire) != 0 {
                 return Err(Error::Disconnected);
+            }
+        }
+    }
+
+    /// `wait=sem` receive: take a message permit (a permit without a record, left by a
+    /// producer that died between its post and our look, is simply a spurious wake-up).
+    fn sleep_on_sem(
+        &mut self,
+        deadline: Option<Instant>,
+        wait: Wait,
+        mut ready: impl FnMut(&mut ShmConn) -> Result<bool>,
+    ) -> Result<()> {
+        loop {
+            let mut slice = LIVENESS_SLICE;
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(wait.expired());
+                }
+                slice = slice.min(left);
+            }
+            // SAFETY: points into the mapping owned by `self.seg`; atomics only.
+            let sem = unsafe { &*self.rx_sem };
+            let timed_out = match sem.acquire(Wait::timeout(slice)) {
+                Ok(()) => false,
+                Err(Error::Timeout { .. }) => true,
+                Err(e) => return Err(e),
+            };
+            if ready(self)? {
+                return Ok(());
+            }
+            if (timed_out && !self.peer_alive())
+                || self.peer_closed_flag().load(Ordering::Acquire) != 0
+            {
+                return if ready(self)? {
+                    Ok(())
+                } else {
+                    Err(Error::Disconnected)
+                };
             }
         }
     }
@@ -663,7 +736,13 @@ impl ShmConn {
         // Release; `notify` adds the SeqCst fence that pairs with a sleeper's.
         self.tx.commit(ctl, r, Ordering::Release);
         self.unlock_tx();
-        self.notify(&ctl.producer.0.head, &ctl.consumer_waiting.0);
+        if self.mode == WaitMode::Sem {
+            // The receiver counts messages on the semaphore instead of watching the head.
+            // SAFETY: points into the mapping owned by `self.seg`; atomics only.
+            let _ = unsafe { &*self.tx_sem }.release(1);
+        } else {
+            self.notify(&ctl.producer.0.head, &ctl.consumer_waiting.0);
+        }
     }
 
     fn next_record(&mut self, wait: Wait) -> Result<Record> {
@@ -793,6 +872,10 @@ impl Drop for ShmConn {
         // Wake the peer wherever it sleeps: waiting for our data or for our reads.
         futex_wake(&self.tx_ctl().producer.0.head, 1);
         futex_wake(&self.rx_ctl().consumer.0.tail, 1);
+        if self.mode == WaitMode::Sem {
+            // SAFETY: points into the mapping owned by `self.seg`; atomics only.
+            let _ = unsafe { &*self.tx_sem }.release(1);
+        }
     }
 }
 
@@ -1144,7 +1227,12 @@ pub(crate) fn bind_mpsc(ep: &Endpoint) -> Result<Inner> {
             addr: ep.to_string(),
         });
     }
-    write_header(&seg, cap, max, FLAG_MPSC);
+    let sem = if ep.options().wait == WaitMode::Sem {
+        FLAG_SEM
+    } else {
+        0
+    };
+    write_header(&seg, cap, max, FLAG_MPSC | sem);
     Ok(Inner::Shm(Box::new(ShmConn::new(
         seg,
         None,
@@ -1169,7 +1257,7 @@ pub(crate) fn connect_mpsc(ep: &Endpoint) -> Result<Inner> {
     // SAFETY: the segment passed the Channel header check, so it holds at least a
     // ChannelHeader; a volatile read of a plain integer, validated right away.
     let flags = unsafe { ptr::addr_of!((*header).flags).read_volatile() };
-    if flags != FLAG_MPSC {
+    if flags & FLAG_MPSC == 0 {
         return Err(Error::Incompatible {
             name: place.name.clone(),
             reason: "an shm:// connection, not an shm+mpsc:// queue".into(),
@@ -1233,7 +1321,12 @@ pub(crate) fn connect(ep: &Endpoint, wait: Wait) -> Result<Inner> {
         .mode(ep.options().mode)
         .create()?;
     sys::ofd_lock(seg.fd(), LOCK_CLIENT, 1, true)?;
-    write_header(&seg, cap, max, 0);
+    let flags = if ep.options().wait == WaitMode::Sem {
+        FLAG_SEM
+    } else {
+        0
+    };
+    write_header(&seg, cap, max, flags);
     let conn = ShmConn::new(seg, Some(rendezvous), Role::Client, ep)?;
     post(&conn, id, wait, refused)?;
     Ok(Inner::Shm(Box::new(conn)))

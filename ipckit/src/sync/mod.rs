@@ -21,6 +21,7 @@ mod semaphore;
 
 pub use event::Event;
 pub use mutex::{LockError, Mutex, MutexGuard};
+pub(crate) use semaphore::SemWords;
 pub use semaphore::SEM_VALUE_MAX;
 
 use crate::error::Result;

@@ -1,1 +1,39 @@
-fn main(){}
+//! `ipckit`: send and receive messages over any ipckit endpoint from the shell, and benchmark
+//! every mechanism.
+
+mod bench;
+mod cli;
+mod cmd_recv;
+mod cmd_send;
+mod error;
+mod role;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Send(args) => cmd_send::run(args),
+        Command::Recv(args) => cmd_recv::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::BenchPeer(args) => match bench::run_peer(args) {
+            Ok(()) => return ExitCode::SUCCESS,
+            Err(report) => {
+                // The parent reads this line from the peer's standard error.
+                eprintln!("{report}");
+                return ExitCode::from(3);
+            }
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ipckit: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

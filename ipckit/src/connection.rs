@@ -19,6 +19,8 @@ pub(crate) enum Inner {
     Datagram(DatagramConn),
     /// Two rings in shared memory.
     Shm(Box<ShmConn>),
+    /// A POSIX message queue, one way.
+    Mq(crate::mq::MqConn),
 }
 
 /// A message connection over any transport: what [`connect`] and [`Listener::accept`] return.
@@ -70,6 +72,7 @@ impl MessageSender for Connection {
             Inner::Stream(s) => s.send(msg, wait),
             Inner::Datagram(d) => d.send(msg, wait),
             Inner::Shm(c) => c.send(msg, wait),
+            Inner::Mq(q) => q.send(msg, wait),
         }
     }
 
@@ -78,6 +81,7 @@ impl MessageSender for Connection {
             Inner::Stream(s) => s.max(),
             Inner::Datagram(d) => d.max(),
             Inner::Shm(c) => c.max_message_size(),
+            Inner::Mq(q) => q.max(),
         }
     }
 }
@@ -88,6 +92,7 @@ impl MessageReceiver for Connection {
             Inner::Stream(s) => s.recv_into(buf, wait),
             Inner::Datagram(d) => d.recv_into(buf, wait, false),
             Inner::Shm(c) => c.recv_into(buf, wait),
+            Inner::Mq(q) => q.recv_into(buf, wait),
         }
     }
 
@@ -98,6 +103,7 @@ impl MessageReceiver for Connection {
             // Peek at the size first so the vector is allocated to fit, not to the maximum.
             Inner::Datagram(d) => d.recv_into(&mut v, wait, true)?,
             Inner::Shm(c) => c.recv_into(&mut v, wait)?,
+            Inner::Mq(q) => q.recv_into(&mut v, wait)?,
         }
         Ok(v)
     }
@@ -199,6 +205,13 @@ pub fn bind(url: impl ToEndpoint) -> Result<Listener> {
             ),
             ep,
         ),
+        Scheme::Mq => (
+            ListenerInner::Once(
+                Some(Connection::new(crate::mq::bind(&ep)?, ep.clone())),
+                "mq:// (its receiving end takes from every sender)",
+            ),
+            ep,
+        ),
         Scheme::ShmMpsc => (
             ListenerInner::Once(
                 Some(Connection::new(crate::shm::bind_mpsc(&ep)?, ep.clone())),
@@ -238,6 +251,7 @@ pub fn connect_with(url: impl ToEndpoint, wait: Wait) -> Result<Connection> {
             Scheme::ShmMpsc => {
                 crate::shm::connect_mpsc(&ep).map(|i| Connection::new(i, ep.clone()))
             }
+            Scheme::Mq => crate::mq::connect(&ep).map(|i| Connection::new(i, ep.clone())),
             Scheme::Shm | Scheme::Mmap => {
                 crate::shm::connect_channel(&ep, wait).map(|i| Connection::new(i, ep.clone()))
             }

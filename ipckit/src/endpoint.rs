@@ -12,6 +12,7 @@
 //! | `shm://name` | shared-memory ring channel ([`crate::shm`]) |
 //! | `mmap:///path` | the same channel in memory-mapped files `path`, `path~…` |
 //! | `shm+mpsc://name` | one shared-memory queue, many senders, one receiver |
+//! | `mq:///name` | POSIX message queue ([`crate::mq`]), one-way |
 //!
 //! Query parameters tune an endpoint: `max_msg=N` (largest message, default 16 MiB; suffixes
 //! `K`, `M`, `G` are powers of 1024) and, for things ipckit creates in the file system,
@@ -61,11 +62,13 @@ pub enum Scheme {
     Mmap,
     /// `shm+mpsc://name`
     ShmMpsc,
+    /// `mq:///name`
+    Mq,
 }
 
 impl Scheme {
     /// Every scheme, in the order the docs list them.
-    pub const ALL: [Scheme; 10] = [
+    pub const ALL: [Scheme; 11] = [
         Scheme::Pipe,
         Scheme::Fifo,
         Scheme::Unix,
@@ -76,6 +79,7 @@ impl Scheme {
         Scheme::Shm,
         Scheme::Mmap,
         Scheme::ShmMpsc,
+        Scheme::Mq,
     ];
 
     /// The URL scheme, e.g. `unix+dgram`.
@@ -91,6 +95,7 @@ impl Scheme {
             Scheme::Shm => "shm",
             Scheme::Mmap => "mmap",
             Scheme::ShmMpsc => "shm+mpsc",
+            Scheme::Mq => "mq",
         }
     }
 
@@ -107,12 +112,13 @@ impl Scheme {
             Scheme::Shm => "shm://my-channel",
             Scheme::Mmap => "mmap:///tmp/my-channel",
             Scheme::ShmMpsc => "shm+mpsc://my-queue",
+            Scheme::Mq => "mq:///my-queue",
         }
     }
 
     /// True for one-way transports (FIFOs, MPSC queues): the connecting side only sends.
     pub fn is_one_way(self) -> bool {
-        matches!(self, Scheme::Fifo | Scheme::ShmMpsc)
+        matches!(self, Scheme::Fifo | Scheme::ShmMpsc | Scheme::Mq)
     }
 
     /// True for transports where messages are whole datagrams that may be lost (UDP).
@@ -123,7 +129,7 @@ impl Scheme {
     fn address_kind(self) -> AddressKind {
         match self {
             Scheme::Pipe => AddressKind::None,
-            Scheme::Fifo | Scheme::Mmap => AddressKind::Path,
+            Scheme::Fifo | Scheme::Mmap | Scheme::Mq => AddressKind::Path,
             Scheme::Unix | Scheme::UnixDgram | Scheme::UnixSeqpacket => AddressKind::SocketPath,
             Scheme::Tcp | Scheme::Udp => AddressKind::HostPort,
             Scheme::Shm | Scheme::ShmMpsc => AddressKind::Name,
@@ -221,6 +227,8 @@ pub struct Options {
     pub wait: WaitMode,
     /// Adaptive spin budget in microseconds.
     pub spin_us: u32,
+    /// Most messages an `mq://` queue holds when ipckit creates it.
+    pub depth: Option<u64>,
 }
 
 impl Default for Options {
@@ -231,6 +239,7 @@ impl Default for Options {
             capacity: DEFAULT_SHM_CAPACITY,
             wait: WaitMode::Adaptive,
             spin_us: DEFAULT_SPIN_US,
+            depth: None,
         }
     }
 }
@@ -410,6 +419,10 @@ impl fmt::Display for Endpoint {
         }
         if self.options.spin_us != d.spin_us {
             write!(f, "{sep}spin_us={}", self.options.spin_us)?;
+            sep = '&';
+        }
+        if let Some(depth) = self.options.depth {
+            write!(f, "{sep}depth={depth}")?;
         }
         Ok(())
     }
@@ -633,7 +646,9 @@ fn parse_query(scheme: Scheme, query: &str, options: &mut Options) -> Result<(),
         AddressKind::Path | AddressKind::SocketPath | AddressKind::Name
     );
     let shm = matches!(scheme, Scheme::Shm | Scheme::Mmap | Scheme::ShmMpsc);
+    let mq = scheme == Scheme::Mq;
     let known = match (files, shm) {
+        _ if mq => "max_msg, mode, depth",
         (_, true) => "max_msg, mode, capacity, wait, spin_us",
         (true, false) => "max_msg, mode",
         _ => "max_msg",
@@ -673,6 +688,15 @@ fn parse_query(scheme: Scheme, query: &str, options: &mut Options) -> Result<(),
                     "sem" => WaitMode::Sem,
                     _ => return Err(bad("wait", "adaptive, spin, block or sem")),
                 };
+            }
+            "depth" if mq => {
+                options.depth = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|d| *d >= 1)
+                        .ok_or_else(|| bad("depth", "a number of messages, e.g. 10"))?,
+                );
             }
             "spin_us" if shm => {
                 options.spin_us = value

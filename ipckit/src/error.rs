@@ -222,6 +222,20 @@ pub enum Error {
         now: u64,
     },
 
+    /// A system limit stops the operation; the message names the limit, its value, what was
+    /// needed, and how to raise it.
+    #[error("{limit} is {current}, {needed} needed: {how}")]
+    LimitExceeded {
+        /// The limit.
+        limit: &'static str,
+        /// Its value now.
+        current: u64,
+        /// What the operation needed.
+        needed: u64,
+        /// How to raise it.
+        how: String,
+    },
+
     /// A counter would exceed its maximum.
     #[error("{what} would overflow")]
     Overflow {

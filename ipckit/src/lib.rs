@@ -46,6 +46,7 @@ pub mod framing;
 mod inherit;
 mod loom;
 pub mod mmap;
+pub mod mq;
 pub mod pipe;
 mod region;
 pub mod shm;

@@ -5,6 +5,7 @@ mod cpu;
 mod fd;
 mod fifo;
 mod futex;
+mod mq;
 mod pipe;
 mod shm;
 mod socket;
@@ -13,6 +14,8 @@ pub use cpu::{allowed_cpus, pin_current_thread, pin_to_cpu};
 pub(crate) use fd::{set_cloexec, Dir, FdKind, IoFd};
 pub(crate) use fifo::{expect_fifo, make_fifo, open_fifo, remove_file_if};
 pub use futex::{futex_wait, futex_wake, FutexWake};
+pub(crate) use mq::{mq_attributes, mq_create, mq_open, mq_receive, mq_send, mq_unlink};
+pub use mq::{mq_limits, MqAttributes};
 pub(crate) use pipe::pipe_pair;
 pub use shm::SHM_DIR;
 pub(crate) use shm::{

@@ -1,0 +1,227 @@
+//! Printing benchmark outcomes: one JSON object per line, or an aligned table.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::case::Outcome;
+
+/// One line of `--json` output. Figures that do not apply are `null`; `sent`, `drops` and
+/// `rtt_resends` appear for lossy mechanisms only, `skipped` and `error` when they apply.
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    mech: &'a str,
+    size: usize,
+    rtt_ns_median: Option<u64>,
+    rtt_ns_p99: Option<u64>,
+    rtt_ns_p999: Option<u64>,
+    msgs_per_s: Option<f64>,
+    gbps: Option<f64>,
+    pin: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rtt_samples: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rtt_capped: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rtt_resends: Option<Option<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sent: Option<Option<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drops: Option<Option<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skipped: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+impl<'a> JsonRow<'a> {
+    fn of(o: &'a Outcome) -> JsonRow<'a> {
+        let lossy = o.mech.is_lossy() && o.skipped.is_none();
+        let only_lossy = |v: Option<u64>| lossy.then_some(v);
+        JsonRow {
+            mech: o.mech.name(),
+            size: o.size,
+            rtt_ns_median: o.rtt.map(|r| r.median_ns),
+            rtt_ns_p99: o.rtt.map(|r| r.p99_ns),
+            rtt_ns_p999: o.rtt.map(|r| r.p999_ns),
+            msgs_per_s: o.throughput.map(|t| t.msgs_per_s),
+            gbps: o.throughput.map(|t| t.gbps),
+            pin: if o.pinned { "split" } else { "none" },
+            rtt_samples: o.rtt.map(|r| r.samples),
+            rtt_capped: o.rtt.filter(|r| r.capped).map(|_| true),
+            rtt_resends: only_lossy(o.rtt.map(|r| r.resends)),
+            sent: only_lossy(o.throughput.map(|t| t.sent)),
+            drops: only_lossy(o.throughput.map(|t| t.drops)),
+            skipped: o.skipped.as_deref(),
+            error: o.error.as_deref(),
+        }
+    }
+}
+
+/// Writes outcomes as they come.
+pub struct Printer<W: Write> {
+    out: W,
+    json: bool,
+    header_done: bool,
+}
+
+impl<W: Write> Printer<W> {
+    /// A printer of JSON lines (`json`) or of a table.
+    pub fn new(out: W, json: bool) -> Printer<W> {
+        Printer {
+            out,
+            json,
+            header_done: false,
+        }
+    }
+
+    /// A comment line above the table (nothing in JSON mode).
+    pub fn note(&mut self, text: &str) -> io::Result<()> {
+        if self.json {
+            return Ok(());
+        }
+        writeln!(self.out, "# {text}")?;
+        self.out.flush()
+    }
+
+    /// Writes one outcome and flushes.
+    pub fn print(&mut self, o: &Outcome) -> io::Result<()> {
+        if self.json {
+            let line = serde_json::to_string(&JsonRow::of(o)).map_err(io::Error::other)?;
+            writeln!(self.out, "{line}")?;
+        } else {
+            if !self.header_done {
+                writeln!(
+                    self.out,
+                    "{:<15} {:>8} {:>11} {:>11} {:>11} {:>12} {:>8}  notes",
+                    "mechanism",
+                    "size",
+                    "rtt_med_ns",
+                    "rtt_p99_ns",
+                    "rtt_p999_ns",
+                    "msgs/s",
+                    "GB/s"
+                )?;
+                self.header_done = true;
+            }
+            let ns = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+            writeln!(
+                self.out,
+                "{:<15} {:>8} {:>11} {:>11} {:>11} {:>12} {:>8}  {}",
+                o.mech.name(),
+                o.size,
+                ns(o.rtt.map(|r| r.median_ns)),
+                ns(o.rtt.map(|r| r.p99_ns)),
+                ns(o.rtt.map(|r| r.p999_ns)),
+                o.throughput
+                    .map_or("-".to_owned(), |t| format!("{:.0}", t.msgs_per_s)),
+                o.throughput
+                    .map_or("-".to_owned(), |t| format!("{:.3}", t.gbps)),
+                notes(o),
+            )?;
+        }
+        self.out.flush()
+    }
+}
+
+/// The notes column of the table.
+fn notes(o: &Outcome) -> String {
+    let mut notes = Vec::new();
+    if let Some(reason) = &o.skipped {
+        notes.push(format!("skipped: {reason}"));
+    }
+    if let Some(r) = o.rtt {
+        if r.capped {
+            notes.push(format!("time cap: {} samples", r.samples));
+        }
+        if r.resends > 0 {
+            notes.push(format!("{} round trips resent", r.resends));
+        }
+    }
+    if let Some(t) = o.throughput {
+        if o.mech.is_lossy() {
+            let pct = 100.0 * t.drops as f64 / t.sent.max(1) as f64;
+            notes.push(format!("drops {pct:.1}% ({} of {})", t.drops, t.sent));
+        }
+    }
+    if let Some(e) = &o.error {
+        notes.push(format!("error: {e}"));
+    }
+    notes.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::mechanism::Mechanism;
+    use crate::bench::pingpong::RoundTrips;
+    use crate::bench::stream::Throughput;
+
+    fn outcome(mech: Mechanism) -> Outcome {
+        Outcome {
+            mech,
+            size: 64,
+            pinned: true,
+            rtt: Some(RoundTrips {
+                median_ns: 15_000,
+                p99_ns: 35_000,
+                p999_ns: 50_000,
+                samples: 100,
+                capped: false,
+                resends: 0,
+            }),
+            throughput: Some(Throughput {
+                msgs_per_s: 1e6,
+                gbps: 0.064,
+                sent: 1000,
+                drops: 10,
+            }),
+            skipped: None,
+            error: None,
+        }
+    }
+
+    fn json(o: &Outcome) -> serde_json::Value {
+        let mut p = Printer::new(Vec::new(), true);
+        p.print(o).unwrap();
+        let text = String::from_utf8(p.out).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn json_rows_have_the_documented_keys() {
+        let v = json(&outcome(Mechanism::Unix));
+        assert_eq!(v["mech"], "unix");
+        assert_eq!(v["rtt_ns_p999"], 50_000);
+        assert_eq!(v["gbps"], 0.064);
+        assert!(v.get("drops").is_none());
+        let v = json(&outcome(Mechanism::Udp));
+        assert_eq!(v["drops"], 10);
+        let mut skipped = outcome(Mechanism::Udp);
+        skipped.rtt = None;
+        skipped.throughput = None;
+        skipped.size = 1 << 20;
+        skipped.skipped = Some("too big".into());
+        let v = json(&skipped);
+        assert!(v["rtt_ns_median"].is_null() && v["msgs_per_s"].is_null());
+        assert_eq!(v["skipped"], "too big");
+        assert!(v.get("drops").is_none());
+    }
+
+    #[test]
+    fn table_rows_line_up_under_the_header() {
+        let mut p = Printer::new(Vec::new(), false);
+        p.print(&outcome(Mechanism::Pipe)).unwrap();
+        let mut failed = outcome(Mechanism::UnixSeqpacket);
+        failed.throughput = None;
+        failed.error = Some("stream: boom".into());
+        p.print(&failed).unwrap();
+        let text = String::from_utf8(p.out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        let col = lines[0].find("notes").unwrap();
+        assert!(lines[2][col..].starts_with("error: stream: boom"), "{text}");
+        assert_eq!(lines[1].find(" 15000 "), lines[2].find(" 15000 "));
+    }
+}

@@ -1,0 +1,278 @@
+//! The command line: every subcommand and option, as clap derive types.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ipckit::Endpoint;
+
+use crate::bench::Mechanism;
+use crate::role::Role;
+
+const URL_HELP: &str = "\
+URLs:
+  pipe:                          standard input/output (or the pipe inherited through IPCKIT_PIPE_FDS)
+  fifo:///tmp/my.fifo            named pipe, one way: the binding side reads, the connecting side writes
+  unix:///tmp/my.sock            Unix stream socket
+  unix+dgram:///tmp/my.sock      Unix datagram socket
+  unix+seqpacket:///tmp/my.sock  Unix sequenced-packet socket
+  tcp://127.0.0.1:7000           TCP (port 0 binds a free port; the side that binds prints it)
+  udp://127.0.0.1:7000           UDP (at most 65507 bytes per message; messages may be lost)
+Query options: ?max_msg=16M (largest message), ?mode=0600 (permissions of files created).";
+
+/// Send, receive and benchmark messages over every ipckit transport.
+#[derive(Debug, Parser)]
+#[command(name = "ipckit", version, after_help = URL_HELP)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send messages to an endpoint (connects to it unless --bind).
+    #[command(after_help = SEND_HELP)]
+    Send(SendArgs),
+    /// Receive messages and write them to standard output (binds the endpoint unless --connect).
+    #[command(after_help = RECV_HELP)]
+    Recv(RecvArgs),
+    /// Measure round-trip latency and throughput between two processes, per mechanism and size.
+    #[command(after_help = BENCH_HELP)]
+    Bench(BenchArgs),
+    /// The peer process of `ipckit bench` (started by the benchmark itself).
+    #[command(hide = true)]
+    BenchPeer(PeerArgs),
+}
+
+const SEND_HELP: &str = "\
+Examples:
+  ipckit send unix:///tmp/my.sock hello
+  printf 'one\\ntwo\\n' | ipckit send tcp://127.0.0.1:7000
+  ipckit send pipe: hello | ipckit recv pipe:
+
+With --bind on a datagram endpoint (unix+dgram, udp) the bound side can only reply to a peer
+that has sent something: `send --bind` first waits for one datagram from its peer (its content
+is ignored; `ipckit recv --connect` sends an empty one) and then sends to that peer.
+A FIFO carries messages one way: `send` must connect to it (open it for writing).
+
+URLs: see `ipckit --help`.";
+
+const RECV_HELP: &str = "\
+Examples:
+  ipckit recv unix:///tmp/my.sock --count 2
+  ipckit recv tcp://127.0.0.1:0 --timeout 30      # prints the port it bound on standard error
+
+Bound to a stream endpoint (unix, unix+seqpacket, tcp, fifo), recv reads one sender until it
+disconnects, then waits for the next, until --count messages or --timeout. Bound to a datagram
+endpoint (unix+dgram, udp) it receives from every sender. With pipe: or --connect it stops when
+the peer disconnects. With --connect on a datagram endpoint it first announces itself with an
+empty datagram, repeated every 100 ms until the first message arrives, so that a `send --bind`
+peer learns where to send.
+
+URLs: see `ipckit --help`.";
+
+const BENCH_HELP: &str = "\
+For each mechanism and size, the benchmark starts a second ipckit process as the peer (the
+parent pinned to the first allowed CPU, the peer to the second), measures round trips after a
+warm-up (each timed separately; median, p99 and p99.9 from an HDR histogram), then streams
+messages one way for --duration and reports messages per second and decimal GB/s of payload.
+Every message carries its sequence number in its first 8 bytes and the complement in its last
+8; both are checked on every message and the whole payload on 1 in 1024. The methodology
+mirrors the C baseline in ipc-baseline, so the figures can be compared as ratios.
+
+UDP carries at most 65507 bytes per datagram; larger sizes are skipped. UDP figures tolerate
+loss: lost round trips are resent and not timed, and the stream rate is the received rate.
+
+--json keys: mech, size, rtt_ns_median, rtt_ns_p99, rtt_ns_p999, msgs_per_s, gbps (null when
+not measured), pin (split or none), rtt_samples; udp adds sent, drops and rtt_resends;
+rtt_capped when the time cap cut the ping-pong short; skipped or error with the reason.
+The exit status is 1 if any measurement failed.";
+
+/// Bind or connect: which side of the endpoint this process takes.
+#[derive(Debug, Args)]
+pub struct RoleArgs {
+    /// Bind the endpoint (listen; create the socket file or FIFO).
+    #[arg(long, conflicts_with = "connect")]
+    pub bind: bool,
+    /// Connect to the endpoint.
+    #[arg(long)]
+    pub connect: bool,
+}
+
+impl RoleArgs {
+    /// The role the flags ask for, or `default`.
+    pub fn resolve(&self, default: Role) -> Role {
+        if self.bind {
+            Role::Bind
+        } else if self.connect {
+            Role::Connect
+        } else {
+            default
+        }
+    }
+}
+
+/// `ipckit send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Endpoint URL, e.g. unix:///tmp/my.sock or tcp://127.0.0.1:7000.
+    pub url: Endpoint,
+    /// The message to send. Without it, or with `-`, messages are read from standard input, one
+    /// per line (without the newline).
+    pub message: Option<OsString>,
+    /// Send all of standard input as one message, byte for byte.
+    #[arg(long)]
+    pub raw: bool,
+    /// Seconds to wait for the receiver to appear, and at most for each message to be taken.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
+    pub timeout: Duration,
+    /// Do not print the "listening on URL" line on standard error (with --bind).
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub role: RoleArgs,
+}
+
+/// `ipckit recv`.
+#[derive(Debug, Args)]
+pub struct RecvArgs {
+    /// Endpoint URL, e.g. unix:///tmp/my.sock or tcp://127.0.0.1:7000.
+    pub url: Endpoint,
+    /// Stop after N messages; having fewer when the input ends or --timeout passes is an error.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Stop after SECS seconds in all (default: no limit; with --connect, the peer must appear
+    /// within 10 seconds).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub timeout: Option<Duration>,
+    /// Write messages exactly as received, without a newline after each.
+    #[arg(long)]
+    pub raw: bool,
+    /// Do not print the "listening on URL" line on standard error.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub role: RoleArgs,
+}
+
+/// `ipckit bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Mechanisms to measure, comma-separated [default: all]
+    #[arg(long = "mech", value_name = "NAMES", value_enum, value_delimiter = ',')]
+    pub mechs: Vec<Mechanism>,
+    /// Message sizes in bytes, comma-separated; K, M suffixes are powers of 1024 (at least 16).
+    #[arg(
+        long = "size",
+        value_name = "BYTES",
+        value_delimiter = ',',
+        value_parser = parse_message_size,
+        default_value = "64,4096,1048576"
+    )]
+    pub sizes: Vec<usize>,
+    /// Round trips measured per mechanism and size [default: 100000, or 2000 above 64 KiB]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub iters: Option<u64>,
+    /// Seconds of one-way streaming per mechanism and size.
+    #[arg(long, value_name = "SECS", default_value = "1.0", value_parser = parse_positive_seconds)]
+    pub duration: Duration,
+    /// Cap on the time of one ping-pong phase (warm-up included), in seconds.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_positive_seconds)]
+    pub max_pp_seconds: Duration,
+    /// Print one JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not pin the two processes to CPUs.
+    #[arg(long)]
+    pub no_pin: bool,
+}
+
+/// `ipckit bench-peer`: how the benchmark's peer process finds its side of the channel.
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    /// The mechanism.
+    #[arg(long, value_enum)]
+    pub mech: Mechanism,
+    /// The message size.
+    #[arg(long)]
+    pub size: usize,
+    /// Endpoint to connect to (sockets; the parent's FIFO for fifo).
+    #[arg(long)]
+    pub connect: Option<Endpoint>,
+    /// Endpoint to bind (the peer's own FIFO for fifo).
+    #[arg(long)]
+    pub bind: Option<Endpoint>,
+    /// CPU to pin to.
+    #[arg(long)]
+    pub cpu: Option<usize>,
+    /// Exit after this many seconds whatever happens.
+    #[arg(long, value_parser = parse_positive_seconds)]
+    pub deadline: Duration,
+    /// The benchmark's process id: the peer exits when that process does.
+    #[arg(long)]
+    pub parent_pid: u32,
+}
+
+/// Parses a number of seconds (fractions allowed) into a duration.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds, e.g. 10 or 0.5"))?;
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("{text:?} is not a usable number of seconds (it must be 0 or more)"))
+}
+
+/// Like [`parse_seconds`], but zero is refused.
+fn parse_positive_seconds(text: &str) -> Result<Duration, String> {
+    let d = parse_seconds(text)?;
+    if d.is_zero() {
+        return Err("the duration must be more than 0 seconds".to_owned());
+    }
+    Ok(d)
+}
+
+/// Parses a benchmark message size: a byte count with an optional K/M/G suffix, at least
+/// [`crate::bench::wire::MIN_SIZE`].
+fn parse_message_size(text: &str) -> Result<usize, String> {
+    let min = crate::bench::wire::MIN_SIZE;
+    let size = ipckit::endpoint::parse_size(text)
+        .ok_or_else(|| format!("{text:?} is not a size; expected e.g. 64, 4K or 1M"))?;
+    if size < min {
+        return Err(format!(
+            "{size} bytes is too small: every message carries its sequence number in its first \
+             8 bytes and the complement in its last 8, so sizes start at {min} bytes"
+        ));
+    }
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seconds_and_sizes() {
+        assert_eq!(parse_seconds("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("soon").is_err());
+        assert!(parse_positive_seconds("0").is_err());
+        assert_eq!(parse_message_size("4K"), Ok(4096));
+        assert_eq!(parse_message_size("16"), Ok(16));
+        let err = parse_message_size("8").unwrap_err();
+        assert!(
+            err.contains("at least") || err.contains("start at 16"),
+            "{err}"
+        );
+        assert!(parse_message_size("big").is_err());
+    }
+}

@@ -1,0 +1,411 @@
+//! End-to-end tests of the `ipckit` binary: real processes, real endpoints. Every wait is
+//! bounded; a process still running at its deadline is killed and the test fails.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ipckit");
+
+/// Longest any ipckit process may run in these tests (generous: the machine has 2 cores and
+/// tests run in parallel).
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// An `ipckit` command with no input and its output captured.
+fn ipckit(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// How a finished process ended.
+struct Finished {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+/// A running process whose output is collected in the background.
+struct Running {
+    what: String,
+    child: Child,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: Option<JoinHandle<String>>,
+    stderr_lines: Receiver<String>,
+    feeder: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Spawns `cmd`, writing `input` to its standard input if given.
+    fn start(cmd: &mut Command, input: Option<&[u8]>) -> Running {
+        if input.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
+        let child = cmd.spawn().expect("spawn ipckit");
+        Running::watch(child, format!("{cmd:?}"), input)
+    }
+
+    /// Collects whatever pipes `child` still has.
+    fn watch(mut child: Child, what: String, input: Option<&[u8]>) -> Running {
+        let feeder = match (input, child.stdin.take()) {
+            (Some(data), Some(mut stdin)) => {
+                let data = data.to_vec();
+                Some(std::thread::spawn(move || {
+                    let _ = stdin.write_all(&data);
+                }))
+            }
+            _ => None,
+        };
+        let stdout = child.stdout.take().map(|mut out| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = out.read_to_end(&mut bytes);
+                bytes
+            })
+        });
+        let (tx, stderr_lines) = mpsc::channel();
+        let stderr = child.stderr.take().map(|err| {
+            std::thread::spawn(move || {
+                let mut all = String::new();
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    let _ = tx.send(line.clone());
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+                all
+            })
+        });
+        Running {
+            what,
+            child,
+            stdout,
+            stderr,
+            stderr_lines,
+            feeder,
+        }
+    }
+
+    /// Waits for the "ipckit: listening on URL" line and returns the URL.
+    fn listening_url(&self) -> String {
+        let deadline = Instant::now() + LIMIT;
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(line) => match line.strip_prefix("ipckit: listening on ") {
+                    Some(url) => return url.to_owned(),
+                    None => seen.push(line),
+                },
+                Err(_) => break,
+            }
+        }
+        panic!("{}: no 'listening on' line; stderr: {seen:?}", self.what);
+    }
+
+    /// Waits for the process to exit, killing it (and failing) after [`LIMIT`].
+    fn finish(mut self) -> Finished {
+        let deadline = Instant::now() + LIMIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("{} still running after {LIMIT:?}: killed", self.what);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        if let Some(f) = self.feeder.take() {
+            f.join().unwrap();
+        }
+        Finished {
+            status,
+            stdout: self
+                .stdout
+                .take()
+                .map(|t| t.join().unwrap())
+                .unwrap_or_default(),
+            stderr: self
+                .stderr
+                .take()
+                .map(|t| t.join().unwrap())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Runs `ipckit ARGS` with `input` on standard input, to completion.
+fn run(args: &[&str], input: Option<&[u8]>) -> Finished {
+    Running::start(&mut ipckit(args), input).finish()
+}
+
+fn assert_success(f: &Finished, what: &str) {
+    assert!(
+        f.status.success(),
+        "{what} failed ({}): {}",
+        f.status,
+        f.stderr
+    );
+}
+
+/// `recv URL --count 2` in one process, `send` of two lines in another; `recv` binds (and
+/// reports the real address), `send` connects.
+fn two_lines_through(url: &str) {
+    let recv = Running::start(
+        &mut ipckit(&["recv", url, "--count", "2", "--timeout", "10"]),
+        None,
+    );
+    let bound = recv.listening_url();
+    let send = run(&["send", &bound], Some(b"hello\nworld\n"));
+    assert_success(&send, "send");
+    let recv = recv.finish();
+    assert_success(&recv, "recv");
+    assert_eq!(recv.stdout, b"hello\nworld\n", "through {bound}");
+}
+
+fn in_temp_dir(scheme: &str, name: &str, test: impl FnOnce(&str)) {
+    let dir = tempfile::tempdir().unwrap();
+    test(&format!("{scheme}://{}/{name}", dir.path().display()));
+}
+
+#[test]
+fn fifo_carries_lines() {
+    in_temp_dir("fifo", "test.fifo", two_lines_through);
+}
+
+#[test]
+fn unix_carries_lines() {
+    in_temp_dir("unix", "test.sock", two_lines_through);
+}
+
+#[test]
+fn unix_dgram_carries_lines() {
+    in_temp_dir("unix+dgram", "test.sock", two_lines_through);
+}
+
+#[test]
+fn unix_seqpacket_carries_lines() {
+    in_temp_dir("unix+seqpacket", "test.sock", two_lines_through);
+}
+
+#[test]
+fn tcp_carries_lines() {
+    two_lines_through("tcp://127.0.0.1:0");
+}
+
+#[test]
+fn udp_carries_lines() {
+    two_lines_through("udp://127.0.0.1:0");
+}
+
+#[test]
+fn pipe_carries_lines_from_send_stdout_to_recv_stdin() {
+    let mut send_cmd = ipckit(&["send", "pipe:"]);
+    send_cmd.stdin(Stdio::piped());
+    let mut send = send_cmd.spawn().expect("spawn send");
+    let framed = send.stdout.take().expect("send's stdout");
+    let recv = Running::start(
+        ipckit(&["recv", "pipe:", "--count", "2", "--timeout", "10"]).stdin(Stdio::from(framed)),
+        None,
+    );
+    let send = Running::watch(send, "send pipe:".into(), Some(b"hello\nworld\n")).finish();
+    assert_success(&send, "send");
+    let recv = recv.finish();
+    assert_success(&recv, "recv");
+    assert_eq!(recv.stdout, b"hello\nworld\n");
+}
+
+#[test]
+fn message_argument_and_raw_mode_are_byte_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("unix://{}/raw.sock", dir.path().display());
+    let recv = Running::start(
+        &mut ipckit(&["recv", &url, "--count", "2", "--raw", "--timeout", "10"]),
+        None,
+    );
+    recv.listening_url();
+    let send = run(&["send", &url, "--raw"], Some(b"two\nlines\n\x00\xff"));
+    assert_success(&send, "send --raw");
+    let send = run(&["send", &url, "hi there"], None);
+    assert_success(&send, "send MESSAGE");
+    let recv = recv.finish();
+    assert_success(&recv, "recv --raw");
+    assert_eq!(recv.stdout, b"two\nlines\n\x00\xffhi there");
+}
+
+/// `send --bind` and `recv --connect`: the roles flipped, including datagram endpoints where
+/// the bound sender waits for the receiver's announcement.
+fn two_lines_with_roles_flipped(url: &str) {
+    let send = Running::start(
+        &mut ipckit(&["send", "--bind", url]),
+        Some(b"hello\nworld\n"),
+    );
+    let bound = send.listening_url();
+    let recv = run(
+        &[
+            "recv",
+            "--connect",
+            &bound,
+            "--count",
+            "2",
+            "--timeout",
+            "10",
+        ],
+        None,
+    );
+    assert_success(&recv, "recv --connect");
+    assert_eq!(recv.stdout, b"hello\nworld\n", "through {bound}");
+    assert_success(&send.finish(), "send --bind");
+}
+
+#[test]
+fn roles_flip_on_stream_and_datagram_endpoints() {
+    in_temp_dir("unix+dgram", "flip.sock", two_lines_with_roles_flipped);
+    in_temp_dir("unix", "flip.sock", two_lines_with_roles_flipped);
+    two_lines_with_roles_flipped("udp://127.0.0.1:0");
+    two_lines_with_roles_flipped("tcp://127.0.0.1:0");
+}
+
+#[test]
+fn bad_urls_fail_with_a_helpful_message() {
+    let f = run(&["recv", "carrier-pigeon://x", "--count", "1"], None);
+    assert!(!f.status.success());
+    assert!(f.stderr.contains("unknown scheme"), "{}", f.stderr);
+    assert!(f.stderr.contains("unix:///tmp/my.sock"), "{}", f.stderr);
+    let f = run(&["send", "tcp://127.0.0.1", "hi"], None);
+    assert!(!f.status.success());
+    assert!(f.stderr.contains("has no port"), "{}", f.stderr);
+}
+
+#[test]
+fn runtime_errors_exit_non_zero_with_the_library_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let nobody = format!("unix://{}/nobody.sock", dir.path().display());
+    let f = run(&["send", &nobody, "hi", "--timeout", "0.2"], None);
+    assert_eq!(f.status.code(), Some(1));
+    assert!(f.stderr.contains("nobody is listening"), "{}", f.stderr);
+
+    let f = run(&["recv", &nobody, "--count", "1", "--timeout", "0.2"], None);
+    assert_eq!(f.status.code(), Some(1));
+    assert!(
+        f.stderr.contains("timed out after 0 of 1 messages"),
+        "{}",
+        f.stderr
+    );
+
+    let fifo = format!("fifo://{}/f", dir.path().display());
+    let f = run(&["send", "--bind", &fifo, "hi"], None);
+    assert!(!f.status.success());
+    assert!(f.stderr.contains("one way"), "{}", f.stderr);
+}
+
+#[test]
+fn help_is_available_everywhere() {
+    for args in [
+        &["--help"][..],
+        &["send", "--help"],
+        &["recv", "--help"],
+        &["bench", "--help"],
+    ] {
+        let f = run(args, None);
+        assert_success(&f, &format!("{args:?}"));
+        assert!(String::from_utf8_lossy(&f.stdout).contains("Usage"));
+    }
+    let top = run(&["--help"], None);
+    assert!(!String::from_utf8_lossy(&top.stdout).contains("bench-peer"));
+}
+
+const ALL_MECHS: [&str; 7] = [
+    "pipe",
+    "fifo",
+    "unix",
+    "unix-dgram",
+    "unix-seqpacket",
+    "tcp",
+    "udp",
+];
+
+fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn bench_measures_every_mechanism() {
+    let mechs = ALL_MECHS.join(",");
+    let f = run(
+        &[
+            "bench",
+            "--json",
+            "--mech",
+            &mechs,
+            "--size",
+            "64",
+            "--iters",
+            "200",
+            "--duration",
+            "0.1",
+        ],
+        None,
+    );
+    assert_success(&f, "bench");
+    let rows = json_lines(&f.stdout);
+    assert_eq!(rows.len(), ALL_MECHS.len(), "{rows:?}");
+    for (row, mech) in rows.iter().zip(ALL_MECHS) {
+        assert_eq!(row["mech"], mech);
+        assert_eq!(row["size"], 64);
+        assert!(row.get("error").is_none(), "{row}");
+        for key in [
+            "rtt_ns_median",
+            "rtt_ns_p99",
+            "rtt_ns_p999",
+            "msgs_per_s",
+            "gbps",
+        ] {
+            let v = row[key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{key} in {row}"));
+            assert!(v > 0.0, "{key} in {row}");
+        }
+        assert!(row["rtt_ns_median"].as_u64() <= row["rtt_ns_p99"].as_u64());
+        assert!(row["rtt_ns_p99"].as_u64() <= row["rtt_ns_p999"].as_u64());
+        assert_eq!(row.get("drops").is_some(), mech == "udp", "{row}");
+    }
+}
+
+#[test]
+fn bench_skips_what_a_mechanism_cannot_carry() {
+    let f = run(
+        &[
+            "bench", "--json", "--mech", "udp", "--size", "1M", "--iters", "10",
+        ],
+        None,
+    );
+    assert_success(&f, "bench");
+    let rows = json_lines(&f.stdout);
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0]["skipped"].as_str().unwrap().contains("65507"));
+    assert!(rows[0]["rtt_ns_median"].is_null() && rows[0]["gbps"].is_null());
+
+    let table = run(&["bench", "--mech", "udp", "--size", "1M"], None);
+    assert_success(&table, "bench (table)");
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("rtt_med_ns") && text.contains("skipped: "),
+        "{text}"
+    );
+}
+
+#[test]
+fn bench_rejects_sizes_too_small_to_number() {
+    let f = run(&["bench", "--size", "64,8"], None);
+    assert!(!f.status.success());
+    assert!(f.stderr.contains("start at 16 bytes"), "{}", f.stderr);
+}

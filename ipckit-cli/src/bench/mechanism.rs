@@ -20,11 +20,23 @@ pub enum Mechanism {
     Tcp,
     /// UDP over 127.0.0.1.
     Udp,
+    /// `shm://` rings, adaptive wait (spin while the peer runs, then futex).
+    Shm,
+    /// `shm://` rings, busy-polling.
+    ShmSpin,
+    /// `shm://` rings, futex wait at once.
+    ShmBlock,
+    /// `shm://` rings whose receivers wait on a semaphore (as `sem_post`/`sem_wait`).
+    Sem,
+    /// The `shm://` channel in memory-mapped files (`mmap://`).
+    Mmap,
+    /// Two POSIX message queues, one per direction.
+    Mq,
 }
 
 impl Mechanism {
     /// Every mechanism, in the order the benchmark runs them.
-    pub const ALL: [Mechanism; 7] = [
+    pub const ALL: [Mechanism; 13] = [
         Mechanism::Pipe,
         Mechanism::Fifo,
         Mechanism::Unix,
@@ -32,6 +44,12 @@ impl Mechanism {
         Mechanism::UnixSeqpacket,
         Mechanism::Tcp,
         Mechanism::Udp,
+        Mechanism::Shm,
+        Mechanism::ShmSpin,
+        Mechanism::ShmBlock,
+        Mechanism::Sem,
+        Mechanism::Mmap,
+        Mechanism::Mq,
     ];
 
     /// The command-line name.
@@ -44,6 +62,12 @@ impl Mechanism {
             Mechanism::UnixSeqpacket => "unix-seqpacket",
             Mechanism::Tcp => "tcp",
             Mechanism::Udp => "udp",
+            Mechanism::Shm => "shm",
+            Mechanism::ShmSpin => "shm-spin",
+            Mechanism::ShmBlock => "shm-block",
+            Mechanism::Sem => "sem",
+            Mechanism::Mmap => "mmap",
+            Mechanism::Mq => "mq",
         }
     }
 
@@ -57,6 +81,11 @@ impl Mechanism {
             Mechanism::UnixSeqpacket => Scheme::UnixSeqpacket,
             Mechanism::Tcp => Scheme::Tcp,
             Mechanism::Udp => Scheme::Udp,
+            Mechanism::Shm | Mechanism::ShmSpin | Mechanism::ShmBlock | Mechanism::Sem => {
+                Scheme::Shm
+            }
+            Mechanism::Mmap => Scheme::Mmap,
+            Mechanism::Mq => Scheme::Mq,
         }
     }
 
@@ -65,10 +94,43 @@ impl Mechanism {
         self.scheme().is_lossy()
     }
 
+    /// The `wait=` mode of the shared-memory mechanisms.
+    pub fn shm_wait(self) -> Option<&'static str> {
+        match self {
+            Mechanism::Shm | Mechanism::Mmap => Some("adaptive"),
+            Mechanism::ShmSpin => Some("spin"),
+            Mechanism::ShmBlock => Some("block"),
+            Mechanism::Sem => Some("sem"),
+            _ => None,
+        }
+    }
+
     /// Why this mechanism cannot carry messages of `size` bytes, if it cannot.
     pub fn refuses(self, size: usize) -> Option<String> {
-        (self == Mechanism::Udp && size > UDP_MAX_PAYLOAD)
-            .then(|| format!("a UDP datagram carries at most {UDP_MAX_PAYLOAD} bytes"))
+        match self {
+            Mechanism::Udp if size > UDP_MAX_PAYLOAD => Some(format!(
+                "a UDP datagram carries at most {UDP_MAX_PAYLOAD} bytes"
+            )),
+            Mechanism::Mq => {
+                let (_, msgsize_max, _, budget) = ipckit::mq::mq_limits();
+                // Two queues of 10 messages, charged about size + 16 bytes each.
+                let needed = 2 * 10 * (size as u64 + 16);
+                if size as u64 > msgsize_max {
+                    Some(format!(
+                        "fs.mqueue.msgsize_max is {msgsize_max} bytes \
+                         (sysctl -w fs.mqueue.msgsize_max=N raises it)"
+                    ))
+                } else if needed > budget {
+                    Some(format!(
+                        "two 10-message queues need about {needed} bytes of RLIMIT_MSGQUEUE, \
+                         which is {budget} (ulimit -q)"
+                    ))
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! FIFO, making the pipes), starts the peer with the arguments that say where to attach, and
 //! waits for the peer's READY message, every wait bounded by [`ATTACH_TIMEOUT`].
 //!
-//! FIFOs are one-way, so the fifo mechanism uses two: the parent binds (reads) `to-parent`
+//! FIFOs and POSIX message queues are one-way, so those mechanisms use two: the parent binds (reads) `to-parent`
 //! and connects (writes) to `to-child`; the peer does the opposite. To avoid a deadlock the
 //! peer connects to `to-parent` first (the parent is already reading it), sends READY there,
 //! and only then opens `to-child` for reading, which the parent connects to once READY came.
@@ -73,9 +73,8 @@ pub fn prepare(mech: Mechanism, size: usize, dir: &Path) -> ipckit::Result<Prepa
                 nudge: None,
             })
         }
-        Mechanism::Fifo => {
-            let to_parent = path_url(scheme, dir, "to-parent.fifo", size)?;
-            let to_child = path_url(scheme, dir, "to-child.fifo", size)?;
+        Mechanism::Fifo | Mechanism::Mq => {
+            let (to_parent, to_child) = one_way_pair(mech, dir, size)?;
             let inbound = ipckit::bind(&to_parent)?;
             Ok(Prepared {
                 peer_args: vec![
@@ -98,6 +97,41 @@ pub fn prepare(mech: Mechanism, size: usize, dir: &Path) -> ipckit::Result<Prepa
         Mechanism::Tcp | Mechanism::Udp => {
             socket(mech, endpoint(format!("{scheme}://127.0.0.1:0"), size)?)
         }
+        Mechanism::Shm | Mechanism::ShmSpin | Mechanism::ShmBlock | Mechanism::Sem => {
+            let wait = mech.shm_wait().unwrap_or("adaptive");
+            let url = format!("shm://{}-ring?wait={wait}", unique_tag(dir));
+            socket(mech, endpoint(url, size)?)
+        }
+        Mechanism::Mmap => {
+            let wait = mech.shm_wait().unwrap_or("adaptive");
+            let url = format!("mmap://{}?wait={wait}", dir.join("ring").display());
+            socket(mech, endpoint(url, size)?)
+        }
+    }
+}
+
+/// A name no other run uses: the run's temporary directory's own name.
+fn unique_tag(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| format!("ipckit-bench-{}", std::process::id()))
+}
+
+/// The two one-way channels of a FIFO or message-queue pair: (to the parent, to the child).
+fn one_way_pair(mech: Mechanism, dir: &Path, size: usize) -> ipckit::Result<(Endpoint, Endpoint)> {
+    let scheme = mech.scheme().as_str();
+    match mech {
+        Mechanism::Mq => {
+            let tag = unique_tag(dir);
+            Ok((
+                endpoint(format!("mq:///{tag}-to-parent?depth=10"), size)?,
+                endpoint(format!("mq:///{tag}-to-child?depth=10"), size)?,
+            ))
+        }
+        _ => Ok((
+            path_url(scheme, dir, "to-parent.fifo", size)?,
+            path_url(scheme, dir, "to-child.fifo", size)?,
+        )),
     }
 }
 
@@ -198,7 +232,7 @@ pub fn attach_peer(
         Mechanism::Pipe => {
             Channel::duplex(ipckit::pipe::from_env().map_err(|e| format!("pipe: {e}"))?)
         }
-        Mechanism::Fifo => {
+        Mechanism::Fifo | Mechanism::Mq => {
             let (own, parent) = (need(bind, "--bind")?, need(connect, "--connect")?);
             let mut listener = ipckit::bind(&own).map_err(|e| format!("bind {own}: {e}"))?;
             let mut tx = ipckit::connect_with(&parent, wait)

@@ -468,7 +468,10 @@ pub enum UrlError {
         reason: &'static str,
     },
     /// The scheme is not one ipckit knows.
-    #[error("unknown scheme {scheme:?}; known schemes: pipe, fifo, unix, unix+dgram, unix+seqpacket, tcp, udp (e.g. unix:///tmp/my.sock)")]
+    #[error(
+        "unknown scheme {scheme:?}; known schemes: {} (e.g. unix:///tmp/my.sock)",
+        known_schemes()
+    )]
     UnknownScheme {
         /// The scheme given.
         scheme: String,
@@ -571,6 +574,10 @@ fn parse_path(scheme: Scheme, _url: &str, after: &str, socket: bool) -> Result<A
         });
     }
     Ok(Address::Path(path))
+}
+
+fn known_schemes() -> String {
+    Scheme::ALL.map(Scheme::as_str).join(", ")
 }
 
 fn parse_name(scheme: Scheme, after: &str) -> Result<Address, UrlError> {

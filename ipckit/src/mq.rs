@@ -352,8 +352,14 @@ mod tests {
         tx.send(b"one").unwrap();
         tx.send(&[7; 256]).unwrap();
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), b"one");
-        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), vec![7; 256]);
-        assert!(matches!(tx.send(&[0; 257]), Err(Error::MessageTooLarge { .. })));
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+            vec![7; 256]
+        );
+        assert!(matches!(
+            tx.send(&[0; 257]),
+            Err(Error::MessageTooLarge { .. })
+        ));
         assert!(matches!(tx.try_recv(), Err(Error::Unsupported { .. })));
         assert!(matches!(rx.try_recv(), Err(Error::WouldBlock)));
         drop((tx, rx, listener));

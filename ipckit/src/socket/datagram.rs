@@ -113,7 +113,15 @@ impl DatagramConn {
                 max: self.max,
             });
         }
-        if got.len == 0 && self.seqpacket && sys::peer_hung_up(self.fd.fd()) {
+        // A sequenced-packet socket reads 0 bytes both for an empty record and at the end.
+        // Once the peer has hung up, a 0-byte read with no bytes queued behind it is the end;
+        // with bytes still queued it was an empty record. (Empty records sent just before
+        // closing, with nothing after them, therefore read as the end.)
+        if got.len == 0
+            && self.seqpacket
+            && sys::peer_hung_up(self.fd.fd())
+            && sys::pending_bytes(self.fd.fd()) == 0
+        {
             return Err(Error::Disconnected);
         }
         if let (Peer::LastSender(last), Some(from)) = (&mut self.peer, got.from) {

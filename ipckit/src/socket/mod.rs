@@ -313,3 +313,28 @@ pub(crate) fn connect(ep: &Endpoint, wait: Wait) -> Result<Flavor> {
         reason: "no address to connect to",
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Error, MessageReceiver, MessageSender};
+    use std::time::Duration;
+
+    #[test]
+    fn seqpacket_empty_records_between_others_survive_a_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("unix+seqpacket://{}/s", dir.path().display());
+        let mut l = crate::bind(&url).unwrap();
+        let mut c = crate::connect(&url).unwrap();
+        let mut s = l.accept_timeout(Duration::from_secs(5)).unwrap();
+        for m in [&b"a"[..], b"", b"", b"b"] {
+            c.send(m).unwrap();
+        }
+        drop(c);
+        let t = Duration::from_secs(5);
+        assert_eq!(s.recv_timeout(t).unwrap(), b"a");
+        assert_eq!(s.recv_timeout(t).unwrap(), b"");
+        assert_eq!(s.recv_timeout(t).unwrap(), b"");
+        assert_eq!(s.recv_timeout(t).unwrap(), b"b");
+        assert!(matches!(s.recv_timeout(t), Err(Error::Disconnected)));
+    }
+}

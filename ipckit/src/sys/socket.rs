@@ -190,6 +190,12 @@ pub(crate) fn peer_hung_up(fd: BorrowedFd<'_>) -> bool {
     )
 }
 
+/// Bytes waiting to be read (`FIONREAD`); for a sequenced-packet socket, the size of the
+/// next record, or 0 when nothing is queued.
+pub(crate) fn pending_bytes(fd: BorrowedFd<'_>) -> u64 {
+    rustix::io::ioctl_fionread(fd).unwrap_or(0)
+}
+
 /// Sends one datagram (to `to`, or to the connected peer), waiting as `wait` allows.
 pub(crate) fn send_datagram(
     sock: &mut IoFd,

@@ -179,6 +179,7 @@ impl Listener {
     /// Accepts, waiting at most `timeout`.
     pub fn accept_timeout(&mut self, timeout: Duration) -> Result<Connection> {
         self.accept_with(Wait::timeout(timeout))
+            .map_err(|e| e.after(timeout))
     }
 }
 

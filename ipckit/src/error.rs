@@ -280,6 +280,16 @@ impl Error {
         }
     }
 
+    /// Records how long a `_timeout` call waited, for the message.
+    pub(crate) fn after(self, waited: Duration) -> Self {
+        match self {
+            Error::Timeout { after: None } => Error::Timeout {
+                after: Some(waited),
+            },
+            e => e,
+        }
+    }
+
     /// True for the errors a `try_`/`_timeout` caller expects and may retry after.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::WouldBlock | Error::Timeout { .. })

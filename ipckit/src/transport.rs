@@ -74,6 +74,7 @@ pub trait MessageSender {
     /// Sends, waiting at most `timeout`, or fails with [`Error::Timeout`].
     fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
         self.send_with(msg, Wait::timeout(timeout))
+            .map_err(|e| e.after(timeout))
     }
 
     /// Sends, waiting until `deadline` at most.
@@ -112,6 +113,7 @@ pub trait MessageReceiver {
     /// Receives into `buf`, waiting at most `timeout`.
     fn recv_into_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<()> {
         self.recv_into_with(buf, Wait::timeout(timeout))
+            .map_err(|e| e.after(timeout))
     }
 
     /// Receives into `buf`, waiting until `deadline` at most.
@@ -132,6 +134,7 @@ pub trait MessageReceiver {
     /// Receives, waiting at most `timeout`.
     fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
         self.recv_with(Wait::timeout(timeout))
+            .map_err(|e| e.after(timeout))
     }
 
     /// Receives, waiting until `deadline` at most.
@@ -169,6 +172,7 @@ pub trait TypedSender: MessageSender {
         timeout: Duration,
     ) -> Result<()> {
         self.send_typed_with(value, Wait::timeout(timeout))
+            .map_err(|e| e.after(timeout))
     }
 }
 
@@ -193,6 +197,7 @@ pub trait TypedReceiver: MessageReceiver {
     /// Receives and decodes, waiting at most `timeout`.
     fn recv_typed_timeout<T: DeserializeOwned>(&mut self, timeout: Duration) -> Result<T> {
         self.recv_typed_with(Wait::timeout(timeout))
+            .map_err(|e| e.after(timeout))
     }
 }
 

@@ -50,6 +50,7 @@ pub mod mq;
 pub mod pipe;
 mod region;
 pub mod shm;
+pub mod signal;
 pub mod socket;
 mod stream;
 pub mod sync;

@@ -8,6 +8,8 @@
 //! ipckit-shm-peer listen-and-hang URL      bind, print "ready", sleep (to be killed)
 //! ipckit-shm-peer inherited-add            add the u64 at 0 of the inherited segment to the one at 8
 //! ipckit-shm-peer mutex-hammer NAME        forever: lock Mutex<[u64; 2]> NAME, bump [0], bump [1]
+//! ipckit-shm-peer rt-echo N                receive N real-time signals (SIGRTMIN+1), print
+//!                                          each payload and sender pid
 //! ipckit-shm-peer sem-count SEM SEG N      N times: wait SEM, bump the u64 at 0 of segment SEG
 //!                                          with a plain read and write, post SEM
 //! ipckit-shm-peer scribble PID SECS        write random bytes over PID's open ipckit segments
@@ -40,6 +42,7 @@ fn main() {
         }),
         "inherited-add" => inherited_add(),
         "mutex-hammer" => mutex_hammer(arg(1)),
+        "rt-echo" => rt_echo(arg(1).parse().unwrap_or(1)),
         "sem-count" => sem_count(arg(1), arg(2), arg(3).parse().unwrap_or(0)),
         "scribble" => {
             scribble(arg(1).parse().unwrap_or(0), arg(2).parse().unwrap_or(1.0));
@@ -97,6 +100,18 @@ fn inherited_add() -> ipckit::Result<()> {
     let a: u64 = seg.read(0)?;
     seg.atomic_u64(8)?
         .fetch_add(a, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
+}
+
+fn rt_echo(n: u32) -> ipckit::Result<()> {
+    use ipckit::signal::{sigrtmin, RtSignalReceiver};
+    // Created before any other thread exists, so the signal is blocked process-wide.
+    let mut rx = RtSignalReceiver::new(sigrtmin() + 1)?;
+    ready();
+    for _ in 0..n {
+        let info = rx.recv_timeout(T)?;
+        println!("{} {}", info.value, info.pid);
+    }
     Ok(())
 }
 

@@ -183,3 +183,32 @@ impl crate::framing::ByteSink for IoFd {
         r.map_err(|e| Error::os("write", e))
     }
 }
+
+impl AsFd for IoFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Polls several descriptors for readability until one is ready or `wait` runs out.
+pub(crate) fn poll_readable(fds: &[BorrowedFd<'_>], wait: Wait) -> Result<()> {
+    loop {
+        let mut set: Vec<PollFd<'_>> = fds
+            .iter()
+            .map(|fd| PollFd::new(fd, PollFlags::IN))
+            .collect();
+        let timeout = wait.remaining().map(|d| {
+            Timespec::try_from(d).unwrap_or(Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            })
+        });
+        match rustix::event::poll(&mut set, timeout.as_ref()) {
+            Ok(0) if wait == Wait::Forever => continue,
+            Ok(0) => return Err(wait.expired()),
+            Ok(_) => return Ok(()),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(Error::os("poll", e)),
+        }
+    }
+}

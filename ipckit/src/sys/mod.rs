@@ -8,10 +8,11 @@ mod futex;
 mod mq;
 mod pipe;
 mod shm;
+mod signal;
 mod socket;
 
 pub use cpu::{allowed_cpus, pin_current_thread, pin_to_cpu};
-pub(crate) use fd::{set_cloexec, Dir, FdKind, IoFd};
+pub(crate) use fd::{poll_readable, set_cloexec, Dir, FdKind, IoFd};
 pub(crate) use fifo::{expect_fifo, make_fifo, open_fifo, remove_file_if};
 pub use futex::{futex_wait, futex_wake, FutexWake};
 pub(crate) use mq::{mq_attributes, mq_create, mq_open, mq_receive, mq_send, mq_unlink};
@@ -22,6 +23,8 @@ pub(crate) use shm::{
     fd_of, file_create, file_len, file_open, file_unlink, list_shm, map_shared, memfd, ofd_lock,
     ofd_locked_by_other, set_len, shm_create, shm_open, shm_unlink,
 };
+pub(crate) use signal::{block_in_thread, kill, parse_siginfo, pidfd, signalfd, sigqueue};
+pub use signal::{sigrtmin, SignalInfo};
 pub(crate) use socket::*;
 
 /// Counts this process's open file descriptors (entries of `/proc/self/fd`).

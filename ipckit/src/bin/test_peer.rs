@@ -24,6 +24,7 @@
 //! - `report:N`: receives N times and prints `ok LEN` or `err {e:?}` for each.
 //! - `echo`: sends back every message until the peer disconnects.
 //! - `linger`: waits (bounded) for one message or a disconnection, then goes on.
+//! - `await`: waits (bounded) for one message; anything else is a failure.
 //! - `hold`: sleeps until killed (bounded by the watchdog).
 //! - `print:TEXT`: prints TEXT on stdout.
 //! - `partial:SIZE`: `send_timeout(pattern(0, SIZE), 200ms)`, prints the result.
@@ -145,7 +146,9 @@ impl Link {
     fn conn(&mut self) -> Result<&mut Connection, Fail> {
         match self {
             Link::Ipc(c) => Ok(c),
-            _ => Err(usage("this step needs an ipckit connection (role connect or bind)")),
+            _ => Err(usage(
+                "this step needs an ipckit connection (role connect or bind)",
+            )),
         }
     }
 
@@ -174,9 +177,9 @@ fn retry_until<T>(mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<
 fn open_link(role: &str, target: &str) -> Result<Link, Fail> {
     let io = |what: &str, e: std::io::Error| Fail(3, format!("{what}: {e}"));
     Ok(match role {
-        "connect" => Link::Ipc(
-            ipckit::connect_timeout(target, STEP_TIMEOUT).map_err(|e| ipc("connect", e))?,
-        ),
+        "connect" => {
+            Link::Ipc(ipckit::connect_timeout(target, STEP_TIMEOUT).map_err(|e| ipc("connect", e))?)
+        }
         "bind" => {
             let mut listener = ipckit::bind(target).map_err(|e| ipc("bind", e))?;
             say(&format!("READY {}", listener.endpoint()));
@@ -325,6 +328,11 @@ fn step(link: &mut Link, step: &str) -> StepResult {
                 Ok(_) | Err(Error::Disconnected | Error::Unsupported { .. }) => {}
                 Err(e) => return Err(ipc("linger", e)),
             }
+        }
+        "await" => {
+            link.conn()?
+                .recv_timeout(STEP_TIMEOUT)
+                .map_err(|e| ipc("await", e))?;
         }
         "hold" => std::thread::sleep(WATCHDOG),
         "print" => say(arg),

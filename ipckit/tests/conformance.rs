@@ -1,0 +1,2010 @@
+//! The conformance suite: one set of cases, run against every transport, between this test
+//! process and a real separate process (the helper peer `ipckit-test-peer`,
+//! `src/bin/test_peer.rs`).
+//!
+//! To give a new transport (`mq://`, `queue://` …) the whole suite: add a row to
+//! [`TRANSPORTS`] describing what it can do, and its name to the `conformance_suite!`
+//! invocation at the bottom. Tests are named `<transport>::<case>`, e.g.
+//! `unix_dgram::peer_killed_mid_send`, so a failure names both. A case that does not apply to
+//! a transport (no file to check, one-way…) says so on stderr and passes; a case that fails
+//! because of a library bug is listed in [`KNOWN_BUGS`] and gets an `#[ignore = "BUG: …"]`.
+//!
+//! Every blocking call has a timeout; peers are waited for with a deadline and killed when
+//! dropped (and a watchdog aborts the binary if something hangs anyway). The `no_fd_leaks`
+//! case takes an exclusive lock (every other test holds it shared), so the descriptor counts
+//! it compares are not disturbed by tests on other threads.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ipckit::endpoint::{Address, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MODE};
+use ipckit::{
+    Connection, Endpoint, Error, Listener, MessageReceiver, MessageSender, TypedReceiver,
+    TypedSender, UrlError, Wait,
+};
+
+// ---------------------------------------------------------------------------------------------
+// The transport table
+// ---------------------------------------------------------------------------------------------
+
+/// How a transport is addressed and set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// `pipe:`: the test creates the pipes and spawns the peer with them.
+    Pipe,
+    /// A FIFO in the file system: the binder reads, the connector writes.
+    Fifo,
+    /// A Unix socket file.
+    UnixSocket,
+    /// `host:port` on the loopback interface (bound to port 0).
+    Inet,
+    /// A name in a system-wide namespace (`shm://name`: objects in /dev/shm).
+    Name,
+}
+
+/// How messages travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    /// Length-prefixed frames on a byte stream: partial frames are possible when a peer dies
+    /// (`Truncated`), and a framing error leaves the stream `Desynchronized`.
+    Stream,
+    /// One message per datagram or packet: a message arrives whole or not at all.
+    Message,
+}
+
+/// What `Listener::accept` hands out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Accepts {
+    /// A new connection per client; waits for the next one.
+    EachClient,
+    /// The next writer, once it has sent something (FIFO).
+    NextWriter,
+    /// One connection, at once, receiving from every sender and replying to the last one.
+    Once,
+    /// Not applicable (`pipe:`: the pipe is created by the parent, not bound).
+    NotBound,
+}
+
+/// What connecting to an endpoint nobody serves gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Missing {
+    /// `Error::ConnectionRefused`.
+    Refused,
+    /// `Error::NotFound` (the file does not exist).
+    NotFound,
+    /// Connectionless: `connect` succeeds; sending works; a later receive may report
+    /// `Disconnected` (ICMP port unreachable) or time out.
+    Connects,
+    /// `pipe:`: `from_env()` without an inherited pipe is `Error::NoInheritedPipe`.
+    NoInheritedPipe,
+}
+
+/// One transport and what it can do: the cases read their expectations from here.
+#[derive(Debug)]
+struct Transport {
+    /// Also the name of the test module: `<name>::<case>`.
+    name: &'static str,
+    /// URL scheme.
+    scheme: &'static str,
+    kind: Kind,
+    framing: Framing,
+    /// Both ends can send and receive on one connection.
+    duplex: bool,
+    /// Messages may be dropped (the cases retry or accept loss where it matters).
+    lossy: bool,
+    /// Largest message with the default options (`max_message_size()`).
+    max_payload: usize,
+    /// A receiver learns that its peer died (`Disconnected`/`Truncated`). Where it cannot
+    /// (connectionless datagrams), a receive after the peer's death times out: never a
+    /// partial message, never a hang.
+    recv_sees_peer_death: bool,
+    accepts: Accepts,
+    missing: Missing,
+    /// The message a peer is killed while sending: for stream transports, too large for the
+    /// kernel buffers between the two processes, so that it dies mid-message.
+    kill_size: usize,
+}
+
+const MIB: usize = 1 << 20;
+
+/// Every transport the suite covers. A new transport is one more row (and one more name in
+/// `conformance_suite!` below).
+const TRANSPORTS: &[Transport] = &[
+    Transport {
+        name: "fifo",
+        scheme: "fifo",
+        kind: Kind::Fifo,
+        framing: Framing::Stream,
+        duplex: false, // one-way: the binder reads, the connector writes
+        lossy: false,
+        max_payload: DEFAULT_MAX_MESSAGE_SIZE,
+        recv_sees_peer_death: true,
+        accepts: Accepts::NextWriter,
+        missing: Missing::NotFound,
+        kill_size: MIB, // pipe buffer: 64 KiB
+    },
+    Transport {
+        name: "unix",
+        scheme: "unix",
+        kind: Kind::UnixSocket,
+        framing: Framing::Stream,
+        duplex: true,
+        lossy: false,
+        max_payload: DEFAULT_MAX_MESSAGE_SIZE,
+        recv_sees_peer_death: true,
+        accepts: Accepts::EachClient,
+        missing: Missing::Refused,
+        kill_size: MIB, // socket buffer: ~200 KiB
+    },
+    Transport {
+        name: "unix_dgram",
+        scheme: "unix+dgram",
+        kind: Kind::UnixSocket,
+        framing: Framing::Message,
+        duplex: true,
+        lossy: false,
+        max_payload: DEFAULT_MAX_MESSAGE_SIZE,
+        recv_sees_peer_death: false,
+        accepts: Accepts::Once,
+        missing: Missing::Refused,
+        kill_size: MIB,
+    },
+    Transport {
+        name: "unix_seqpacket",
+        scheme: "unix+seqpacket",
+        kind: Kind::UnixSocket,
+        framing: Framing::Message,
+        duplex: true,
+        lossy: false,
+        max_payload: DEFAULT_MAX_MESSAGE_SIZE,
+        recv_sees_peer_death: true,
+        accepts: Accepts::EachClient,
+        missing: Missing::Refused,
+        kill_size: MIB,
+    },
+    Transport {
+        name: "tcp",
+        scheme: "tcp",
+        kind: Kind::Inet,
+        framing: Framing::Stream,
+        duplex: true,
+        lossy: false,
+        max_payload: DEFAULT_MAX_MESSAGE_SIZE,
+        recv_sees_peer_death: true,
+        accepts: Accepts::EachClient,
+        missing: Missing::Refused,
+        kill_size: 12 * MIB, // loopback buffers can hold a few MiB
+    },
+    Transport {
+        name: "udp",
+        scheme: "udp",
+        kind: Kind::Inet,
+        framing: Framing::Message,
+        duplex: true,
+        lossy: true,
+        max_payload: 65_507,
+        recv_sees_peer_death: false,
+        accepts: Accepts::Once,
+        missing: Missing::Connects,
+        kill_size: 60_000,
+    },
+    Transport {
+        name: "shm",
+        scheme: "shm",
+        kind: Kind::Name,
+        framing: Framing::Message,
+        duplex: true,
+        lossy: false,
+        // Default ring of 4 MiB per direction: half of it, less an 8-byte record header.
+        max_payload: (4 << 20) / 2 - 8,
+        recv_sees_peer_death: true, // the peer's OFD lock goes with it
+        accepts: Accepts::EachClient,
+        missing: Missing::Refused,
+        kill_size: MIB,
+    },
+    Transport {
+        name: "pipe",
+        scheme: "pipe",
+        kind: Kind::Pipe,
+        framing: Framing::Stream,
+        duplex: true, // with pipe::duplex(); to_child()/from_child() are one-way
+        lossy: false,
+        max_payload: DEFAULT_MAX_MESSAGE_SIZE,
+        recv_sees_peer_death: true,
+        accepts: Accepts::NotBound,
+        missing: Missing::NoInheritedPipe,
+        kill_size: MIB, // pipe buffer: 64 KiB
+    },
+];
+
+fn transport(name: &str) -> &'static Transport {
+    TRANSPORTS
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no transport {name:?} in TRANSPORTS"))
+}
+
+impl Transport {
+    /// A fresh URL for this transport (without query) in `dir`: the same `(dir, name)` gives
+    /// the same URL; different temporary directories give different URLs.
+    fn url_in(&self, dir: &Path, name: &str) -> String {
+        match self.kind {
+            Kind::Pipe => "pipe:".to_owned(),
+            Kind::Fifo | Kind::UnixSocket => format!("{}://{}/{name}", self.scheme, dir.display()),
+            Kind::Inet => format!("{}://127.0.0.1:0", self.scheme),
+            Kind::Name => format!("{}://{}", self.scheme, shm_name(dir, name)),
+        }
+    }
+
+    /// The file system object an endpoint `name` in `dir` creates, if any.
+    fn object_file(&self, dir: &Path, name: &str) -> Option<PathBuf> {
+        match self.kind {
+            Kind::Fifo | Kind::UnixSocket => Some(dir.join(name)),
+            Kind::Name => {
+                Some(Path::new("/dev/shm").join(format!("ipckit.{}", shm_name(dir, name))))
+            }
+            Kind::Pipe | Kind::Inet => None,
+        }
+    }
+
+    /// Endpoints live in the file system as a file of ours (FIFO, socket, shared memory).
+    fn has_file(&self) -> bool {
+        self.object_file(Path::new("/"), "x").is_some()
+    }
+
+    /// Endpoints are paths the user chooses, where other files can be in the way.
+    fn has_path(&self) -> bool {
+        matches!(self.kind, Kind::Fifo | Kind::UnixSocket)
+    }
+
+    /// The sizes of [`SIZES`] this transport carries.
+    fn sizes(&self) -> Vec<usize> {
+        SIZES
+            .iter()
+            .copied()
+            .filter(|&s| s <= self.max_payload)
+            .collect()
+    }
+
+    fn is_stream(&self) -> bool {
+        self.framing == Framing::Stream
+    }
+}
+
+/// The `shm://` name of endpoint `name` of a test using `dir` (unique per temporary directory).
+fn shm_name(dir: &Path, name: &str) -> String {
+    let unique = dir.file_name().unwrap_or_default().to_string_lossy();
+    format!("ipckit-conformance{unique}-{name}")
+}
+
+/// Files a test using `dir` left behind: in `dir`, and named objects in /dev/shm.
+fn leftovers(dir: &Path) -> Vec<String> {
+    let mut left = dir_entries(dir);
+    let prefix = format!("ipckit.{}", shm_name(dir, ""));
+    if let Ok(entries) = std::fs::read_dir("/dev/shm") {
+        left.extend(
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix)),
+        );
+    }
+    left
+}
+
+fn join(sizes: &[usize]) -> String {
+    sizes
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The URL of an endpoint without its query (options back to their defaults).
+fn base_url(ep: &Endpoint) -> String {
+    ep.clone()
+        .with_max_message_size(DEFAULT_MAX_MESSAGE_SIZE)
+        .with_mode(DEFAULT_MODE)
+        .to_string()
+}
+
+/// Asserts that `$e` is `Err($p)`, showing what it was otherwise (without dumping payloads).
+macro_rules! assert_err {
+    ($e:expr, $p:pat $(if $g:expr)?, $($ctx:tt)+) => {
+        match $e {
+            Err($p) $(if $g)? => {}
+            Err(e) => panic!("{}: expected Err({}), got Err({e:?})", format!($($ctx)+), stringify!($p)),
+            Ok(_) => panic!("{}: expected Err({}), got Ok", format!($($ctx)+), stringify!($p)),
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions: the test process on one end, the peer process on the other
+// ---------------------------------------------------------------------------------------------
+
+/// Who sends, which decides who binds for one-way transports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    /// The peer sends, the test receives.
+    PeerSends,
+    /// The test sends, the peer receives.
+    TestSends,
+    /// Both (duplex transports only).
+    Both,
+}
+
+struct Session {
+    conn: Connection,
+    peer: Peer,
+    listener: Option<Listener>,
+    /// The endpoint's URL without query (for `tcp`/`udp`, with the real port).
+    url: String,
+    can_send: bool,
+    dir: tempfile::TempDir,
+}
+
+impl Session {
+    /// Unwraps `r`, or panics with the peer's stderr.
+    #[track_caller]
+    fn ok<T>(&self, what: &str, r: ipckit::Result<T>) -> T {
+        r.unwrap_or_else(|e| panic!("{what}: {e:?} ({e}); peer stderr: {}", self.peer.stderr()))
+    }
+
+    #[track_caller]
+    fn expect_hello(&mut self) {
+        let r = self.conn.recv_timeout(LONG);
+        let m = self.ok("receive the peer's hello", r);
+        assert_eq!(m, b"hello", "first message from the peer");
+    }
+
+    /// Lets a peer started with [`gated`] steps go on.
+    #[track_caller]
+    fn go(&mut self) {
+        if self.can_send {
+            let r = self.conn.send_timeout(b"go", LONG);
+            self.ok("send go", r);
+        }
+    }
+
+    /// Ends a session where the peer finishes by itself: wakes a lingering peer (`wake`),
+    /// closes the connection, expects the peer to succeed, and checks that no file is left.
+    #[track_caller]
+    fn finish(self, wake: bool) {
+        let Session {
+            mut conn,
+            mut peer,
+            listener,
+            dir,
+            can_send,
+            ..
+        } = self;
+        if wake && can_send {
+            // Best effort: the peer may already be gone.
+            let _ = conn.send_timeout(b"done", LONG);
+        }
+        drop(conn);
+        peer.expect_success();
+        drop(listener);
+        let left = leftovers(dir.path());
+        assert!(left.is_empty(), "files left behind: {left:?}");
+    }
+
+    /// Ends a session by killing the peer.
+    fn finish_killed(mut self) {
+        self.peer.kill();
+    }
+}
+
+/// Whether the test's end of a session for `flow` can send (a one-way pipe or FIFO cannot
+/// send against the flow).
+fn test_can_send(t: &Transport, flow: Flow) -> bool {
+    flow != Flow::PeerSends || (t.duplex && t.kind != Kind::Pipe)
+}
+
+/// Steps that make the peer wait until the test has accepted it (the test then sends `go`
+/// with [`Session::go`]), followed by `steps`: so that a peer that exits right after sending
+/// does not race with the test's accept (see `peer_exits_before_accept` for that race).
+fn gated<'a>(t: &Transport, flow: Flow, steps: &[&'a str]) -> Vec<&'a str> {
+    let mut v = Vec::new();
+    if test_can_send(t, flow) {
+        v.push("await");
+    }
+    v.extend_from_slice(steps);
+    v
+}
+
+/// Spawns the peer with `args` and the child's ends of a pipe made for `flow`.
+fn spawn_pipe_peer(flow: Flow, args: &[&str]) -> (Connection, Peer) {
+    let (conn, end) = match flow {
+        Flow::Both => ipckit::pipe::duplex(),
+        Flow::TestSends => ipckit::pipe::to_child(),
+        Flow::PeerSends => ipckit::pipe::from_child(),
+    }
+    .expect("create pipes");
+    let mut cmd = Peer::command(args);
+    let child = end.spawn(&mut cmd).expect("spawn peer with pipes");
+    (
+        conn,
+        Peer::adopt(child, format!("ipckit-test-peer {args:?}")),
+    )
+}
+
+/// Opens a session: the test binds (or makes the pipe) and the peer connects, says hello and
+/// runs `steps`; except for a FIFO the test writes to, which the peer binds.
+fn open(t: &Transport, flow: Flow, steps: &[&str]) -> Session {
+    open_q(t, flow, "", "", steps)
+}
+
+/// Like [`open`], with URL queries for the test's end and the peer's end.
+fn open_q(t: &Transport, flow: Flow, test_q: &str, peer_q: &str, steps: &[&str]) -> Session {
+    assert!(flow != Flow::Both || t.duplex, "{}: not duplex", t.name);
+    let dir = tempdir();
+    let can_send = test_can_send(t, flow);
+    let can_recv = flow != Flow::TestSends || (t.duplex && t.kind != Kind::Pipe);
+    match t.kind {
+        Kind::Pipe => {
+            assert!(test_q.is_empty(), "the parent's pipe ends take no options");
+            let peer_url = format!("pipe:{peer_q}");
+            let mut args = vec!["connect", peer_url.as_str(), "hello"];
+            args.extend_from_slice(steps);
+            let (conn, peer) = spawn_pipe_peer(flow, &args);
+            let mut s = Session {
+                conn,
+                peer,
+                listener: None,
+                url: "pipe:".to_owned(),
+                can_send,
+                dir,
+            };
+            if can_recv {
+                s.expect_hello();
+            }
+            s
+        }
+        Kind::Fifo if flow == Flow::TestSends => {
+            let url = t.url_in(dir.path(), "ep");
+            let peer_url = format!("{url}{peer_q}");
+            let mut args = vec!["bind", peer_url.as_str()];
+            args.extend_from_slice(steps);
+            let mut peer = Peer::spawn(&args);
+            peer.expect_line("READY");
+            let conn = ipckit::connect_timeout(format!("{url}{test_q}"), LONG)
+                .unwrap_or_else(|e| panic!("connect to {url}: {e:?}; peer: {}", peer.stderr()));
+            Session {
+                conn,
+                peer,
+                listener: None,
+                url,
+                can_send,
+                dir,
+            }
+        }
+        _ => {
+            let url = t.url_in(dir.path(), "ep");
+            let mut listener = ipckit::bind(format!("{url}{test_q}")).expect("bind");
+            let base = base_url(listener.endpoint());
+            let peer_url = format!("{base}{peer_q}");
+            let mut args = vec!["connect", peer_url.as_str(), "hello"];
+            args.extend_from_slice(steps);
+            let peer = Peer::spawn(&args);
+            let conn = listener
+                .accept_timeout(LONG)
+                .unwrap_or_else(|e| panic!("accept on {base}: {e:?}; peer: {}", peer.stderr()));
+            let mut s = Session {
+                conn,
+                peer,
+                listener: Some(listener),
+                url: base,
+                can_send,
+                dir,
+            };
+            s.expect_hello();
+            s
+        }
+    }
+}
+
+/// Opens a session where the peer binds (printing `READY <endpoint>`) and the test connects.
+fn open_peer_binds(t: &Transport, steps: &[&str]) -> Session {
+    assert!(t.kind != Kind::Pipe);
+    let dir = tempdir();
+    let url = t.url_in(dir.path(), "ep");
+    let mut args = vec!["bind", url.as_str()];
+    args.extend_from_slice(steps);
+    let mut peer = Peer::spawn(&args);
+    let ready = peer.expect_line("READY");
+    let ep: Endpoint = ready.parse().expect("peer's endpoint");
+    let url = base_url(&ep);
+    let conn = ipckit::connect_timeout(&url, LONG)
+        .unwrap_or_else(|e| panic!("connect to {url}: {e:?}; peer: {}", peer.stderr()));
+    Session {
+        conn,
+        peer,
+        listener: None,
+        url,
+        can_send: true,
+        dir,
+    }
+}
+
+/// Opens a session where the peer writes hand-made bytes to a stream transport (no ipckit on
+/// its side): `raw_steps` are `write-hex:`/`write-junk:` steps.
+fn open_raw(t: &Transport, test_q: &str, raw_steps: &[&str]) -> Session {
+    assert!(t.is_stream());
+    let dir = tempdir();
+    let mut steps = raw_steps.to_vec();
+    steps.push("hold");
+    if t.kind == Kind::Pipe {
+        let mut args = vec!["raw-pipe", "-"];
+        args.extend_from_slice(&steps);
+        let (conn, peer) = spawn_pipe_peer(Flow::PeerSends, &args);
+        return Session {
+            conn,
+            peer,
+            listener: None,
+            url: "pipe:".to_owned(),
+            can_send: false,
+            dir,
+        };
+    }
+    let url = t.url_in(dir.path(), "ep");
+    let mut listener = ipckit::bind(format!("{url}{test_q}")).expect("bind");
+    let ep = listener.endpoint().clone();
+    let (role, target) = match (t.kind, ep.address()) {
+        (Kind::Fifo, Address::Path(p)) => ("raw-fifo", p.display().to_string()),
+        (Kind::UnixSocket, Address::Path(p)) => ("raw-unix", p.display().to_string()),
+        (Kind::Inet, Address::HostPort { host, port }) => ("raw-tcp", format!("{host}:{port}")),
+        other => panic!("no raw peer for {other:?}"),
+    };
+    let mut args = vec![role, target.as_str()];
+    args.extend_from_slice(&steps);
+    let peer = Peer::spawn(&args);
+    let conn = listener
+        .accept_timeout(LONG)
+        .unwrap_or_else(|e| panic!("accept: {e:?}; peer: {}", peer.stderr()));
+    Session {
+        conn,
+        peer,
+        listener: Some(listener),
+        url: base_url(&ep),
+        can_send: t.kind != Kind::Fifo,
+        dir,
+    }
+}
+
+/// Sends every size to an echoing peer and checks what comes back (owned receives). On a
+/// lossy transport a lost message or echo is sent again, a few times.
+fn echo_every_size(t: &Transport, s: &mut Session) {
+    for (i, size) in t.sizes().into_iter().enumerate() {
+        let msg = pattern(i, size);
+        let mut attempts = 0;
+        let back = loop {
+            attempts += 1;
+            let r = s.conn.send_timeout(&msg, LONG);
+            s.ok("send", r);
+            match s.conn.recv_timeout(if t.lossy { SHORT * 4 } else { LONG }) {
+                Err(Error::Timeout { .. }) if t.lossy && attempts < 5 => continue,
+                r => break s.ok(&format!("echo of #{i} ({size} bytes)"), r),
+            }
+        };
+        assert_pattern(&back, i, size, t.name);
+    }
+}
+
+/// How a receive loop after the peer's death ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ending {
+    Truncated,
+    Disconnected,
+    TimedOut,
+}
+
+/// Receives what is left after the peer died while sending `pattern(0, size)`: at most that
+/// whole message, then the transport's way of saying the peer is gone. Never a partial
+/// message, never a hang.
+fn drain_after_death(t: &Transport, s: &mut Session, size: usize) -> Ending {
+    let mut buf = Vec::new();
+    let mut whole = 0;
+    let timeout = if t.recv_sees_peer_death {
+        LONG
+    } else {
+        SHORT * 4
+    };
+    loop {
+        let r = bounded("receive after the peer died", timeout, || {
+            s.conn.recv_into_timeout(&mut buf, timeout)
+        });
+        match r {
+            Ok(()) => {
+                assert_pattern(&buf, 0, size, t.name);
+                whole += 1;
+                assert_eq!(whole, 1, "{}: the message arrived twice", t.name);
+            }
+            Err(Error::Truncated { received, expected }) => {
+                assert!(
+                    t.is_stream(),
+                    "{}: Truncated on a message transport",
+                    t.name
+                );
+                assert_eq!(expected, 4 + size, "{}: expected frame size", t.name);
+                assert!(received < expected, "{}: {received} of {expected}", t.name);
+                assert_err!(
+                    s.conn.recv_timeout(LONG),
+                    Error::Desynchronized,
+                    "{}: after Truncated",
+                    t.name
+                );
+                return Ending::Truncated;
+            }
+            Err(Error::Disconnected) => {
+                assert!(
+                    t.recv_sees_peer_death,
+                    "{}: unexpected Disconnected",
+                    t.name
+                );
+                assert_err!(
+                    s.conn.recv_timeout(LONG),
+                    Error::Disconnected,
+                    "{}: a dead peer stays dead",
+                    t.name
+                );
+                return Ending::Disconnected;
+            }
+            Err(Error::Timeout { .. }) => {
+                assert!(
+                    !t.recv_sees_peer_death,
+                    "{}: receive timed out although the transport sees peer death",
+                    t.name
+                );
+                return Ending::TimedOut;
+            }
+            Err(e) => panic!("{}: unexpected error after the peer died: {e:?}", t.name),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cases: each takes a transport and reads its expectations from the table
+// ---------------------------------------------------------------------------------------------
+
+mod cases {
+    use super::*;
+
+    type CaseFn = fn(&Transport);
+
+    /// Messages of every size, peer → test, verified byte for byte (one reused buffer).
+    pub fn sizes_peer_to_test(t: &Transport) {
+        let sizes = t.sizes();
+        let send = format!("send:{}", join(&sizes));
+        let mut s = open(t, Flow::PeerSends, &[&send, "linger"]);
+        let mut buf = Vec::new();
+        for (i, &size) in sizes.iter().enumerate() {
+            let r = s.conn.recv_into_timeout(&mut buf, LONG);
+            s.ok(&format!("receive message #{i} ({size} bytes)"), r);
+            assert_pattern(&buf, i, size, t.name);
+        }
+        s.finish(true);
+    }
+
+    /// Messages of every size, test → peer; the peer verifies them byte for byte.
+    pub fn sizes_test_to_peer(t: &Transport) {
+        let sizes = t.sizes();
+        let check = format!("check:{}", join(&sizes));
+        let mut s = open(t, Flow::TestSends, &[&check]);
+        for (i, &size) in sizes.iter().enumerate() {
+            let r = s.conn.send_timeout(&pattern(i, size), LONG);
+            s.ok(&format!("send message #{i} ({size} bytes)"), r);
+        }
+        for (i, &size) in sizes.iter().enumerate() {
+            assert_eq!(s.peer.expect_line("checked"), format!("{i} {size}"));
+        }
+        s.finish(false);
+    }
+
+    /// Every size sent and echoed back (owned receives).
+    pub fn echo_round_trip(t: &Transport) {
+        if !t.duplex {
+            return eprintln!("{}: one-way, no echo", t.name);
+        }
+        let mut s = open(t, Flow::Both, &["echo"]);
+        echo_every_size(t, &mut s);
+        if t.recv_sees_peer_death {
+            // The peer's echo loop ends when it sees us go.
+            s.finish(false);
+        } else {
+            s.finish_killed();
+        }
+    }
+
+    /// The other way round: the peer binds, the test connects.
+    pub fn peer_binds_test_connects(t: &Transport) {
+        match t.kind {
+            Kind::Pipe => eprintln!("pipe: nothing to bind"),
+            Kind::Fifo => {
+                // The binder reads: the peer checks what the test writes.
+                let sizes = t.sizes();
+                let check = format!("check:{}", join(&sizes));
+                let mut s = open_peer_binds(t, &[&check]);
+                for (i, &size) in sizes.iter().enumerate() {
+                    let r = s.conn.send_timeout(&pattern(i, size), LONG);
+                    s.ok("send", r);
+                }
+                s.finish(false);
+            }
+            Kind::UnixSocket | Kind::Inet | Kind::Name => {
+                let mut s = open_peer_binds(t, &["echo"]);
+                echo_every_size(t, &mut s);
+                if t.recv_sees_peer_death {
+                    s.finish(false);
+                } else {
+                    s.finish_killed();
+                }
+            }
+        }
+    }
+
+    /// Typed messages across processes; a message of another type is `Decode`, and the
+    /// connection keeps working after it.
+    pub fn typed_round_trip(t: &Transport) {
+        let flow = if t.duplex {
+            Flow::Both
+        } else {
+            Flow::PeerSends
+        };
+        let mut steps = vec!["typed-send", "typed-send-bool"];
+        if t.duplex {
+            steps.push("typed-echo");
+        }
+        let mut s = open(t, flow, &steps);
+        let r = s.conn.recv_typed_timeout::<Sample>(LONG);
+        assert_eq!(s.ok("typed receive", r), sample());
+        match s.conn.recv_typed_timeout::<Sample>(LONG) {
+            Err(Error::Decode { type_name, len, .. }) => {
+                assert!(type_name.contains("Sample"), "type name {type_name:?}");
+                assert_eq!(len, 1, "a bool is one byte");
+            }
+            other => panic!("{}: a bool decoded as Sample: {other:?}", t.name),
+        }
+        if t.duplex {
+            let mine = Sample {
+                id: 41,
+                name: "from the test".into(),
+                values: vec![i64::MIN, 3],
+                flag: None,
+            };
+            let r = s.conn.send_typed_timeout(&mine, LONG);
+            s.ok("typed send", r);
+            let r = s.conn.recv_typed_timeout::<Sample>(LONG);
+            let back = s.ok("typed echo", r);
+            assert_eq!(back, Sample { id: 42, ..mine });
+        }
+        s.finish(false);
+    }
+
+    /// `try_` calls with nothing to do are `WouldBlock`, `_timeout` calls are `Timeout` in
+    /// bounded time, and the connection still works afterwards.
+    pub fn recv_would_block_and_timeout(t: &Transport) {
+        let flow = if t.duplex {
+            Flow::Both
+        } else {
+            Flow::PeerSends
+        };
+        let steps: &[&str] = if t.duplex { &["echo"] } else { &["hold"] };
+        let mut s = open(t, flow, steps);
+        let mut buf = Vec::new();
+        assert_err!(s.conn.try_recv(), Error::WouldBlock, "{}: try_recv", t.name);
+        assert_err!(
+            s.conn.try_recv_into(&mut buf),
+            Error::WouldBlock,
+            "{}: try_recv_into",
+            t.name
+        );
+        assert_err!(
+            s.conn.try_recv_typed::<Sample>(),
+            Error::WouldBlock,
+            "{}: try_recv_typed",
+            t.name
+        );
+        let r = bounded("recv_timeout", SHORT, || s.conn.recv_timeout(SHORT));
+        assert_err!(r, Error::Timeout { .. }, "{}: recv_timeout", t.name);
+        let r = bounded("recv_into_timeout", SHORT, || {
+            s.conn.recv_into_timeout(&mut buf, SHORT)
+        });
+        assert_err!(r, Error::Timeout { .. }, "{}: recv_into_timeout", t.name);
+        let deadline = Instant::now() + SHORT;
+        let r = bounded("recv_deadline", SHORT, || s.conn.recv_deadline(deadline));
+        assert_err!(r, Error::Timeout { .. }, "{}: recv_deadline", t.name);
+        let r = bounded("recv_typed_timeout", SHORT, || {
+            s.conn.recv_typed_timeout::<Sample>(SHORT)
+        });
+        assert_err!(r, Error::Timeout { .. }, "{}: recv_typed_timeout", t.name);
+        if t.duplex {
+            let r = s.conn.send_timeout(b"still there?", LONG);
+            s.ok("send after timeouts", r);
+            let r = s.conn.recv_timeout(LONG);
+            assert_eq!(s.ok("echo after timeouts", r), b"still there?");
+            if t.recv_sees_peer_death {
+                return s.finish(false);
+            }
+        }
+        s.finish_killed();
+    }
+
+    /// `try_accept` and `accept_timeout` on a listener nobody connects to; datagram listeners
+    /// hand out one connection, which has nobody to reply to yet (`NoPeer`).
+    pub fn accept_would_block_and_timeout(t: &Transport) {
+        if t.accepts == Accepts::NotBound {
+            return eprintln!("{}: nothing to accept", t.name);
+        }
+        let dir = tempdir();
+        let mut l = ipckit::bind(t.url_in(dir.path(), "ep")).expect("bind");
+        match t.accepts {
+            Accepts::EachClient | Accepts::NextWriter => {
+                assert_err!(l.try_accept(), Error::WouldBlock, "{}: try_accept", t.name);
+                assert_err!(
+                    l.accept_with(Wait::Never),
+                    Error::WouldBlock,
+                    "{}: accept_with(Never)",
+                    t.name
+                );
+                let r = bounded("accept_timeout", SHORT, || l.accept_timeout(SHORT));
+                assert_err!(r, Error::Timeout { .. }, "{}: accept_timeout", t.name);
+            }
+            Accepts::Once => {
+                let mut c = l.try_accept().expect("the one datagram connection");
+                assert_err!(
+                    l.try_accept(),
+                    Error::Unsupported { .. },
+                    "{}: second accept",
+                    t.name
+                );
+                assert_err!(
+                    l.accept_timeout(SHORT),
+                    Error::Unsupported { .. },
+                    "{}: third accept",
+                    t.name
+                );
+                assert_err!(
+                    c.try_send(b"x"),
+                    Error::NoPeer { .. },
+                    "{}: try_send",
+                    t.name
+                );
+                assert_err!(
+                    c.send_timeout(b"x", SHORT),
+                    Error::NoPeer { .. },
+                    "{}: send",
+                    t.name
+                );
+                assert_err!(c.try_recv(), Error::WouldBlock, "{}: try_recv", t.name);
+            }
+            Accepts::NotBound => unreachable!(),
+        }
+    }
+
+    /// The missing direction of a one-way end is `Unsupported`, not a hang or a crash.
+    pub fn one_way_ends(t: &Transport) {
+        match t.kind {
+            Kind::Fifo => {
+                let mut s = open(t, Flow::PeerSends, &["linger"]);
+                assert_err!(
+                    s.conn.send(b"x"),
+                    Error::Unsupported { .. },
+                    "fifo reader send"
+                );
+                assert_err!(
+                    s.conn.try_send(b"x"),
+                    Error::Unsupported { .. },
+                    "fifo reader try_send"
+                );
+                // A second writer of our own, while the reader is open.
+                let mut w = ipckit::connect_timeout(&s.url, LONG).expect("connect a writer");
+                assert_err!(w.recv(), Error::Unsupported { .. }, "fifo writer recv");
+                assert_err!(
+                    w.try_recv(),
+                    Error::Unsupported { .. },
+                    "fifo writer try_recv"
+                );
+                assert_err!(
+                    w.recv_timeout(SHORT),
+                    Error::Unsupported { .. },
+                    "fifo writer recv_timeout"
+                );
+                drop(w);
+                s.finish(false);
+            }
+            Kind::Pipe => {
+                let mut s = open(t, Flow::PeerSends, &[]);
+                assert_err!(
+                    s.conn.send(b"x"),
+                    Error::Unsupported { .. },
+                    "from_child send"
+                );
+                s.finish(false);
+                let mut s = open(t, Flow::TestSends, &["check:3"]);
+                assert_err!(s.conn.recv(), Error::Unsupported { .. }, "to_child recv");
+                assert_err!(
+                    s.conn.try_recv(),
+                    Error::Unsupported { .. },
+                    "to_child try_recv"
+                );
+                let r = s.conn.send_timeout(&pattern(0, 3), LONG);
+                s.ok("send", r);
+                s.finish(false);
+            }
+            _ => eprintln!("{}: both directions work (see echo_round_trip)", t.name),
+        }
+    }
+
+    /// A sender whose peer does not read eventually gets `WouldBlock` from `try_send` and
+    /// `Timeout` from `send_timeout` (lossy transports may drop instead).
+    pub fn send_would_block_and_timeout(t: &Transport) {
+        let mut s = open(t, Flow::TestSends, &["hold"]);
+        let msg = vec![0x5a; 32 * 1024];
+        let limit = if t.lossy { 200 } else { 8192 }; // 256 MiB: more than any buffer
+        let mut blocked = false;
+        for i in 0..limit {
+            match s.conn.try_send(&msg) {
+                Ok(()) => {}
+                Err(Error::WouldBlock) => {
+                    blocked = true;
+                    break;
+                }
+                Err(e) => panic!("{}: try_send #{i}: {e:?}", t.name),
+            }
+        }
+        assert!(blocked || t.lossy, "{}: try_send never blocked", t.name);
+        if blocked {
+            // The kernel may still make a little room (TCP window updates): each `Ok` means
+            // some bytes went out; with nobody reading, the timeout must come soon.
+            let mut timed_out = 0;
+            for i in 0..200 {
+                let r = if i % 2 == 0 {
+                    bounded("send_timeout", SHORT, || s.conn.send_timeout(&msg, SHORT))
+                } else {
+                    let deadline = Instant::now() + SHORT;
+                    bounded("send_deadline", SHORT, || {
+                        s.conn.send_deadline(&msg, deadline)
+                    })
+                };
+                match r {
+                    Ok(()) => {}
+                    Err(Error::Timeout { .. }) => {
+                        timed_out += 1;
+                        if timed_out == 2 {
+                            break;
+                        }
+                    }
+                    Err(e) => panic!("{}: send to a full connection: {e:?}", t.name),
+                }
+            }
+            assert_eq!(
+                timed_out, 2,
+                "{}: sends to a full connection kept succeeding",
+                t.name
+            );
+        }
+        s.finish_killed();
+    }
+
+    /// The peer is SIGKILLed while sending a message larger than the kernel buffers: the
+    /// receiver gets `Truncated` or `Disconnected` (stream), the whole message or nothing
+    /// (datagrams), never a partial message, a hang or a panic.
+    pub fn peer_killed_mid_send(t: &Transport) {
+        let send = format!("send:{}", t.kill_size);
+        let mut s = open(
+            t,
+            Flow::PeerSends,
+            &["print:SENDING", &send, "print:SENT", "hold"],
+        );
+        s.peer.expect_line("SENDING");
+        // Give it time to get into the send (any outcome below is checked, so a slow peer
+        // only makes the case weaker, never wrong).
+        std::thread::sleep(Duration::from_millis(300));
+        s.peer.kill();
+        let ending = drain_after_death(t, &mut s, t.kill_size);
+        eprintln!("{}: after SIGKILL mid-send: {ending:?}", t.name);
+        s.finish_killed();
+    }
+
+    /// The peer writes part of a frame (a send that timed out part-way) and aborts: a stream
+    /// receiver gets exactly `Truncated`, then `Desynchronized`.
+    pub fn peer_aborts_mid_frame(t: &Transport) {
+        let partial = format!("partial:{}", t.kill_size);
+        let steps = gated(t, Flow::PeerSends, &[&partial, "abort"]);
+        let mut s = open(t, Flow::PeerSends, &steps);
+        s.go();
+        let result = s.peer.expect_line("partial");
+        let status = s.peer.wait(LONG);
+        assert!(!status.success(), "the peer aborted: {status}");
+        let ending = drain_after_death(t, &mut s, t.kill_size);
+        eprintln!(
+            "{}: peer's partial send: {result}; then: {ending:?}",
+            t.name
+        );
+        if t.is_stream() {
+            assert_eq!(result, "Ok(())", "a partly written frame counts as sent");
+            assert_eq!(ending, Ending::Truncated, "{}", t.name);
+        }
+        s.finish_killed();
+    }
+
+    /// The peer sends an empty message and exits at once: the empty message still arrives,
+    /// then the end of the connection.
+    pub fn empty_message_then_exit(t: &Transport) {
+        let steps = gated(t, Flow::PeerSends, &["send:0"]);
+        let mut s = open(t, Flow::PeerSends, &steps);
+        s.go();
+        s.peer.expect_success();
+        let r = s.conn.recv_timeout(LONG);
+        assert_eq!(s.ok("receive the empty message", r), b"");
+        if t.recv_sees_peer_death {
+            assert_err!(
+                s.conn.recv_timeout(LONG),
+                Error::Disconnected,
+                "{}: after the peer exited",
+                t.name
+            );
+        } else {
+            assert_err!(
+                s.conn.recv_timeout(SHORT),
+                Error::Timeout { .. },
+                "{}: after the peer exited",
+                t.name
+            );
+        }
+    }
+
+    /// Sending to a peer that was killed: `Disconnected` once what the transport buffers is
+    /// used up (at once for sockets and pipes; a shared-memory ring accepts messages until it
+    /// is full); lossy transports may just drop them.
+    pub fn send_to_dead_peer(t: &Transport) {
+        let mut s = open(t, Flow::TestSends, &["hold"]);
+        s.peer.kill();
+        let msg = vec![0x33; 32 * 1024];
+        let mut saw = None;
+        for i in 0..1024 {
+            // 32 MiB at most: more than any kernel buffer or ring between the two.
+            match bounded("send", LONG, || s.conn.send_timeout(&msg, LONG)) {
+                Ok(()) if i < 20 => std::thread::sleep(Duration::from_millis(20)),
+                Ok(()) => {}
+                Err(e) => {
+                    saw = Some((i, e));
+                    break;
+                }
+            }
+        }
+        match saw {
+            Some((i, Error::Disconnected)) => {
+                eprintln!("{}: Disconnected at send #{i} after the peer died", t.name)
+            }
+            None if t.lossy => {}
+            other => panic!("{}: sending to a dead peer: {other:?}", t.name),
+        }
+    }
+
+    /// A peer connects, sends and exits before the test accepts: the connection is still
+    /// accepted and its messages delivered, then the end of it (as for a socket's backlog).
+    pub fn peer_exits_before_accept(t: &Transport) {
+        if t.accepts == Accepts::NotBound {
+            return eprintln!("{}: nothing to accept", t.name);
+        }
+        let dir = tempdir();
+        let mut l = ipckit::bind(t.url_in(dir.path(), "ep")).expect("bind");
+        let url = base_url(l.endpoint());
+        let mut p = Peer::spawn(&["connect", &url, "send:3,4000"]);
+        p.expect_success();
+        let mut c = l
+            .accept_timeout(LONG)
+            .unwrap_or_else(|e| panic!("{}: accept after the peer exited: {e:?}", t.name));
+        for (i, size) in [3, 4000].into_iter().enumerate() {
+            let m = c
+                .recv_timeout(LONG)
+                .unwrap_or_else(|e| panic!("{}: message #{i} of the gone peer: {e:?}", t.name));
+            assert_pattern(&m, i, size, t.name);
+        }
+        if t.recv_sees_peer_death {
+            assert_err!(
+                c.recv_timeout(LONG),
+                Error::Disconnected,
+                "{}: then",
+                t.name
+            );
+        } else {
+            assert_err!(
+                c.recv_timeout(SHORT),
+                Error::Timeout { .. },
+                "{}: then",
+                t.name
+            );
+        }
+    }
+
+    /// A length prefix larger than the maximum (garbage `0xFFFFFFFF`, or just over the
+    /// limit) is refused before anything is allocated for it; the stream is then unusable.
+    pub fn bad_length_prefix(t: &Transport) {
+        if !t.is_stream() {
+            // No length prefix to corrupt: bytes that look like one are just a message.
+            let junk = "ffffffff6a756e6b";
+            let mut s = open(t, Flow::PeerSends, &[&format!("send-hex:{junk}"), "linger"]);
+            let r = s.conn.recv_timeout(LONG);
+            assert_eq!(s.ok("receive", r), b"\xff\xff\xff\xffjunk");
+            return s.finish(true);
+        }
+        let mut cases = vec![
+            ("", u32::MAX as usize, DEFAULT_MAX_MESSAGE_SIZE),
+            ("", DEFAULT_MAX_MESSAGE_SIZE + 1, DEFAULT_MAX_MESSAGE_SIZE),
+        ];
+        if t.kind != Kind::Pipe {
+            cases.push(("?max_msg=1K", 1025, 1024));
+        }
+        for (query, announced, max) in cases {
+            let header = format!("write-hex:{:08x}", (announced as u32).swap_bytes());
+            let mut s = open_raw(t, query, &[&header, "write-junk:100"]);
+            let mut buf = Vec::new();
+            match bounded("recv", LONG, || s.conn.recv_into_timeout(&mut buf, LONG)) {
+                Err(Error::IncomingTooLarge { size, max: m }) => {
+                    assert_eq!(size, announced as u64, "{}: announced size", t.name);
+                    assert_eq!(m, max, "{}: max", t.name);
+                }
+                other => panic!(
+                    "{}: header {announced} with max {max}: {:?}; peer: {}",
+                    t.name,
+                    other.map(|()| buf.len()),
+                    s.peer.stderr()
+                ),
+            }
+            assert_eq!(
+                buf.capacity(),
+                0,
+                "{}: bytes allocated for a refused frame",
+                t.name
+            );
+            assert_err!(
+                s.conn.recv_into_timeout(&mut buf, LONG),
+                Error::Desynchronized,
+                "{}: after a refused frame",
+                t.name
+            );
+            assert_err!(
+                s.conn.try_recv(),
+                Error::Desynchronized,
+                "{}: try_recv",
+                t.name
+            );
+            assert_err!(
+                s.conn.recv_timeout(LONG),
+                Error::Desynchronized,
+                "{}: recv_timeout",
+                t.name
+            );
+            assert_eq!(buf.capacity(), 0, "{}: allocation after desync", t.name);
+            s.finish_killed();
+        }
+    }
+
+    /// `?max_msg=1K` is enforced on both sides: sending 1025 bytes is `MessageTooLarge`; a
+    /// peer allowed 4K sending 2 KiB gets `IncomingTooLarge` at the receiver (a stream is then
+    /// `Desynchronized`; a datagram transport just goes on with the next message).
+    pub fn max_message_size_enforced(t: &Transport) {
+        if t.kind == Kind::Pipe {
+            // The parent's pipe ends have the default maximum; the child picks its own.
+            let mut s = open_q(
+                t,
+                Flow::Both,
+                "",
+                "?max_msg=1K",
+                &["report:2", "send-report:1025", "send-report:1024"],
+            );
+            // One message: the child may be gone before a second one could be written.
+            let r = s.conn.send_timeout(&pattern(0, 2048), LONG);
+            s.ok("send", r);
+            assert_eq!(
+                s.peer.line(LONG),
+                "err IncomingTooLarge { size: 2048, max: 1024 }"
+            );
+            assert_eq!(s.peer.line(LONG), "err Desynchronized");
+            assert_eq!(
+                s.peer.line(LONG),
+                "send err MessageTooLarge { size: 1025, max: 1024, transport: \"pipe\" }"
+            );
+            assert_eq!(s.peer.line(LONG), "send ok");
+            let r = s.conn.recv_timeout(LONG);
+            assert_pattern(&s.ok("receive", r), 0, 1024, t.name);
+            return s.finish(false);
+        }
+        // On a stream nothing after the refused frame can be read: send just that one (the
+        // test may close before a second one could be written).
+        let send = if t.is_stream() {
+            "send:2048"
+        } else {
+            "send:2048,64"
+        };
+        let mut s = open_q(
+            t,
+            Flow::PeerSends,
+            "?max_msg=1K",
+            "?max_msg=4K",
+            &[send, "linger"],
+        );
+        assert_eq!(
+            MessageReceiver::max_message_size(&s.conn),
+            1024,
+            "{}: the receiving end's own ?max_msg=1K",
+            t.name
+        );
+        let mut buf = Vec::new();
+        match s.conn.recv_into_timeout(&mut buf, LONG) {
+            Err(Error::IncomingTooLarge {
+                size: 2048,
+                max: 1024,
+            }) => {}
+            other => panic!(
+                "{}: 2 KiB to a 1K receiver: {:?}",
+                t.name,
+                other.map(|()| buf.len())
+            ),
+        }
+        // A stream refuses the frame from its header alone; a datagram receive may size the
+        // buffer to the maximum (1 KiB), never to the 2 KiB announced.
+        let allowed = if t.is_stream() { 0 } else { 1024 };
+        assert!(
+            buf.capacity() <= allowed,
+            "{}: {} bytes allocated for a refused message",
+            t.name,
+            buf.capacity()
+        );
+        match t.framing {
+            Framing::Stream => assert_err!(
+                s.conn.recv_into_timeout(&mut buf, LONG),
+                Error::Desynchronized,
+                "{}: after IncomingTooLarge",
+                t.name
+            ),
+            Framing::Message => {
+                let r = s.conn.recv_into_timeout(&mut buf, LONG);
+                s.ok("the next message", r);
+                assert_pattern(&buf, 1, 64, t.name);
+            }
+        }
+        // The sending side.
+        let url_1k = format!("{}?max_msg=1K", s.url);
+        let mut own_writer;
+        let sender: &mut Connection = if s.can_send {
+            &mut s.conn
+        } else {
+            own_writer = ipckit::connect_timeout(&url_1k, LONG).expect("a writer of our own");
+            &mut own_writer
+        };
+        assert_eq!(MessageSender::max_message_size(sender), 1024);
+        assert_err!(
+            sender.send(&[0; 1025]),
+            Error::MessageTooLarge {
+                size: 1025,
+                max: 1024,
+                ..
+            },
+            "{}: sending 1025 bytes",
+            t.name
+        );
+        sender
+            .send_timeout(&[1; 1024], LONG)
+            .expect("1024 bytes fit");
+        // The peer's linger receives that (or sees that it cannot receive) and exits.
+        s.finish(false);
+    }
+
+    /// The largest message the transport claims to carry goes through; one byte more is
+    /// `MessageTooLarge` before anything is sent (UDP: 65,507).
+    pub fn transport_size_limit(t: &Transport) {
+        let mut s = open(t, Flow::TestSends, &[&format!("check:{}", t.max_payload)]);
+        assert_eq!(MessageSender::max_message_size(&s.conn), t.max_payload);
+        let too_big = vec![0u8; t.max_payload + 1];
+        assert_err!(
+            s.conn.send(&too_big),
+            Error::MessageTooLarge { size, max, .. }
+                if size == t.max_payload + 1 && max == t.max_payload,
+            "{}: one byte over the limit",
+            t.name
+        );
+        drop(too_big);
+        let r = s.conn.send_timeout(&pattern(0, t.max_payload), LONG);
+        s.ok(&format!("send {} bytes (the maximum)", t.max_payload), r);
+        s.peer.expect_line("checked");
+        s.finish(false);
+    }
+
+    /// Several peers at once: each accept is its own connection (sockets), the next writer
+    /// (FIFO), or one connection that replies to the last sender (datagrams).
+    pub fn several_peers(t: &Transport) {
+        let dir = tempdir();
+        match t.accepts {
+            Accepts::NotBound => eprintln!("{}: one pipe per child", t.name),
+            Accepts::EachClient => {
+                let mut l = ipckit::bind(t.url_in(dir.path(), "ep")).expect("bind");
+                let url = base_url(l.endpoint());
+                let mut peers: Vec<Peer> = (0..3)
+                    .map(|i| {
+                        let send = format!("send:{}", 100 + i);
+                        Peer::spawn(&["connect", &url, &send, "echo"])
+                    })
+                    .collect();
+                let mut conns: Vec<Connection> = (0..3)
+                    .map(|_| l.accept_timeout(LONG).expect("accept"))
+                    .collect();
+                let mut seen = Vec::new();
+                for c in &mut conns {
+                    let m = c.recv_timeout(LONG).expect("first message");
+                    let i = m.len() - 100;
+                    assert_pattern(&m, 0, 100 + i, t.name);
+                    seen.push(i);
+                    c.send_timeout(&m, LONG).expect("send back");
+                    assert_eq!(c.recv_timeout(LONG).expect("echo"), m);
+                }
+                seen.sort();
+                assert_eq!(seen, [0, 1, 2], "each peer on its own connection");
+                drop(conns);
+                for p in &mut peers {
+                    p.expect_success();
+                }
+            }
+            Accepts::NextWriter => {
+                let mut l = ipckit::bind(t.url_in(dir.path(), "ep")).expect("bind");
+                let url = base_url(l.endpoint());
+                for i in 0..2 {
+                    let send = format!("send:{}", 10 + i);
+                    let mut p = Peer::spawn(&["connect", &url, &send]);
+                    let mut c = l.accept_timeout(LONG).expect("accept the next writer");
+                    let m = c.recv_timeout(LONG).expect("message");
+                    assert_pattern(&m, 0, 10 + i, t.name);
+                    p.expect_success();
+                    assert_err!(c.recv_timeout(LONG), Error::Disconnected, "writer {i} gone");
+                }
+            }
+            Accepts::Once => {
+                let mut l = ipckit::bind(t.url_in(dir.path(), "ep")).expect("bind");
+                let url = base_url(l.endpoint());
+                let mut c = l.accept_timeout(LONG).expect("accept");
+                let mut peers = Vec::new();
+                let mut order = Vec::new();
+                for name in ["41", "42"] {
+                    peers.push(Peer::spawn(&[
+                        "connect",
+                        &url,
+                        &format!("send-hex:{name}"),
+                        "linger",
+                    ]));
+                    // One at a time, so we know who sent last.
+                    let m = c.recv_timeout(LONG).expect("hello");
+                    order.push(m);
+                }
+                assert_eq!(order, [b"A".to_vec(), b"B".to_vec()]);
+                c.send_timeout(b"to the last sender", LONG).expect("reply");
+                peers[1].expect_success(); // B's linger got the reply
+                std::thread::sleep(SHORT);
+                assert!(peers[0].running(), "the reply went to the last sender only");
+            }
+        }
+    }
+
+    /// Connecting where nobody is: the typed error at once, and `connect_timeout` gives up in
+    /// bounded time; no file is left behind.
+    pub fn connect_to_missing(t: &Transport) {
+        let dir = tempdir();
+        match t.missing {
+            Missing::NoInheritedPipe => {
+                assert_err!(
+                    ipckit::pipe::from_env(),
+                    Error::NoInheritedPipe(_),
+                    "from_env in a process without a pipe"
+                );
+                let mut p = Peer::spawn(&["from-env", "-"]);
+                assert!(p.line(LONG).starts_with("err NoInheritedPipe"));
+                p.expect_success();
+            }
+            Missing::NotFound | Missing::Refused => {
+                let url = t.url_in(dir.path(), "nobody");
+                let check = |r: ipckit::Result<Connection>, what: &str| match (t.missing, r) {
+                    (Missing::NotFound, Err(Error::NotFound { path })) => {
+                        assert_eq!(path, dir.path().join("nobody"))
+                    }
+                    (Missing::Refused, Err(Error::ConnectionRefused { .. })) => {}
+                    (_, r) => panic!("{}: {what} to a missing endpoint: {r:?}", t.name),
+                };
+                let url = if t.kind == Kind::Inet {
+                    format!("{}://127.0.0.1:{}", t.scheme, free_port())
+                } else {
+                    url
+                };
+                check(ipckit::connect(&url), "connect");
+                let r = bounded("connect_timeout", SHORT, || {
+                    ipckit::connect_timeout(&url, SHORT)
+                });
+                match r {
+                    Err(Error::Timeout { .. }) => {}
+                    r => check(r, "connect_timeout"),
+                }
+                check(
+                    ipckit::connect_with(&url, Wait::Never),
+                    "connect_with(Never)",
+                );
+                assert_eq!(leftovers(dir.path()), Vec::<String>::new(), "files left");
+                if t.kind == Kind::Fifo {
+                    // The FIFO exists but nobody reads it (made by hand: a listener holds a
+                    // read end from bind on).
+                    let path = dir.path().join("nobody");
+                    rustix::fs::mkfifoat(rustix::fs::CWD, &path, 0o600.into()).expect("mkfifo");
+                    assert_err!(
+                        ipckit::connect(&url),
+                        Error::ConnectionRefused { .. },
+                        "fifo without reader"
+                    );
+                    let r = bounded("connect_timeout", SHORT, || {
+                        ipckit::connect_timeout(&url, SHORT)
+                    });
+                    assert_err!(
+                        r,
+                        Error::ConnectionRefused { .. } | Error::Timeout { .. },
+                        "fifo without reader, with timeout"
+                    );
+                    // A listener opens its read end at bind: writers may connect at once.
+                    let mut l = ipckit::bind(&url).expect("bind over an existing FIFO");
+                    let mut w =
+                        ipckit::connect_with(&url, Wait::Never).expect("connect before accept");
+                    w.send_timeout(b"early", LONG).expect("send before accept");
+                    let mut c = l.accept_timeout(LONG).expect("accept");
+                    assert_eq!(c.recv_timeout(LONG).expect("recv"), b"early");
+                }
+            }
+            Missing::Connects => {
+                let url = format!("{}://127.0.0.1:{}", t.scheme, free_port_udp());
+                let mut c = ipckit::connect(&url).expect("connectionless connect succeeds");
+                c.send_timeout(b"anyone?", LONG)
+                    .expect("the first send goes out");
+                // ICMP port unreachable comes back as a refused connection on the next call.
+                match bounded("recv", LONG, || c.recv_timeout(LONG)) {
+                    Err(Error::Disconnected | Error::Timeout { .. }) => {}
+                    other => panic!("{}: recv from nobody: {other:?}", t.name),
+                }
+            }
+        }
+    }
+
+    /// Malformed URLs give the typed `UrlError`, from bind, connect and connect_timeout alike,
+    /// and create nothing.
+    pub fn bad_urls(t: &Transport) {
+        let dir = tempdir();
+        let s = t.scheme;
+        let d = dir.path().display();
+        let mut cases: Vec<(String, &str)> = vec![];
+        match t.kind {
+            Kind::Name => {
+                let n = shm_name(dir.path(), "x");
+                cases.push((format!("{s}://"), "MissingPath"));
+                cases.push((format!("{s}:{n}"), "Malformed"));
+                cases.push((format!("{s}://a/b"), "BadName"));
+                cases.push((format!("{s}://{d}/x"), "BadName"));
+                cases.push((format!("{s}://a~b"), "BadName"));
+                cases.push((format!("{s}://.."), "BadName"));
+                cases.push((format!("{s}://{}", "n".repeat(201)), "BadName"));
+                cases.push((format!("{s}://{n}?bogus=1"), "UnknownParameter"));
+                cases.push((format!("{s}://{n}?max_msg=0"), "BadParameter"));
+                cases.push((format!("{s}://{n}?capacity=3000"), "BadParameter"));
+                cases.push((format!("{s}://{n}?wait=sometimes"), "BadParameter"));
+                cases.push((format!("{s}://{n}?mode=999"), "BadParameter"));
+            }
+            Kind::Pipe => {
+                cases.push(("pipe://somewhere".into(), "Malformed"));
+                cases.push(("pipe:?mode=0600".into(), "UnknownParameter"));
+                cases.push(("pipe:?max_msg=0".into(), "BadParameter"));
+                cases.push(("pipe:?max_msg=1K&bogus=1".into(), "UnknownParameter"));
+            }
+            Kind::Fifo | Kind::UnixSocket => {
+                cases.push((format!("{s}://"), "MissingPath"));
+                cases.push((format!("{s}:{d}/x"), "Malformed"));
+                cases.push((format!("{s}://{d}/x?mode=999"), "BadParameter"));
+                cases.push((format!("{s}://{d}/x?mode=rw"), "BadParameter"));
+                cases.push((format!("{s}://{d}/x?bogus=1"), "UnknownParameter"));
+                cases.push((format!("{s}://{d}/x?max_msg=0"), "BadParameter"));
+                cases.push((format!("{s}://{d}/x?max_msg=lots"), "BadParameter"));
+                cases.push((format!("{s}://{d}/x?max_msg=8G"), "BadParameter"));
+                if t.kind == Kind::UnixSocket {
+                    cases.push((format!("{s}:///{}", "a".repeat(107)), "PathTooLong"));
+                }
+            }
+            Kind::Inet => {
+                cases.push((format!("{s}://127.0.0.1"), "MissingPort"));
+                cases.push((format!("{s}://127.0.0.1:"), "MissingPort"));
+                cases.push((format!("{s}://:7000"), "MissingHost"));
+                cases.push((format!("{s}://127.0.0.1:65536"), "BadPort"));
+                cases.push((format!("{s}://127.0.0.1:http"), "BadPort"));
+                cases.push((format!("{s}://127.0.0.1:7000/path"), "Malformed"));
+                cases.push((format!("{s}://[::1:7000"), "Malformed"));
+                cases.push((format!("{s}:127.0.0.1:7000"), "Malformed"));
+                cases.push((
+                    format!("{s}://127.0.0.1:7000?mode=0600"),
+                    "UnknownParameter",
+                ));
+                cases.push((format!("{s}://127.0.0.1:7000?max_msg=0"), "BadParameter"));
+            }
+        }
+        for (url, variant) in &cases {
+            let results: [(&str, ipckit::Result<()>); 3] = [
+                ("bind", ipckit::bind(url).map(drop)),
+                ("connect", ipckit::connect(url).map(drop)),
+                (
+                    "connect_timeout",
+                    ipckit::connect_timeout(url, SHORT).map(drop),
+                ),
+            ];
+            for (what, r) in results {
+                match r {
+                    Err(Error::Url(e)) => {
+                        let shown = format!("{e:?}");
+                        assert!(
+                            shown.starts_with(variant),
+                            "{what}({url:?}): got {shown}, want {variant}"
+                        );
+                        assert!(!e.to_string().is_empty());
+                    }
+                    other => panic!("{what}({url:?}): want Url({variant}), got {other:?}"),
+                }
+            }
+        }
+        assert_eq!(leftovers(dir.path()), Vec::<String>::new(), "files created");
+    }
+
+    /// Files ipckit creates are 0600 by default, and `?mode=` is honoured (whatever the umask).
+    pub fn file_modes(t: &Transport) {
+        if !t.has_file() {
+            return eprintln!("{}: creates no file", t.name);
+        }
+        let dir = tempdir();
+        let default = t.url_in(dir.path(), "default");
+        let custom = t.url_in(dir.path(), "custom");
+        let l1 = ipckit::bind(&default).expect("bind");
+        let l2 = ipckit::bind(format!("{custom}?mode=0640")).expect("bind with mode");
+        let file = |name| t.object_file(dir.path(), name).unwrap();
+        assert_eq!(mode_of(&file("default")), 0o600, "{}: default", t.name);
+        assert_eq!(mode_of(&file("custom")), 0o640, "{}: ?mode=0640", t.name);
+        if t.accepts == Accepts::Once {
+            // A datagram client binds a socket file of its own, so that replies reach it.
+            let c = ipckit::connect_timeout(&default, LONG).expect("connect");
+            let own: Vec<String> = dir_entries(dir.path())
+                .into_iter()
+                .filter(|n| n != "default" && n != "custom")
+                .collect();
+            assert_eq!(own.len(), 1, "the client's socket file: {own:?}");
+            assert_eq!(mode_of(&dir.path().join(&own[0])), 0o600, "client file");
+            drop(c);
+        }
+        drop((l1, l2));
+        assert_eq!(leftovers(dir.path()), Vec::<String>::new(), "files left");
+    }
+
+    /// Binding where a regular file or a directory is: `WrongFileType`, and it is untouched.
+    pub fn wrong_file_type(t: &Transport) {
+        if !t.has_path() {
+            return eprintln!("{}: no file", t.name);
+        }
+        let dir = tempdir();
+        let file = dir.path().join("precious");
+        std::fs::write(&file, b"precious data").unwrap();
+        let sub = dir.path().join("subdir");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("inside"), b"x").unwrap();
+        for (name, found) in [("precious", "regular"), ("subdir", "directory")] {
+            let url = t.url_in(dir.path(), name);
+            match ipckit::bind(&url) {
+                Err(Error::WrongFileType { path, .. }) => assert_eq!(path, dir.path().join(name)),
+                other => panic!("{}: bind over a {found}: {other:?}", t.name),
+            }
+        }
+        match (t.kind, ipckit::connect(t.url_in(dir.path(), "precious"))) {
+            (Kind::Fifo, Err(Error::WrongFileType { .. })) => {}
+            (Kind::UnixSocket, Err(Error::ConnectionRefused { .. })) => {}
+            (_, other) => panic!("{}: connect to a regular file: {other:?}", t.name),
+        }
+        assert_eq!(std::fs::read(&file).unwrap(), b"precious data");
+        assert!(std::fs::metadata(&file).unwrap().is_file());
+        assert_eq!(std::fs::read(sub.join("inside")).unwrap(), b"x");
+        assert_eq!(dir_entries(dir.path()), ["precious", "subdir"]);
+    }
+
+    /// Connecting to a directory: the typed error (`WrongFileType` for a FIFO, which is
+    /// documented to refuse anything that is not a FIFO; `ConnectionRefused` for sockets).
+    pub fn connect_to_directory(t: &Transport) {
+        if !t.has_path() {
+            return eprintln!("{}: no file", t.name);
+        }
+        let dir = tempdir();
+        std::fs::create_dir(dir.path().join("subdir")).unwrap();
+        match (t.kind, ipckit::connect(t.url_in(dir.path(), "subdir"))) {
+            (Kind::Fifo, Err(Error::WrongFileType { found, .. })) => {
+                assert_eq!(found, "directory")
+            }
+            (Kind::UnixSocket, Err(Error::ConnectionRefused { .. })) => {}
+            (_, other) => panic!("{}: connect to a directory: {other:?}", t.name),
+        }
+        assert_eq!(dir_entries(dir.path()), ["subdir"]);
+    }
+
+    /// A `bind` refused with `AddressInUse` leaves the live listener alone: its next accept
+    /// finds no connection it did not get from a real client.
+    pub fn failed_bind_leaves_live_endpoint_alone(t: &Transport) {
+        if matches!(t.kind, Kind::Pipe | Kind::Fifo) {
+            return eprintln!("{}: not exclusive", t.name);
+        }
+        let dir = tempdir();
+        let mut live = ipckit::bind(t.url_in(dir.path(), "ep")).expect("bind");
+        let url = base_url(live.endpoint());
+        assert_err!(
+            ipckit::bind(&url),
+            Error::AddressInUse { .. },
+            "{}: second bind",
+            t.name
+        );
+        match t.accepts {
+            Accepts::Once => {
+                let mut c = live.try_accept().expect("the datagram connection");
+                assert_err!(
+                    c.try_recv(),
+                    Error::WouldBlock,
+                    "{}: stray datagram",
+                    t.name
+                );
+            }
+            _ => match live.try_accept() {
+                Err(Error::WouldBlock) => {}
+                Ok(mut c) => panic!(
+                    "{}: accept returned a connection nobody made (it says {:?})",
+                    t.name,
+                    c.recv_timeout(SHORT).map(|m| m.len())
+                ),
+                Err(e) => panic!("{}: try_accept: {e:?}", t.name),
+            },
+        }
+    }
+
+    /// A live endpoint is not taken over (`AddressInUse`); one left by a killed process is
+    /// replaced; a listener removes the file it created when dropped.
+    pub fn stale_and_live_endpoint(t: &Transport) {
+        if !t.has_file() {
+            return eprintln!("{}: no file", t.name);
+        }
+        let dir = tempdir();
+        let url = t.url_in(dir.path(), "ep");
+        let path = t.object_file(dir.path(), "ep").unwrap();
+        let mut owner = Peer::spawn(&["listen", &url, "hold"]);
+        owner.expect_line("READY");
+        match (t.kind, ipckit::bind(&url)) {
+            (Kind::UnixSocket | Kind::Name, Err(Error::AddressInUse { .. })) => {}
+            // FIFOs are not exclusive: a second reader may open an existing FIFO.
+            (Kind::Fifo, Ok(_)) => {}
+            (_, other) => panic!("{}: bind over a live endpoint: {other:?}", t.name),
+        }
+        owner.kill(); // SIGKILL: no destructor runs, the file stays
+        assert!(path.exists(), "{}: the killed owner's file", t.name);
+        let mut l = ipckit::bind(&url).expect("bind over a stale file");
+        // The peer stays until killed: see `peer_exits_before_accept` for one that does not.
+        let mut p = Peer::spawn(&["connect", &url, "hello", "hold"]);
+        let mut c = l.accept_timeout(LONG).expect("accept");
+        assert_eq!(c.recv_timeout(LONG).expect("hello"), b"hello");
+        p.kill();
+        drop(c);
+        drop(l);
+        // Sockets: the stale file was replaced by ours, which goes with the listener. FIFO: the
+        // existing one was reused, and a listener removes only what it created.
+        assert_eq!(
+            path.exists(),
+            t.kind == Kind::Fifo,
+            "{}: file after drop",
+            t.name
+        );
+    }
+
+    /// Dropping the listener removes its file at once (datagram: once the connection that
+    /// owns the socket is dropped too); accepted connections keep working.
+    pub fn listener_drop_removes_file(t: &Transport) {
+        if !t.has_file() {
+            return eprintln!("{}: no file", t.name);
+        }
+        let mut s = open(t, Flow::PeerSends, &["send:10", "linger"]);
+        let path = t.object_file(s.dir.path(), "ep").unwrap();
+        assert!(path.exists());
+        drop(s.listener.take());
+        if t.accepts == Accepts::Once {
+            assert!(
+                path.exists(),
+                "{}: the connection still uses the socket",
+                t.name
+            );
+        } else {
+            assert!(
+                !path.exists(),
+                "{}: file after dropping the listener",
+                t.name
+            );
+        }
+        let r = s.conn.recv_timeout(LONG);
+        assert_pattern(
+            &s.ok("receive after the listener is gone", r),
+            0,
+            10,
+            t.name,
+        );
+        s.finish(true);
+    }
+
+    /// No descriptor leaks: the count is the same before and after each scenario (run here
+    /// one after the other, with every other test of this binary held off).
+    pub fn no_fd_leaks(t: &Transport) {
+        let scenarios: &[(&str, CaseFn)] = &[
+            ("sizes_peer_to_test", sizes_peer_to_test),
+            ("sizes_test_to_peer", sizes_test_to_peer),
+            ("echo_round_trip", echo_round_trip),
+            ("peer_binds_test_connects", peer_binds_test_connects),
+            ("recv_would_block_and_timeout", recv_would_block_and_timeout),
+            (
+                "accept_would_block_and_timeout",
+                accept_would_block_and_timeout,
+            ),
+            ("peer_killed_mid_send", peer_killed_mid_send),
+            ("peer_aborts_mid_frame", peer_aborts_mid_frame),
+            ("send_to_dead_peer", send_to_dead_peer),
+            ("peer_exits_before_accept", peer_exits_before_accept),
+            ("bad_length_prefix", bad_length_prefix),
+            ("max_message_size_enforced", max_message_size_enforced),
+            ("connect_to_missing", connect_to_missing),
+            ("bad_urls", bad_urls),
+            ("wrong_file_type", wrong_file_type),
+            ("connect_to_directory", connect_to_directory),
+            (
+                "failed_bind_leaves_live_endpoint_alone",
+                failed_bind_leaves_live_endpoint_alone,
+            ),
+            ("stale_and_live_endpoint", stale_and_live_endpoint),
+            ("one_way_ends", one_way_ends),
+        ];
+        // Warm up lazily opened process-wide descriptors, if any.
+        sizes_peer_to_test(t);
+        let mut leaks = Vec::new();
+        for (name, f) in scenarios {
+            if KNOWN_BUGS.contains(&(t.name, *name)) {
+                // Its own (ignored) test shows the bug; here it would only cost time-outs.
+                continue;
+            }
+            let before = fd_count();
+            // A scenario that fails (a known bug, reported by its own test) still unwinds and
+            // drops what it opened: only the count matters here.
+            let outcome = std::panic::catch_unwind(|| f(t));
+            let after = fd_count();
+            if outcome.is_err() {
+                eprintln!(
+                    "{}: {name} failed (see its own test); counting anyway",
+                    t.name
+                );
+            }
+            if before != after {
+                leaks.push(format!("{name}: {before} -> {after}"));
+            }
+        }
+        assert!(
+            leaks.is_empty(),
+            "{}: descriptors leaked: {leaks:?}",
+            t.name
+        );
+    }
+}
+
+/// A TCP port nobody listens on (just released by us).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().unwrap().port()
+}
+
+/// A UDP port nobody is bound to (just released by us).
+fn free_port_udp() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.local_addr().unwrap().port()
+}
+
+/// The lock each test takes: exclusive for the descriptor-counting case.
+enum Lock {
+    Shared(#[allow(dead_code)] std::sync::RwLockReadGuard<'static, ()>),
+    Exclusive(#[allow(dead_code)] std::sync::RwLockWriteGuard<'static, ()>),
+}
+
+fn lock_for(case: &str) -> Lock {
+    if case == "no_fd_leaks" {
+        Lock::Exclusive(exclusive())
+    } else {
+        Lock::Shared(shared())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests that are not per transport
+// ---------------------------------------------------------------------------------------------
+
+/// URLs no transport accepts.
+#[test]
+fn unknown_and_malformed_urls() {
+    let _lock = shared();
+    for (url, variant) in [
+        ("carrier-pigeon://coop", "UnknownScheme"),
+        ("smoke-signal:///hill", "UnknownScheme"),
+        ("no scheme here", "Malformed"),
+        ("", "Malformed"),
+        ("://x", "Malformed"),
+    ] {
+        for r in [
+            ipckit::bind(url).map(drop),
+            ipckit::connect(url).map(drop),
+            ipckit::connect_timeout(url, SHORT).map(drop),
+        ] {
+            match r {
+                Err(Error::Url(e)) => {
+                    assert!(format!("{e:?}").starts_with(variant), "{url:?}: {e:?}");
+                    if let UrlError::UnknownScheme { scheme } = &e {
+                        assert!(url.starts_with(scheme.as_str()));
+                    }
+                }
+                other => panic!("{url:?}: {other:?}"),
+            }
+        }
+    }
+}
+
+/// Every transport in the table has its module in the suite, and the other way round.
+#[test]
+fn table_and_suite_agree() {
+    let _lock = shared();
+    let mut names: Vec<&str> = TRANSPORTS.iter().map(|t| t.name).collect();
+    names.sort();
+    let mut suite: Vec<&str> = SUITE_TRANSPORTS.to_vec();
+    suite.sort();
+    assert_eq!(names, suite);
+    for t in TRANSPORTS {
+        let url = t.url_in(Path::new("/tmp"), "x");
+        let ep: Endpoint = url.parse().expect("table URL parses");
+        assert_eq!(ep.scheme().as_str(), t.scheme);
+        assert_eq!(ep.scheme().is_lossy(), t.lossy);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The suite: every case × every transport
+// ---------------------------------------------------------------------------------------------
+
+/// `(transport, case)` pairs that fail because of a library bug: each has an `#[ignore]` arm
+/// with the reason in `conformance_test!` below (keep both in sync; `known_bugs_are_real`
+/// checks the names). `no_fd_leaks` skips them.
+const KNOWN_BUGS: &[(&str, &str)] = &[
+    ("unix_dgram", "transport_size_limit"),
+    ("unix_seqpacket", "transport_size_limit"),
+    ("unix_seqpacket", "empty_message_then_exit"),
+    ("fifo", "connect_to_directory"),
+    ("unix", "failed_bind_leaves_live_endpoint_alone"),
+    ("unix_seqpacket", "failed_bind_leaves_live_endpoint_alone"),
+    ("shm", "max_message_size_enforced"),
+    ("shm", "peer_exits_before_accept"),
+];
+
+#[test]
+fn known_bugs_are_real() {
+    let _lock = shared();
+    for (t, case) in KNOWN_BUGS {
+        assert!(SUITE_TRANSPORTS.contains(t), "{t}");
+        assert!(SUITE_CASES.contains(case), "{case}");
+    }
+}
+
+/// One test: `(transport, case)`. Known library bugs get an `#[ignore]` arm of their own
+/// (listed first), so the failing test stays in the suite.
+macro_rules! conformance_test {
+    (@emit $(#[$m:meta])* $t:ident, $case:ident) => {
+        #[test]
+        $(#[$m])*
+        fn $case() {
+            let _lock = super::lock_for(stringify!($case));
+            super::cases::$case(super::transport(stringify!($t)));
+        }
+    };
+    (unix_dgram, transport_size_limit) => {
+        conformance_test!(@emit #[ignore = "BUG: unix datagrams over ~4 MiB fail (Io ENOBUFS, then \
+            MessageTooLarge with size < max) although max_message_size() says 16 MiB"]
+            unix_dgram, transport_size_limit);
+    };
+    (unix_seqpacket, transport_size_limit) => {
+        conformance_test!(@emit #[ignore = "BUG: seqpacket messages over ~4 MiB fail (Io ENOBUFS, \
+            then MessageTooLarge with size < max) although max_message_size() says 16 MiB"]
+            unix_seqpacket, transport_size_limit);
+    };
+    (unix_seqpacket, empty_message_then_exit) => {
+        conformance_test!(@emit #[ignore = "BUG (documented limitation, socket/datagram.rs): an \
+            empty seqpacket record sent just before the peer closes is read as the end and lost"]
+            unix_seqpacket, empty_message_then_exit);
+    };
+    (fifo, connect_to_directory) => {
+        conformance_test!(@emit #[ignore = "BUG: connect(fifo://DIR) is Io(EISDIR), not \
+            WrongFileType"]
+            fifo, connect_to_directory);
+    };
+    (unix, failed_bind_leaves_live_endpoint_alone) => {
+        conformance_test!(@emit #[ignore = "BUG: the stale-socket probe of a bind refused with \
+            AddressInUse connects to the live listener, which then accepts a phantom connection"]
+            unix, failed_bind_leaves_live_endpoint_alone);
+    };
+    (unix_seqpacket, failed_bind_leaves_live_endpoint_alone) => {
+        conformance_test!(@emit #[ignore = "BUG: the stale-socket probe of a bind refused with \
+            AddressInUse connects to the live listener, which then accepts a phantom connection"]
+            unix_seqpacket, failed_bind_leaves_live_endpoint_alone);
+    };
+    (shm, max_message_size_enforced) => {
+        conformance_test!(@emit #[ignore = "BUG: shm:// ignores the server's ?max_msg: the \
+            client's geometry sets the maximum (and ring size) of both sides"]
+            shm, max_message_size_enforced);
+    };
+    (shm, peer_exits_before_accept) => {
+        conformance_test!(@emit #[ignore = "BUG: shm:// loses a connection, and the messages \
+            sent on it, when the client closes before the server accepts"]
+            shm, peer_exits_before_accept);
+    };
+    ($t:ident, $case:ident) => {
+        conformance_test!(@emit $t, $case);
+    };
+}
+
+macro_rules! conformance_suite {
+    (transports: [$($t:ident),* $(,)?], cases: $cases:tt) => {
+        const SUITE_TRANSPORTS: &[&str] = &[$(stringify!($t)),*];
+        conformance_suite!(@names $cases);
+        $( conformance_suite!(@transport $t $cases); )*
+    };
+    (@names [$($case:ident),* $(,)?]) => {
+        const SUITE_CASES: &[&str] = &[$(stringify!($case)),*];
+    };
+    (@transport $t:ident [$($case:ident),* $(,)?]) => {
+        mod $t {
+            $( conformance_test!($t, $case); )*
+        }
+    };
+}
+
+conformance_suite! {
+    transports: [fifo, unix, unix_dgram, unix_seqpacket, tcp, udp, shm, pipe],
+    cases: [
+        sizes_peer_to_test,
+        sizes_test_to_peer,
+        echo_round_trip,
+        peer_binds_test_connects,
+        typed_round_trip,
+        recv_would_block_and_timeout,
+        accept_would_block_and_timeout,
+        one_way_ends,
+        send_would_block_and_timeout,
+        peer_killed_mid_send,
+        peer_aborts_mid_frame,
+        empty_message_then_exit,
+        send_to_dead_peer,
+        peer_exits_before_accept,
+        bad_length_prefix,
+        max_message_size_enforced,
+        transport_size_limit,
+        several_peers,
+        connect_to_missing,
+        bad_urls,
+        file_modes,
+        wrong_file_type,
+        connect_to_directory,
+        failed_bind_leaves_live_endpoint_alone,
+        stale_and_live_endpoint,
+        listener_drop_removes_file,
+        no_fd_leaks,
+    ]
+}

@@ -79,7 +79,7 @@ impl MessageSender for Connection {
     fn max_message_size(&self) -> usize {
         match &self.inner {
             Inner::Stream(s) => s.max(),
-            Inner::Datagram(d) => d.max(),
+            Inner::Datagram(d) => d.send_max(),
             Inner::Shm(c) => c.max_message_size(),
             Inner::Mq(q) => q.max(),
         }
@@ -109,7 +109,10 @@ impl MessageReceiver for Connection {
     }
 
     fn max_message_size(&self) -> usize {
-        MessageSender::max_message_size(self)
+        match &self.inner {
+            Inner::Datagram(d) => d.recv_max(),
+            _ => MessageSender::max_message_size(self),
+        }
     }
 }
 

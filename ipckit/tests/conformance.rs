@@ -146,7 +146,8 @@ const TRANSPORTS: &[Transport] = &[
         framing: Framing::Message,
         duplex: true,
         lossy: false,
-        max_payload: DEFAULT_MAX_MESSAGE_SIZE,
+        // The kernel allocates at most 4 MiB for one Unix datagram (see `unix_packet_limit`).
+        max_payload: 4 << 20,
         recv_sees_peer_death: false,
         accepts: Accepts::Once,
         missing: Missing::Refused,
@@ -159,7 +160,8 @@ const TRANSPORTS: &[Transport] = &[
         framing: Framing::Message,
         duplex: true,
         lossy: false,
-        max_payload: DEFAULT_MAX_MESSAGE_SIZE,
+        // The kernel allocates at most 4 MiB for one Unix datagram (see `unix_packet_limit`).
+        max_payload: 4 << 20,
         recv_sees_peer_death: true,
         accepts: Accepts::EachClient,
         missing: Missing::Refused,
@@ -219,6 +221,19 @@ const TRANSPORTS: &[Transport] = &[
         kill_size: MIB, // pipe buffer: 64 KiB
     },
 ];
+
+/// The largest Unix datagram or packet a default endpoint can send here: 4 MiB (the kernel's
+/// largest single buffer), or less when `net.core.wmem_max` caps the send buffer (the kernel
+/// doubles the value asked for and keeps 32 bytes).
+fn unix_packet_limit() -> usize {
+    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(usize::MAX / 4);
+    DEFAULT_MAX_MESSAGE_SIZE
+        .min(4 << 20)
+        .min((2 * wmem_max).saturating_sub(32))
+}
 
 fn transport(name: &str) -> &'static Transport {
     TRANSPORTS
@@ -1301,19 +1316,22 @@ mod cases {
     /// The largest message the transport claims to carry goes through; one byte more is
     /// `MessageTooLarge` before anything is sent (UDP: 65,507).
     pub fn transport_size_limit(t: &Transport) {
-        let mut s = open(t, Flow::TestSends, &[&format!("check:{}", t.max_payload)]);
-        assert_eq!(MessageSender::max_message_size(&s.conn), t.max_payload);
-        let too_big = vec![0u8; t.max_payload + 1];
+        let max = match t.name {
+            "unix_dgram" | "unix_seqpacket" => unix_packet_limit(),
+            _ => t.max_payload,
+        };
+        let mut s = open(t, Flow::TestSends, &[&format!("check:{max}")]);
+        assert_eq!(MessageSender::max_message_size(&s.conn), max);
+        let too_big = vec![0u8; max + 1];
         assert_err!(
             s.conn.send(&too_big),
-            Error::MessageTooLarge { size, max, .. }
-                if size == t.max_payload + 1 && max == t.max_payload,
+            Error::MessageTooLarge { size, max: m, .. } if size == max + 1 && m == max,
             "{}: one byte over the limit",
             t.name
         );
         drop(too_big);
-        let r = s.conn.send_timeout(&pattern(0, t.max_payload), LONG);
-        s.ok(&format!("send {} bytes (the maximum)", t.max_payload), r);
+        let r = s.conn.send_timeout(&pattern(0, max), LONG);
+        s.ok(&format!("send {max} bytes (the maximum)"), r);
         s.peer.expect_line("checked");
         s.finish(false);
     }
@@ -1884,16 +1902,7 @@ fn table_and_suite_agree() {
 /// `(transport, case)` pairs that fail because of a library bug: each has an `#[ignore]` arm
 /// with the reason in `conformance_test!` below (keep both in sync; `known_bugs_are_real`
 /// checks the names). `no_fd_leaks` skips them.
-const KNOWN_BUGS: &[(&str, &str)] = &[
-    ("unix_dgram", "transport_size_limit"),
-    ("unix_seqpacket", "transport_size_limit"),
-    ("unix_seqpacket", "empty_message_then_exit"),
-    ("fifo", "connect_to_directory"),
-    ("unix", "failed_bind_leaves_live_endpoint_alone"),
-    ("unix_seqpacket", "failed_bind_leaves_live_endpoint_alone"),
-    ("shm", "max_message_size_enforced"),
-    ("shm", "peer_exits_before_accept"),
-];
+const KNOWN_BUGS: &[(&str, &str)] = &[("unix_seqpacket", "empty_message_then_exit")];
 
 #[test]
 fn known_bugs_are_real() {
@@ -1915,45 +1924,10 @@ macro_rules! conformance_test {
             super::cases::$case(super::transport(stringify!($t)));
         }
     };
-    (unix_dgram, transport_size_limit) => {
-        conformance_test!(@emit #[ignore = "BUG: unix datagrams over ~4 MiB fail (Io ENOBUFS, then \
-            MessageTooLarge with size < max) although max_message_size() says 16 MiB"]
-            unix_dgram, transport_size_limit);
-    };
-    (unix_seqpacket, transport_size_limit) => {
-        conformance_test!(@emit #[ignore = "BUG: seqpacket messages over ~4 MiB fail (Io ENOBUFS, \
-            then MessageTooLarge with size < max) although max_message_size() says 16 MiB"]
-            unix_seqpacket, transport_size_limit);
-    };
     (unix_seqpacket, empty_message_then_exit) => {
         conformance_test!(@emit #[ignore = "BUG (documented limitation, socket/datagram.rs): an \
             empty seqpacket record sent just before the peer closes is read as the end and lost"]
             unix_seqpacket, empty_message_then_exit);
-    };
-    (fifo, connect_to_directory) => {
-        conformance_test!(@emit #[ignore = "BUG: connect(fifo://DIR) is Io(EISDIR), not \
-            WrongFileType"]
-            fifo, connect_to_directory);
-    };
-    (unix, failed_bind_leaves_live_endpoint_alone) => {
-        conformance_test!(@emit #[ignore = "BUG: the stale-socket probe of a bind refused with \
-            AddressInUse connects to the live listener, which then accepts a phantom connection"]
-            unix, failed_bind_leaves_live_endpoint_alone);
-    };
-    (unix_seqpacket, failed_bind_leaves_live_endpoint_alone) => {
-        conformance_test!(@emit #[ignore = "BUG: the stale-socket probe of a bind refused with \
-            AddressInUse connects to the live listener, which then accepts a phantom connection"]
-            unix_seqpacket, failed_bind_leaves_live_endpoint_alone);
-    };
-    (shm, max_message_size_enforced) => {
-        conformance_test!(@emit #[ignore = "BUG: shm:// ignores the server's ?max_msg: the \
-            client's geometry sets the maximum (and ring size) of both sides"]
-            shm, max_message_size_enforced);
-    };
-    (shm, peer_exits_before_accept) => {
-        conformance_test!(@emit #[ignore = "BUG: shm:// loses a connection, and the messages \
-            sent on it, when the client closes before the server accepts"]
-            shm, peer_exits_before_accept);
     };
     ($t:ident, $case:ident) => {
         conformance_test!(@emit $t, $case);

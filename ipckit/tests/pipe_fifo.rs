@@ -90,12 +90,9 @@ fn writers_one_after_another() {
     }
 }
 
-/// The module documentation says the listener opens its read end at bind "so writers can
-/// connect from then on", like a socket's backlog. After the first accept, that is no longer
-/// true until the next `accept` is called.
+/// The listener opens its read end at bind and again right after each accept, so writers
+/// can connect from bind on, like a socket's backlog.
 #[test]
-#[ignore = "BUG (or doc bug): after an accept, a writer is refused until the next accept \
-    (the read end is reopened lazily), although writers should be able to connect from bind on"]
 fn writer_may_connect_between_accepts() {
     let dir = tempdir();
     let url = format!("fifo://{}/jobs", dir.path().display());

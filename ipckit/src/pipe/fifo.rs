@@ -42,7 +42,7 @@ pub(crate) struct FifoListener {
     created: bool,
     max: usize,
     /// The read end the next `accept` hands out. Opened at bind so writers can connect before
-    /// the first accept (like a socket's backlog); reopened lazily after each accept.
+    /// the first accept (like a socket's backlog), and again right after each accept.
     pending: Option<IoFd>,
 }
 
@@ -79,6 +79,9 @@ impl FifoListener {
             self.pending = Some(io);
             return Err(e);
         }
+        // Open the next read end now, so the next writer can connect before the next accept
+        // (nothing reads it until then).
+        self.pending = self.open_reader().ok();
         Ok(Inner::Stream(StreamConn::split(
             Some(io),
             None,

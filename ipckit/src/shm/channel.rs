@@ -108,6 +108,12 @@ struct Slot {
 #[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<Rendezvous>() == 8 + 16 * BACKLOG);
 
+/// The `max_msg` an endpoint's URL asked for, if it asked.
+fn explicit_max(ep: &Endpoint) -> Option<u32> {
+    let m = ep.options().max_message_size;
+    (m != crate::endpoint::DEFAULT_MAX_MESSAGE_SIZE).then(|| m.min(u32::MAX as usize) as u32)
+}
+
 /// Sizes a channel for an endpoint: the ring capacity grows to carry `max_msg`.
 fn geometry(ep: &Endpoint) -> (u32, u32) {
     let o = ep.options();
@@ -260,6 +266,14 @@ impl ShmConn {
                 seg.len()
             )));
         }
+        // Records are checked against what the header's writer allows; the side that did not
+        // write it may allow less, and refuses larger records one by one.
+        let record_max = max;
+        let max = if role == Role::Server {
+            max.min(explicit_max(ep).unwrap_or(u32::MAX))
+        } else {
+            max
+        };
         // SAFETY: OFF_DATA + 2 * cap == seg.len() (checked above).
         let (c2s_data, s2c_data) =
             unsafe { (base.add(OFF_DATA), base.add(OFF_DATA + cap as usize)) };
@@ -290,7 +304,7 @@ impl ShmConn {
         let (txc, rxc) = unsafe { (&*tx_ctl, &*rx_ctl) };
         Ok(ShmConn {
             tx: Producer::attach(txc, cap),
-            rx: Consumer::attach(rxc, cap, max),
+            rx: Consumer::attach(rxc, cap, record_max),
             seg,
             rendezvous,
             role,
@@ -761,7 +775,18 @@ impl ShmConn {
             Ok(found.is_some())
         });
         match r {
-            Ok(()) => Ok(found.expect("ready only with a record")),
+            Ok(()) => {
+                let rec = found.expect("ready only with a record");
+                if rec.len as usize > self.max as usize {
+                    // The sender allows larger messages than we do: skip this one, say so.
+                    self.release(rec);
+                    return Err(Error::IncomingTooLarge {
+                        size: u64::from(rec.len),
+                        max: self.max as usize,
+                    });
+                }
+                Ok(rec)
+            }
             Err(Error::Corrupted(what)) => {
                 // Drop what the peer published and say so; the next call starts afresh.
                 // SAFETY: see `rx_ctl`.
@@ -860,6 +885,12 @@ impl ShmConn {
 
 impl Drop for ShmConn {
     fn drop(&mut self) {
+        if self.role == Role::Client && self.header().server_attached.load(Ordering::Acquire) == 0 {
+            // Not accepted yet: what we sent must still reach the server when it accepts (as
+            // a socket's backlog would deliver it). The listener removes the segment then, or
+            // when it is dropped; `cleanup_stale` if both sides die.
+            self.seg.keep();
+        }
         let h = self.header();
         let mine = match self.role {
             Role::Client => &h.client_closed,
@@ -1042,6 +1073,22 @@ pub(crate) struct ShmListener {
     rendezvous: Segment,
     place: Place,
     endpoint: Endpoint,
+}
+
+impl Drop for ShmListener {
+    fn drop(&mut self) {
+        // Connections posted but never accepted: nobody will map them any more.
+        let rv = rendezvous_of(&self.rendezvous);
+        for slot in &rv.slots {
+            if slot.state.load(Ordering::Acquire) == SLOT_READY {
+                let id = slot.conn_id.load(Ordering::Relaxed);
+                slot.state.store(SLOT_EMPTY, Ordering::Release);
+                if let Ok(mut seg) = self.place.connection(id).open() {
+                    seg.unlink_now();
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for ShmListener {

@@ -23,6 +23,9 @@ pub(crate) enum Peer {
 pub(crate) struct DatagramConn {
     fd: IoFd,
     peer: Peer,
+    /// Largest datagram this side can send (what the kernel grants).
+    send_max: usize,
+    /// Largest datagram this side accepts.
     max: usize,
     transport: &'static str,
     /// `SOCK_SEQPACKET`: a zero-length read may mean the peer closed.
@@ -35,7 +38,7 @@ impl DatagramConn {
     pub(crate) fn new(
         fd: IoFd,
         peer: Peer,
-        max: usize,
+        (send_max, max): (usize, usize),
         transport: &'static str,
         seqpacket: bool,
         own_path: Option<PathBuf>,
@@ -43,6 +46,7 @@ impl DatagramConn {
         DatagramConn {
             fd,
             peer,
+            send_max,
             max,
             transport,
             seqpacket,
@@ -50,15 +54,21 @@ impl DatagramConn {
         }
     }
 
-    pub(crate) fn max(&self) -> usize {
+    /// Largest message this side can send.
+    pub(crate) fn send_max(&self) -> usize {
+        self.send_max
+    }
+
+    /// Largest message this side accepts.
+    pub(crate) fn recv_max(&self) -> usize {
         self.max
     }
 
     pub(crate) fn send(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
-        if msg.len() > self.max {
+        if msg.len() > self.send_max {
             return Err(Error::MessageTooLarge {
                 size: msg.len(),
-                max: self.max,
+                max: self.send_max,
                 transport: self.transport,
             });
         }
@@ -80,9 +90,10 @@ impl DatagramConn {
                     msg.len()
                 )),
             }),
-            Err(Errno::MSGSIZE) => Err(Error::MessageTooLarge {
+            // ENOBUFS: the kernel could not allocate a buffer that large.
+            Err(Errno::MSGSIZE | Errno::NOBUFS) => Err(Error::MessageTooLarge {
                 size: msg.len(),
-                max: sys::send_buffer(self.fd.fd()).min(self.max),
+                max: self.send_max.min(msg.len().saturating_sub(1)),
                 transport: self.transport,
             }),
             Err(Errno::CONNREFUSED | Errno::NOTCONN | Errno::CONNRESET | Errno::PIPE) => {

@@ -98,7 +98,7 @@ impl Drop for SocketFile {
 
 /// Binds `fd` to the Unix socket `path`, replacing a stale socket file left by a dead process,
 /// then sets its permissions to `mode`.
-fn bind_unix_path(fd: &OwnedFd, path: &Path, kind: SockKind, mode: u32) -> Result<SocketFile> {
+fn bind_unix_path(fd: &OwnedFd, path: &Path, mode: u32) -> Result<SocketFile> {
     let addr = sys::unix_addr(path)?;
     match sys::bind(fd.as_fd(), &addr) {
         Ok(()) => {}
@@ -111,15 +111,12 @@ fn bind_unix_path(fd: &OwnedFd, path: &Path, kind: SockKind, mode: u32) -> Resul
                     found: "non-socket file",
                 });
             }
-            let probe = sys::socket_for(&addr, kind)?;
-            match sys::connect(probe.as_fd(), &addr, Wait::Never) {
-                Err(Error::ConnectionRefused { .. }) => {
-                    tracing::debug!(path = %path.display(), "replacing stale socket file");
-                    let _ = rustix::fs::unlink(path);
-                    sys::bind(fd.as_fd(), &addr)?;
-                }
-                _ => return Err(Error::AddressInUse { addr: text }),
+            if sys::unix_path_in_use(path) {
+                return Err(Error::AddressInUse { addr: text });
             }
+            tracing::debug!(path = %path.display(), "replacing stale socket file");
+            let _ = rustix::fs::unlink(path);
+            sys::bind(fd.as_fd(), &addr)?;
         }
         Err(e) => return Err(e),
     }
@@ -138,6 +135,14 @@ fn endpoint_addrs(ep: &Endpoint) -> Result<Vec<SockAddr>> {
     }
 }
 
+/// Bytes of a Unix socket's send buffer a datagram cannot use (the kernel refuses a datagram
+/// longer than the buffer minus 32).
+const UNIX_SKB_OVERHEAD: usize = 32;
+
+/// Largest Unix datagram or packet the kernel reliably allocates: its linear part is one
+/// kmalloc of at most 4 MiB (a little more fits in page fragments, not counted here).
+const UNIX_DATAGRAM_MAX: usize = 4 << 20;
+
 /// Send-buffer size that lets one datagram of `max` bytes through (capped by the kernel).
 fn datagram_sndbuf(max: usize) -> usize {
     max.saturating_mul(2).saturating_add(64 << 10).min(64 << 20)
@@ -150,13 +155,18 @@ fn data_connection(fd: OwnedFd, ep: &Endpoint, peer: Peer, own_path: Option<Path
     match kind_of(scheme) {
         SockKind::Stream => Flavor::Stream(StreamConn::duplex(io, max, transport_name(scheme))),
         kind => {
+            let mut send_max = max;
             if scheme != Scheme::Udp {
                 sys::request_send_buffer(io.fd(), datagram_sndbuf(max));
+                // What the kernel really grants (net.core.wmem_max caps the request), and the
+                // largest buffer it allocates for one Unix datagram.
+                let granted = sys::send_buffer(io.fd()).saturating_sub(UNIX_SKB_OVERHEAD);
+                send_max = max.min(granted).min(UNIX_DATAGRAM_MAX);
             }
             Flavor::Datagram(DatagramConn::new(
                 io,
                 peer,
-                max,
+                (send_max, max),
                 transport_name(scheme),
                 kind == SockKind::SeqPacket,
                 own_path,
@@ -189,7 +199,7 @@ pub(crate) fn bind(ep: &Endpoint) -> Result<(SocketListener, Endpoint)> {
     let addr = &addrs[0];
     let fd = sys::socket_for(addr, kind)?;
     let file = match ep.path() {
-        Some(p) => Some(bind_unix_path(&fd, p, kind, ep.options().mode)?),
+        Some(p) => Some(bind_unix_path(&fd, p, ep.options().mode)?),
         None => {
             if kind == SockKind::Stream {
                 sys::set_reuseaddr(fd.as_fd())?;
@@ -279,7 +289,7 @@ pub(crate) fn connect(ep: &Endpoint, wait: Wait) -> Result<Flavor> {
             (Some(server), SockKind::Datagram) => {
                 let p = client_dgram_path(server);
                 let _ = rustix::fs::unlink(&p);
-                let file = bind_unix_path(&fd, &p, kind, ep.options().mode)?;
+                let file = bind_unix_path(&fd, &p, ep.options().mode)?;
                 std::mem::forget(file);
                 Some(p)
             }

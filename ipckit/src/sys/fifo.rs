@@ -85,6 +85,11 @@ pub(crate) fn open_fifo(path: &Path, write: bool) -> Result<OwnedFd> {
             expected: "FIFO",
             found: "symbolic link",
         },
+        Errno::ISDIR => Error::WrongFileType {
+            path: path.to_owned(),
+            expected: "FIFO",
+            found: "directory",
+        },
         e => fs_error("open", path, e),
     })?;
     let st = rustix::fs::fstat(&fd).map_err(|e| Error::os("fstat", e))?;

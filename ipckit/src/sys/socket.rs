@@ -99,6 +99,28 @@ fn addr_error(op: &'static str, addr: &SockAddr, e: Errno) -> Error {
     }
 }
 
+/// Whether some socket is bound to the Unix socket path `path`, from `/proc/net/unix`:
+/// reading it has no effect on that socket (a probing `connect` would queue a connection on
+/// a live listener). When the table cannot be read, the answer is yes (the safe side).
+pub(crate) fn unix_path_in_use(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return true;
+    };
+    let given = path.as_os_str().as_bytes();
+    let absolute = std::fs::canonicalize(path).ok();
+    let matches = |p: &str| {
+        p.as_bytes() == given
+            || absolute
+                .as_deref()
+                .is_some_and(|a| a.as_os_str().as_bytes() == p.as_bytes())
+    };
+    table
+        .lines()
+        .skip(1)
+        .any(|line| line.split_whitespace().nth(7).is_some_and(matches))
+}
+
 /// `bind(2)`.
 pub(crate) fn bind(fd: BorrowedFd<'_>, addr: &SockAddr) -> Result<()> {
     rustix::net::bind(fd, addr).map_err(|e| addr_error("bind", addr, e))

@@ -18,6 +18,10 @@ URLs:
   unix+seqpacket:///tmp/my.sock  Unix sequenced-packet socket
   tcp://127.0.0.1:7000           TCP (port 0 binds a free port; the side that binds prints it)
   udp://127.0.0.1:7000           UDP (at most 65507 bytes per message; messages may be lost)
+  queue:///var/lib/my-queue      durable queue in a directory, one way: send appends (no receiver needs
+                                 to run), recv reads as a consumer group (?group=NAME, default
+                                 \"default\") and acknowledges each message once it is written out;
+                                 ?durability=fsync (default: send waits for the disk) or os
 Query options: ?max_msg=16M (largest message), ?mode=0600 (permissions of files created).";
 
 /// Send, receive and benchmark messages over every ipckit transport.
@@ -44,6 +48,56 @@ pub enum Command {
     /// The peer process of `ipckit bench` (started by the benchmark itself).
     #[command(hide = true)]
     BenchPeer(PeerArgs),
+    /// Inspect durable queues (`queue://` directories).
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// An appending process of the queue benchmark (started by the benchmark itself).
+    #[command(hide = true)]
+    QueueAppender(AppenderArgs),
+}
+
+/// `ipckit queue ...`.
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Show a queue's segments, the depth of each consumer group and the last sequence number.
+    Stat(QueueStatArgs),
+}
+
+/// `ipckit queue stat`.
+#[derive(Debug, Args)]
+pub struct QueueStatArgs {
+    /// The queue directory (the path of a queue:// URL).
+    pub dir: std::path::PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ipckit queue-appender`: appends to a queue from a start time until a stop time, then
+/// prints how many messages it sent and how long that took.
+#[derive(Debug, Args)]
+pub struct AppenderArgs {
+    /// The queue directory.
+    #[arg(long)]
+    pub dir: std::path::PathBuf,
+    /// fsync or os.
+    #[arg(long)]
+    pub durability: String,
+    /// Message size in bytes.
+    #[arg(long)]
+    pub size: usize,
+    /// Start appending at this many milliseconds since the Unix epoch.
+    #[arg(long)]
+    pub start_ms: u64,
+    /// Append for this many seconds.
+    #[arg(long, value_parser = parse_positive_seconds)]
+    pub duration: Duration,
+    /// The benchmark's process id: the appender exits when that process does.
+    #[arg(long)]
+    pub parent_pid: u32,
+    /// Drain the queue as a consumer instead of appending.
+    #[arg(long)]
+    pub read: bool,
 }
 
 const SEND_HELP: &str = "\
@@ -88,6 +142,14 @@ loss: lost round trips are resent and not timed, and the stream rate is the rece
 --json keys: mech, size, rtt_ns_median, rtt_ns_p99, rtt_ns_p999, msgs_per_s, gbps (null when
 not measured), pin (split or none), rtt_samples; udp adds sent, drops and rtt_resends;
 rtt_capped when the time cap cut the ping-pong short; skipped or error with the reason.
+
+queue-os and queue-fsync (durable queues, durability=os and fsync) add append rows per size:
+N producer processes (1, then 4) append to one fresh queue for --duration without a consumer;
+--json keys mech (queue-os-append, queue-fsync-append), producers, size, msgs_per_s (the sum
+of the producers' rates) and fdatasync_per_s (a lone writer's fdatasync rate on the same file
+system, measured just before: one fsync-mode producer cannot beat it; group commit lets
+several do). After the one-producer run, a consumer process drains what it appended,
+acknowledging each message: mech queue-os-read / queue-fsync-read, same keys.
 The exit status is 1 if any measurement failed.";
 
 /// Bind or connect: which side of the endpoint this process takes.

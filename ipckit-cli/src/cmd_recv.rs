@@ -30,7 +30,10 @@ pub fn run(args: RecvArgs) -> Result<(), CliError> {
     while !args.count.is_some_and(|n| received >= n) {
         match source.next(&mut buf, wait) {
             Ok(true) => match write_message(&mut stdout, &buf, args.raw) {
-                Ok(()) => received += 1,
+                Ok(()) => {
+                    received += 1;
+                    source.written()?;
+                }
                 // Whoever reads the output has seen enough (`ipckit recv URL | head -1`).
                 Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(()),
                 Err(source) => {
@@ -119,6 +122,18 @@ impl Source {
                 })
             }
         }
+    }
+
+    /// The message received last is written out: on a durable queue, acknowledge it now
+    /// (rather than at the next receive, which may never come).
+    fn written(&mut self) -> Result<(), CliError> {
+        if let Some(consumer) = self.conn.as_mut().and_then(|c| c.as_queue_consumer()) {
+            consumer.ack_delivered().map_err(|source| CliError::Ipc {
+                doing: "cannot acknowledge the message".to_owned(),
+                source,
+            })?;
+        }
+        Ok(())
     }
 
     /// Receives the next message into `buf`: `Ok(false)` when the input has ended.

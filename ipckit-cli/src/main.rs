@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod cmd_queue;
 mod cmd_recv;
 mod cmd_send;
 mod error;
@@ -20,6 +21,14 @@ fn main() -> ExitCode {
         Command::Send(args) => cmd_send::run(args),
         Command::Recv(args) => cmd_recv::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Queue(cmd) => cmd_queue::run(cmd),
+        Command::QueueAppender(args) => match bench::run_appender(args) {
+            Ok(()) => return ExitCode::SUCCESS,
+            Err(report) => {
+                eprintln!("{report}");
+                return ExitCode::from(3);
+            }
+        },
         Command::BenchPeer(args) => match bench::run_peer(args) {
             Ok(()) => return ExitCode::SUCCESS,
             Err(report) => {

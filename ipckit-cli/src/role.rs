@@ -23,9 +23,24 @@ pub fn is_datagram(scheme: Scheme) -> bool {
     matches!(scheme, Scheme::UnixDgram | Scheme::Udp)
 }
 
-/// Refuses the one combination the transport cannot do: a FIFO only carries messages from the
-/// side that connects (writes) to the side that binds (reads).
+/// Refuses the one combination the transport cannot do: a FIFO (or a queue) only carries
+/// messages from the side that connects (writes) to the side that binds (reads).
 pub fn check_direction(url: &Endpoint, role: Role, direction: Direction) -> Result<(), CliError> {
+    if url.scheme() == Scheme::Queue {
+        return match (role, direction) {
+            (Role::Bind, Direction::Send) => Err(CliError::Usage(
+                "a queue:// endpoint carries messages one way and the side that binds it \
+                 consumes: use `ipckit send` without --bind (it appends)"
+                    .to_owned(),
+            )),
+            (Role::Connect, Direction::Recv) => Err(CliError::Usage(
+                "a queue:// endpoint carries messages one way and the side that connects to it \
+                 appends: use `ipckit recv` without --connect (it reads as a consumer group)"
+                    .to_owned(),
+            )),
+            _ => Ok(()),
+        };
+    }
     if url.scheme() != Scheme::Fifo {
         return Ok(());
     }

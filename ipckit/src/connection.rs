@@ -21,6 +21,8 @@ pub(crate) enum Inner {
     Shm(Box<ShmConn>),
     /// A POSIX message queue, one way.
     Mq(crate::mq::MqConn),
+    /// A durable queue in a directory, one way.
+    Queue(crate::queue::QueueConn),
 }
 
 /// A message connection over any transport: what [`connect`] and [`Listener::accept`] return.
@@ -64,6 +66,17 @@ impl Connection {
             _ => None,
         }
     }
+
+    /// The consumer behind the bound end of a `queue://` connection, to acknowledge
+    /// ([`ack_delivered`](crate::queue::Consumer::ack_delivered)) without waiting for the
+    /// next `recv`, which otherwise acknowledges what the previous one delivered; `None` for
+    /// other transports and for the producing end.
+    pub fn as_queue_consumer(&mut self) -> Option<&mut crate::queue::Consumer> {
+        match &mut self.inner {
+            Inner::Queue(q) => q.consumer(),
+            _ => None,
+        }
+    }
 }
 
 impl MessageSender for Connection {
@@ -73,6 +86,7 @@ impl MessageSender for Connection {
             Inner::Datagram(d) => d.send(msg, wait),
             Inner::Shm(c) => c.send(msg, wait),
             Inner::Mq(q) => q.send(msg, wait),
+            Inner::Queue(q) => q.send(msg, wait),
         }
     }
 
@@ -82,6 +96,7 @@ impl MessageSender for Connection {
             Inner::Datagram(d) => d.send_max(),
             Inner::Shm(c) => c.max_message_size(),
             Inner::Mq(q) => q.max(),
+            Inner::Queue(q) => q.max(),
         }
     }
 }
@@ -93,6 +108,7 @@ impl MessageReceiver for Connection {
             Inner::Datagram(d) => d.recv_into(buf, wait, false),
             Inner::Shm(c) => c.recv_into(buf, wait),
             Inner::Mq(q) => q.recv_into(buf, wait),
+            Inner::Queue(q) => q.recv_into(buf, wait),
         }
     }
 
@@ -104,6 +120,7 @@ impl MessageReceiver for Connection {
             Inner::Datagram(d) => d.recv_into(&mut v, wait, true)?,
             Inner::Shm(c) => c.recv_into(&mut v, wait)?,
             Inner::Mq(q) => q.recv_into(&mut v, wait)?,
+            Inner::Queue(q) => q.recv_into(&mut v, wait)?,
         }
         Ok(v)
     }
@@ -134,6 +151,7 @@ enum ListenerInner {
 ///   connection at once (a bound datagram connection replies to whoever sent last; an MPSC
 ///   receiver takes from every sender); later ones are [`Error::Unsupported`].
 /// - `shm://` and `mmap://`: each `accept` takes the next client from the backlog.
+/// - `queue://`: the first `accept` returns the consumer of the URL's group at once.
 pub struct Listener {
     inner: ListenerInner,
     endpoint: Endpoint,
@@ -216,6 +234,13 @@ pub fn bind(url: impl ToEndpoint) -> Result<Listener> {
             ),
             ep,
         ),
+        Scheme::Queue => (
+            ListenerInner::Once(
+                Some(Connection::new(crate::queue::bind(&ep)?, ep.clone())),
+                "queue:// (its consuming end reads as the URL's group)",
+            ),
+            ep,
+        ),
         Scheme::ShmMpsc => (
             ListenerInner::Once(
                 Some(Connection::new(crate::shm::bind_mpsc(&ep)?, ep.clone())),
@@ -256,6 +281,7 @@ pub fn connect_with(url: impl ToEndpoint, wait: Wait) -> Result<Connection> {
                 crate::shm::connect_mpsc(&ep).map(|i| Connection::new(i, ep.clone()))
             }
             Scheme::Mq => crate::mq::connect(&ep).map(|i| Connection::new(i, ep.clone())),
+            Scheme::Queue => crate::queue::connect(&ep).map(|i| Connection::new(i, ep.clone())),
             Scheme::Shm | Scheme::Mmap => {
                 crate::shm::connect_channel(&ep, wait).map(|i| Connection::new(i, ep.clone()))
             }

@@ -247,6 +247,39 @@ pub enum Error {
     #[error("shared memory corrupted: {0}")]
     Corrupted(String),
 
+    /// Data of a durable queue (`queue://`) failed validation: a record or segment header
+    /// with a bad checksum, length or sequence number, or a missing segment. Nothing after
+    /// this point was skipped silently; the file and byte offset say where to look.
+    #[error("corrupt queue data in {} at byte {offset}: {reason}", file.display())]
+    CorruptRecord {
+        /// The segment (or other queue file) that holds the damage.
+        file: PathBuf,
+        /// Byte offset of the damaged record or header in it.
+        offset: u64,
+        /// What is wrong there.
+        reason: String,
+    },
+
+    /// The device has no space left (`ENOSPC`/`EDQUOT`): nothing was written, and what was
+    /// written before stays readable.
+    #[error("no space left on the device holding {}: the message was not written (earlier messages stay readable; free space, or let consumers acknowledge so that retention removes consumed segments)", path.display())]
+    StorageFull {
+        /// The file that could not be written.
+        path: PathBuf,
+    },
+
+    /// `fdatasync` failed: the messages of this batch may not be on disk. The segment takes
+    /// no more messages (the next send starts a new one); the error is never retried
+    /// silently.
+    #[error("fdatasync of {} failed: {source}; messages sent since the last successful sync may not be on disk", path.display())]
+    SyncFailed {
+        /// The file that could not be synced.
+        path: PathBuf,
+        /// What the OS reported.
+        #[source]
+        source: io::Error,
+    },
+
     /// Any other operating-system error, with the operation that failed.
     #[error("{op}: {source}")]
     Io {

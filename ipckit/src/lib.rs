@@ -33,6 +33,7 @@
 //! | `unix+seqpacket:///path` | Unix sequenced-packet socket | [`socket`] |
 //! | `tcp://host:port` | TCP, framed | [`socket`] |
 //! | `udp://host:port` | UDP (≤ 65,507 bytes, may drop) | [`socket`] |
+//! | `queue:///dir` | durable on-disk queue, consumer groups, at-least-once | [`queue`] |
 //!
 //! Every blocking call has `try_` and `_timeout` forms over one core method taking a
 //! [`Wait`]; every failure is a variant of [`Error`].
@@ -48,6 +49,7 @@ mod loom;
 pub mod mmap;
 pub mod mq;
 pub mod pipe;
+pub mod queue;
 mod region;
 pub mod shm;
 pub mod signal;

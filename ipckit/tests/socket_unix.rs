@@ -27,8 +27,7 @@ fn own_temp_client_files() -> Vec<String> {
 }
 
 /// 107 bytes (the most `sun_path` holds with its NUL) bind, connect and carry messages; 108
-/// is `PathTooLong`. A datagram client whose own file would not fit beside the server's puts
-/// it in the temporary directory, and removes it.
+/// is `PathTooLong`. Datagram clients leave no file anywhere.
 #[test]
 fn longest_socket_path() {
     for scheme in SCHEMES {
@@ -42,9 +41,7 @@ fn longest_socket_path() {
         assert_eq!(s.recv_timeout(LONG).expect("recv"), b"long");
         s.send_timeout(b"reply", LONG).expect("reply");
         assert_eq!(c.recv_timeout(LONG).expect("reply"), b"reply");
-        if scheme == "unix+dgram" {
-            assert_eq!(own_temp_client_files().len(), 1, "client file in temp dir");
-        }
+        assert_eq!(own_temp_client_files(), Vec::<String>::new(), "{scheme}");
         drop((c, s, l));
         assert_eq!(dir_entries(dir.path()), Vec::<String>::new(), "{scheme}");
         assert_eq!(own_temp_client_files(), Vec::<String>::new(), "{scheme}");
@@ -59,34 +56,31 @@ fn longest_socket_path() {
     }
 }
 
-/// A datagram client binds a socket file beside the server's so replies reach it, and removes
-/// it when dropped; if it is killed, the file stays (nothing can remove it), and a later
-/// client does not trip over it.
+/// A datagram client gets an automatic address for replies: no file appears beside the
+/// server's, none stays when the client is killed, and replies to a dead client are refused,
+/// typed.
 #[test]
-fn datagram_client_files() {
+fn datagram_clients_leave_no_files() {
     let dir = tempdir();
     let url = format!("unix+dgram://{}/srv", dir.path().display());
     let mut l = ipckit::bind(&url).unwrap();
     let mut server = l.accept_timeout(LONG).unwrap();
     {
         let mut c = ipckit::connect_timeout(&url, LONG).unwrap();
-        let files = dir_entries(dir.path());
-        assert_eq!(files.len(), 2, "server and client files: {files:?}");
+        assert_eq!(dir_entries(dir.path()), ["srv"], "no client file");
         c.send_timeout(b"hi", LONG).unwrap();
         assert_eq!(server.recv_timeout(LONG).unwrap(), b"hi");
+        server.send_timeout(b"back", LONG).unwrap();
+        assert_eq!(c.recv_timeout(LONG).unwrap(), b"back");
     }
-    assert_eq!(
-        dir_entries(dir.path()),
-        ["srv"],
-        "client file removed on drop"
-    );
-
     let mut p = Peer::spawn(&["connect", &url, "hello", "hold"]);
     assert_eq!(server.recv_timeout(LONG).unwrap(), b"hello");
     p.kill();
-    let files = dir_entries(dir.path());
-    assert_eq!(files.len(), 2, "a killed client's file stays: {files:?}");
-    // Replies to the dead client are refused, typed.
+    assert_eq!(
+        dir_entries(dir.path()),
+        ["srv"],
+        "nothing left by a killed client"
+    );
     assert!(matches!(
         server.send_timeout(b"anyone?", LONG),
         Err(Error::Disconnected)

@@ -32,11 +32,15 @@ pub enum Mechanism {
     Mmap,
     /// Two POSIX message queues, one per direction.
     Mq,
+    /// Two durable queues (`queue://`), one per direction, `durability=os`.
+    QueueOs,
+    /// Two durable queues, `durability=fsync` (each send waits for `fdatasync`).
+    QueueFsync,
 }
 
 impl Mechanism {
     /// Every mechanism, in the order the benchmark runs them.
-    pub const ALL: [Mechanism; 13] = [
+    pub const ALL: [Mechanism; 15] = [
         Mechanism::Pipe,
         Mechanism::Fifo,
         Mechanism::Unix,
@@ -50,6 +54,8 @@ impl Mechanism {
         Mechanism::Sem,
         Mechanism::Mmap,
         Mechanism::Mq,
+        Mechanism::QueueOs,
+        Mechanism::QueueFsync,
     ];
 
     /// The command-line name.
@@ -68,6 +74,8 @@ impl Mechanism {
             Mechanism::Sem => "sem",
             Mechanism::Mmap => "mmap",
             Mechanism::Mq => "mq",
+            Mechanism::QueueOs => "queue-os",
+            Mechanism::QueueFsync => "queue-fsync",
         }
     }
 
@@ -86,6 +94,7 @@ impl Mechanism {
             }
             Mechanism::Mmap => Scheme::Mmap,
             Mechanism::Mq => Scheme::Mq,
+            Mechanism::QueueOs | Mechanism::QueueFsync => Scheme::Queue,
         }
     }
 
@@ -101,6 +110,15 @@ impl Mechanism {
             Mechanism::ShmSpin => Some("spin"),
             Mechanism::ShmBlock => Some("block"),
             Mechanism::Sem => Some("sem"),
+            _ => None,
+        }
+    }
+
+    /// The `durability=` of the queue mechanisms.
+    pub fn queue_durability(self) -> Option<&'static str> {
+        match self {
+            Mechanism::QueueOs => Some("os"),
+            Mechanism::QueueFsync => Some("fsync"),
             _ => None,
         }
     }

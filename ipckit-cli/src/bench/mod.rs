@@ -5,6 +5,7 @@
 //! forms), buffers are reused, and every blocking call is bounded by a timeout or by the
 //! watch kept on the peer process ([`peer_process`]).
 
+mod append;
 mod case;
 mod channel;
 mod mechanism;
@@ -19,6 +20,7 @@ pub mod wire;
 use crate::cli::BenchArgs;
 use crate::error::CliError;
 
+pub use append::run_appender;
 pub use mechanism::Mechanism;
 pub use peer::run as run_peer;
 
@@ -65,11 +67,45 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
             failed += usize::from(outcome.error.is_some());
             printer.print(&outcome).map_err(write_err)?;
         }
+        if mech.queue_durability().is_some() {
+            for &size in &args.sizes {
+                for row in append_rows(mech, size, args.duration) {
+                    total += 1;
+                    failed += usize::from(row.error.is_some());
+                    printer.print_append(&row).map_err(write_err)?;
+                }
+            }
+        }
     }
     if failed > 0 {
         return Err(CliError::BenchFailed { failed, total });
     }
     Ok(())
+}
+
+/// The queue's append (and read) throughput with 1 and 4 producer processes, each beside the disk's
+/// `fdatasync` rate measured just before it.
+fn append_rows(
+    mech: Mechanism,
+    size: usize,
+    duration: std::time::Duration,
+) -> Vec<append::AppendRow> {
+    append::PRODUCER_COUNTS
+        .iter()
+        .flat_map(|&producers| {
+            let rate = tempfile::Builder::new()
+                .prefix("ipckit-bench-sync-")
+                .tempdir()
+                .map_err(|e| e.to_string())
+                .and_then(|d| append::fdatasync_rate(d.path(), duration));
+            let mut rows =
+                append::measure(mech, producers, size, duration, rate.as_ref().ok().copied());
+            if let (Err(e), Some(first)) = (rate, rows.first_mut()) {
+                first.error.get_or_insert(e);
+            }
+            rows
+        })
+        .collect()
 }
 
 /// Pins this thread to the first allowed CPU and picks the second for the peer. With fewer

@@ -47,7 +47,7 @@ pub fn run(args: PeerArgs) -> Result<(), String> {
 }
 
 /// Dies with the parent: asks for SIGKILL when it exits, then checks it had not already.
-fn follow_parent(parent_pid: u32) -> Result<(), String> {
+pub(super) fn follow_parent(parent_pid: u32) -> Result<(), String> {
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
         .map_err(|e| format!("prctl(PR_SET_PDEATHSIG): {e}"))?;
     let parent = rustix::process::getppid().map(|p| Pid::as_raw(Some(p)));
@@ -58,7 +58,7 @@ fn follow_parent(parent_pid: u32) -> Result<(), String> {
 }
 
 /// Exits the process after `lifetime`, whatever it is doing then.
-fn exit_at(lifetime: Duration) {
+pub(super) fn exit_at(lifetime: Duration) {
     std::thread::spawn(move || {
         std::thread::sleep(lifetime);
         eprintln!("still running at its deadline ({} s)", lifetime.as_secs());

@@ -206,7 +206,8 @@ fn wait_for_stop(deadline: &Deadline, until: Instant) -> bool {
 /// Failures are ignored: the parent may be done with the endpoint already.
 fn nudge_endpoint(ep: &Endpoint) {
     if let Ok(mut conn) = ipckit::connect(ep) {
-        if matches!(ep.scheme(), Scheme::UnixDgram | Scheme::Udp) {
+        // A durable queue's consumer, like a datagram socket, waits for a message.
+        if matches!(ep.scheme(), Scheme::UnixDgram | Scheme::Udp | Scheme::Queue) {
             let _ = conn.try_send(WAKE);
         }
     }

@@ -4,6 +4,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
+use super::append::AppendRow;
 use super::case::Outcome;
 
 /// One line of `--json` output. Figures that do not apply are `null`; `sent`, `drops` and
@@ -56,6 +57,18 @@ impl<'a> JsonRow<'a> {
             error: o.error.as_deref(),
         }
     }
+}
+
+/// One line of `--json` output for an append measurement of the queue.
+#[derive(Serialize)]
+struct JsonAppendRow<'a> {
+    mech: String,
+    producers: usize,
+    size: usize,
+    msgs_per_s: Option<f64>,
+    fdatasync_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
 }
 
 /// Writes outcomes as they come.
@@ -118,6 +131,56 @@ impl<W: Write> Printer<W> {
                 o.throughput
                     .map_or("-".to_owned(), |t| format!("{:.3}", t.gbps)),
                 notes(o),
+            )?;
+        }
+        self.out.flush()
+    }
+}
+
+impl<W: Write> Printer<W> {
+    /// Writes one append measurement and flushes.
+    pub fn print_append(&mut self, row: &AppendRow) -> io::Result<()> {
+        let mech = format!("{}-{}", row.mech.name(), row.kind);
+        if self.json {
+            let json = JsonAppendRow {
+                mech,
+                producers: row.producers,
+                size: row.size,
+                msgs_per_s: row.msgs_per_s,
+                fdatasync_per_s: row.fdatasync_per_s,
+                error: row.error.as_deref(),
+            };
+            let line = serde_json::to_string(&json).map_err(io::Error::other)?;
+            writeln!(self.out, "{line}")?;
+        } else {
+            let plural = if row.producers == 1 { "" } else { "es" };
+            let mut notes = if row.kind == "read" {
+                format!(
+                    "1 consumer process draining what {} producer process{plural} appended",
+                    row.producers
+                )
+            } else {
+                format!("{} producer process{plural}", row.producers)
+            };
+            if let Some(r) = row.fdatasync_per_s {
+                notes += &format!("; disk: {r:.0} fdatasync/s");
+            }
+            if let Some(e) = &row.error {
+                notes += &format!("; error: {e}");
+            }
+            writeln!(
+                self.out,
+                "{:<15} {:>8} {:>11} {:>11} {:>11} {:>12} {:>8}  {notes}",
+                mech,
+                row.size,
+                "-",
+                "-",
+                "-",
+                row.msgs_per_s.map_or("-".to_owned(), |r| format!("{r:.0}")),
+                row.msgs_per_s.map_or("-".to_owned(), |r| format!(
+                    "{:.3}",
+                    r * row.size as f64 / 1e9
+                )),
             )?;
         }
         self.out.flush()

@@ -4,7 +4,7 @@
 //! FIFO, making the pipes), starts the peer with the arguments that say where to attach, and
 //! waits for the peer's READY message, every wait bounded by [`ATTACH_TIMEOUT`].
 //!
-//! FIFOs and POSIX message queues are one-way, so those mechanisms use two: the parent binds (reads) `to-parent`
+//! FIFOs, POSIX message queues and durable queues are one-way, so those mechanisms use two: the parent binds (reads) `to-parent`
 //! and connects (writes) to `to-child`; the peer does the opposite. To avoid a deadlock the
 //! peer connects to `to-parent` first (the parent is already reading it), sends READY there,
 //! and only then opens `to-child` for reading, which the parent connects to once READY came.
@@ -73,7 +73,7 @@ pub fn prepare(mech: Mechanism, size: usize, dir: &Path) -> ipckit::Result<Prepa
                 nudge: None,
             })
         }
-        Mechanism::Fifo | Mechanism::Mq => {
+        Mechanism::Fifo | Mechanism::Mq | Mechanism::QueueOs | Mechanism::QueueFsync => {
             let (to_parent, to_child) = one_way_pair(mech, dir, size)?;
             let inbound = ipckit::bind(&to_parent)?;
             Ok(Prepared {
@@ -117,7 +117,8 @@ fn unique_tag(dir: &Path) -> String {
         .unwrap_or_else(|| format!("ipckit-bench-{}", std::process::id()))
 }
 
-/// The two one-way channels of a FIFO or message-queue pair: (to the parent, to the child).
+/// The two one-way channels of a FIFO, message-queue or durable-queue pair: (to the parent,
+/// to the child).
 fn one_way_pair(mech: Mechanism, dir: &Path, size: usize) -> ipckit::Result<(Endpoint, Endpoint)> {
     let scheme = mech.scheme().as_str();
     match mech {
@@ -127,6 +128,19 @@ fn one_way_pair(mech: Mechanism, dir: &Path, size: usize) -> ipckit::Result<(End
                 endpoint(format!("mq:///{tag}-to-parent?depth=10"), size)?,
                 endpoint(format!("mq:///{tag}-to-child?depth=10"), size)?,
             ))
+        }
+        Mechanism::QueueOs | Mechanism::QueueFsync => {
+            let durability = mech.queue_durability().unwrap_or("fsync");
+            let url = |name: &str| {
+                endpoint(
+                    format!(
+                        "queue://{}?durability={durability}&group=bench",
+                        dir.join(name).display()
+                    ),
+                    size,
+                )
+            };
+            Ok((url("to-parent")?, url("to-child")?))
         }
         _ => Ok((
             path_url(scheme, dir, "to-parent.fifo", size)?,
@@ -232,7 +246,7 @@ pub fn attach_peer(
         Mechanism::Pipe => {
             Channel::duplex(ipckit::pipe::from_env().map_err(|e| format!("pipe: {e}"))?)
         }
-        Mechanism::Fifo | Mechanism::Mq => {
+        Mechanism::Fifo | Mechanism::Mq | Mechanism::QueueOs | Mechanism::QueueFsync => {
             let (own, parent) = (need(bind, "--bind")?, need(connect, "--connect")?);
             let mut listener = ipckit::bind(&own).map_err(|e| format!("bind {own}: {e}"))?;
             let mut tx = ipckit::connect_with(&parent, wait)

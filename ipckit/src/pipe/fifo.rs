@@ -41,6 +41,7 @@ pub(crate) struct FifoListener {
     path: PathBuf,
     created: bool,
     max: usize,
+    spin: std::time::Duration,
     /// The read end the next `accept` hands out. Opened at bind so writers can connect before
     /// the first accept (like a socket's backlog), and again right after each accept.
     pending: Option<IoFd>,
@@ -54,6 +55,7 @@ impl FifoListener {
             path,
             created,
             max: ep.effective_max_message_size(),
+            spin: ep.read_spin(),
             pending: None,
         };
         listener.pending = Some(listener.open_reader()?);
@@ -61,23 +63,30 @@ impl FifoListener {
     }
 
     fn open_reader(&self) -> Result<IoFd> {
-        Ok(IoFd::new(
-            sys::open_fifo(&self.path, false)?,
-            FdKind::Other,
-            true,
-        ))
+        Ok(
+            IoFd::new(sys::open_fifo(&self.path, false)?, FdKind::Other, true)
+                .with_read_spin(self.spin),
+        )
     }
 
-    /// Opens the FIFO for reading and waits until a writer has sent something (or opened and
-    /// closed it).
+    /// Opens the FIFO for reading and waits until a writer has sent something.
     pub(crate) fn accept(&mut self, wait: Wait) -> Result<Inner> {
-        let io = match self.pending.take() {
+        let mut io = match self.pending.take() {
             Some(io) => io,
             None => self.open_reader()?,
         };
-        if let Err(e) = io.wait_ready(Dir::Read, wait) {
-            self.pending = Some(io);
-            return Err(e);
+        loop {
+            match io.wait_ready(Dir::Read, wait) {
+                Err(e) => {
+                    self.pending = Some(io);
+                    return Err(e);
+                }
+                // Hang-up with nothing to read: a read end opened while an earlier writer was
+                // still connected reports that writer's departure. Start afresh: a read end
+                // opened with no writer waits for the next one.
+                Ok(ev) if !ev.contains(rustix::event::PollFlags::IN) => io = self.open_reader()?,
+                Ok(_) => break,
+            }
         }
         // Open the next read end now, so the next writer can connect before the next accept
         // (nothing reads it until then).
@@ -104,7 +113,7 @@ impl Drop for FifoListener {
 pub(crate) fn connect_fifo(ep: &Endpoint) -> Result<Inner> {
     let path = ep.path().expect("fifo endpoints have a path");
     let fd = sys::open_fifo(path, true)?;
-    let io = IoFd::new(fd, FdKind::Other, true);
+    let io = IoFd::new(fd, FdKind::Other, true).with_read_spin(ep.read_spin());
     Ok(Inner::Stream(StreamConn::split(
         None,
         Some(io),

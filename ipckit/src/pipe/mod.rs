@@ -53,7 +53,8 @@ fn pipe_endpoint() -> Endpoint {
 }
 
 fn connection(rx: Option<OwnedFd>, tx: Option<OwnedFd>, ep: Endpoint) -> Connection {
-    let io = |fd| IoFd::new(fd, FdKind::Other, false);
+    let spin = ep.read_spin();
+    let io = |fd| IoFd::new(fd, FdKind::Other, false).with_read_spin(spin);
     let max = ep.effective_max_message_size();
     Connection::new(
         Inner::Stream(StreamConn::split(rx.map(io), tx.map(io), max, "pipe")),

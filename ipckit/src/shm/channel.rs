@@ -70,10 +70,10 @@ const LOCK_PRODUCER: u64 = LOCK_ATTACHED + 16;
 
 /// Offsets in a connection segment's data area.
 const OFF_C2S: usize = 128;
-const OFF_S2C: usize = 640;
+const OFF_S2C: usize = 896;
 /// Message counters of `wait=sem` connections, one per ring.
-const OFF_SEM_C2S: usize = 1152;
-const OFF_SEM_S2C: usize = 1216;
+const OFF_SEM_C2S: usize = 1664;
+const OFF_SEM_S2C: usize = 1728;
 /// Ring data starts on a page boundary of the mapping (the data area starts after the
 /// 128-byte segment header).
 const OFF_DATA: usize = 4096 - crate::shm::HEADER_LEN;
@@ -318,7 +318,7 @@ impl ShmConn {
             cap,
             max,
             mode,
-            spin: Duration::from_micros(u64::from(ep.options().spin_us)),
+            spin: ep.read_spin(),
             corrupted: false,
         })
     }
@@ -346,8 +346,11 @@ impl ShmConn {
 
     /// Counters of both directions.
     pub fn stats(&self) -> ChannelStats {
-        let (tx, rx) = (&self.tx_ctl().producer.0, &self.rx_ctl().consumer.0);
-        let peer = &self.rx_ctl().producer.0;
+        let (tx, rx) = (
+            &self.tx_ctl().producer_stats.0,
+            &self.rx_ctl().consumer_stats.0,
+        );
+        let peer = &self.rx_ctl().producer_stats.0;
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         ChannelStats {
             sent_messages: r(&tx.messages),
@@ -724,7 +727,7 @@ impl ShmConn {
                 None => {
                     if !waited {
                         waited = true;
-                        ring::bump(&ctl.producer.0.full_waits, 1);
+                        ring::bump(&ctl.producer_stats.0.full_waits, 1);
                     }
                     Ok(false)
                 }
@@ -734,7 +737,7 @@ impl ShmConn {
             Ok(()) => Ok(slot.expect("ready only after a reservation")),
             Err(e) => {
                 if e.is_retryable() {
-                    ring::bump(&self.tx_ctl().producer.0.drops, 1);
+                    ring::bump(&self.tx_ctl().producer_stats.0.drops, 1);
                 }
                 if matches!(e, Error::Corrupted(_)) {
                     self.corrupted = true;

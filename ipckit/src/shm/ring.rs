@@ -40,11 +40,25 @@ pub(crate) fn max_payload(cap: u32) -> u32 {
 #[repr(C, align(128))]
 pub(crate) struct Line<T>(pub(crate) T);
 
-/// Words the producer writes: its position and its counters.
+/// The producer's position, alone on its line: the consumer spins on it, so nothing else
+/// the producer writes per message may share it (each extra store would cost the consumer
+/// another cache-line transfer).
 #[repr(C)]
 pub(crate) struct ProducerWords {
     /// Bytes published (wrapping). Futex word the consumer sleeps on.
     pub(crate) head: AtomicU32,
+}
+
+/// The consumer's position, alone on its line.
+#[repr(C)]
+pub(crate) struct ConsumerWords {
+    /// Bytes consumed (wrapping). Futex word the producer sleeps on.
+    pub(crate) tail: AtomicU32,
+}
+
+/// Counters the producer keeps, on a line nobody reads in the hot path.
+#[repr(C)]
+pub(crate) struct ProducerStats {
     pub(crate) messages: AtomicU64,
     pub(crate) bytes: AtomicU64,
     /// Times the producer found the ring full and had to wait.
@@ -53,11 +67,9 @@ pub(crate) struct ProducerWords {
     pub(crate) drops: AtomicU64,
 }
 
-/// Words the consumer writes.
+/// Counters the consumer keeps.
 #[repr(C)]
-pub(crate) struct ConsumerWords {
-    /// Bytes consumed (wrapping). Futex word the producer sleeps on.
-    pub(crate) tail: AtomicU32,
+pub(crate) struct ConsumerStats {
     pub(crate) messages: AtomicU64,
     pub(crate) bytes: AtomicU64,
 }
@@ -73,11 +85,13 @@ pub(crate) struct RingControl {
     pub(crate) producer_waiting: Line<AtomicU32>,
     /// Set by the consumer before it sleeps waiting for data.
     pub(crate) consumer_waiting: Line<AtomicU32>,
+    pub(crate) producer_stats: Line<ProducerStats>,
+    pub(crate) consumer_stats: Line<ConsumerStats>,
 }
 
 #[cfg(not(loom))]
 const _: () = {
-    assert!(std::mem::size_of::<RingControl>() == 512);
+    assert!(std::mem::size_of::<RingControl>() == 768);
     assert!(std::mem::offset_of!(RingControl, consumer) == 128);
     assert!(std::mem::offset_of!(RingControl, consumer_waiting) == 384);
     assert!(std::mem::align_of::<RingControl>() == 128);
@@ -89,18 +103,22 @@ impl RingControl {
         RingControl {
             producer: Line(ProducerWords {
                 head: AtomicU32::new(0),
+            }),
+            consumer: Line(ConsumerWords {
+                tail: AtomicU32::new(0),
+            }),
+            producer_waiting: Line(AtomicU32::new(0)),
+            consumer_waiting: Line(AtomicU32::new(0)),
+            producer_stats: Line(ProducerStats {
                 messages: AtomicU64::new(0),
                 bytes: AtomicU64::new(0),
                 full_waits: AtomicU64::new(0),
                 drops: AtomicU64::new(0),
             }),
-            consumer: Line(ConsumerWords {
-                tail: AtomicU32::new(0),
+            consumer_stats: Line(ConsumerStats {
                 messages: AtomicU64::new(0),
                 bytes: AtomicU64::new(0),
             }),
-            producer_waiting: Line(AtomicU32::new(0)),
-            consumer_waiting: Line(AtomicU32::new(0)),
         }
     }
 }
@@ -201,10 +219,10 @@ impl Producer {
     /// Publishes a reserved record (Release: its bytes are visible before the position).
     pub(crate) fn commit(&mut self, ctl: &RingControl, r: Reservation, order: Ordering) {
         self.head = r.new_head;
-        let p = &ctl.producer.0;
-        bump(&p.messages, 1);
-        bump(&p.bytes, u64::from(r.len));
-        p.head.store(r.new_head, order);
+        ctl.producer.0.head.store(r.new_head, order);
+        let stats = &ctl.producer_stats.0;
+        bump(&stats.messages, 1);
+        bump(&stats.bytes, u64::from(r.len));
     }
 }
 
@@ -304,10 +322,10 @@ impl Consumer {
     /// Frees a record's space (Release: our reads happen before the producer reuses it).
     pub(crate) fn release(&mut self, ctl: &RingControl, r: Record, order: Ordering) {
         self.tail = r.next_tail;
-        let c = &ctl.consumer.0;
-        bump(&c.messages, 1);
-        bump(&c.bytes, u64::from(r.len));
-        c.tail.store(r.next_tail, order);
+        ctl.consumer.0.tail.store(r.next_tail, order);
+        let stats = &ctl.consumer_stats.0;
+        bump(&stats.messages, 1);
+        bump(&stats.bytes, u64::from(r.len));
     }
 
     /// Drops everything published (after corruption): jumps to the head.

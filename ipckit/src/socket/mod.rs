@@ -42,7 +42,6 @@ mod datagram;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::FileType;
 
@@ -151,7 +150,7 @@ fn datagram_sndbuf(max: usize) -> usize {
 fn data_connection(fd: OwnedFd, ep: &Endpoint, peer: Peer, own_path: Option<PathBuf>) -> Flavor {
     let max = ep.effective_max_message_size();
     let scheme = ep.scheme();
-    let io = IoFd::new(fd, FdKind::Socket, false);
+    let io = IoFd::new(fd, FdKind::Socket, false).with_read_spin(ep.read_spin());
     match kind_of(scheme) {
         SockKind::Stream => Flavor::Stream(StreamConn::duplex(io, max, transport_name(scheme))),
         kind => {
@@ -265,36 +264,19 @@ impl SocketListener {
     }
 }
 
-static CLIENT_SEQ: AtomicU64 = AtomicU64::new(0);
-
-/// A path for a Unix datagram client to bind to, so the server can reply: beside the server's
-/// socket if the name fits, else in the temporary directory.
-fn client_dgram_path(server: &Path) -> PathBuf {
-    let n = CLIENT_SEQ.fetch_add(1, Ordering::Relaxed);
-    let pid = std::process::id();
-    let beside = PathBuf::from(format!("{}.{pid}-{n}.c", server.display()));
-    if beside.as_os_str().len() <= crate::endpoint::UNIX_PATH_MAX {
-        return beside;
-    }
-    std::env::temp_dir().join(format!("ipckit-{pid}-{n}.c.sock"))
-}
-
 /// Connects to a socket endpoint once (no retry while nobody listens).
 pub(crate) fn connect(ep: &Endpoint, wait: Wait) -> Result<Flavor> {
     let kind = kind_of(ep.scheme());
     let mut last_err = None;
     for addr in endpoint_addrs(ep)? {
         let fd = sys::socket_for(&addr, kind)?;
-        let own = match (ep.path(), kind) {
-            (Some(server), SockKind::Datagram) => {
-                let p = client_dgram_path(server);
-                let _ = rustix::fs::unlink(&p);
-                let file = bind_unix_path(&fd, &p, ep.options().mode)?;
-                std::mem::forget(file);
-                Some(p)
-            }
-            _ => None,
-        };
+        if ep.path().is_some() && kind == SockKind::Datagram {
+            // A datagram client needs an address for replies to reach it. An automatic one
+            // (the kernel's abstract autobind) leaves no file behind, even when the client is
+            // killed, and costs the server no path lookup per reply; being connected, the
+            // socket takes datagrams from its server only.
+            sys::autobind(fd.as_fd())?;
+        }
         let timed = matches!(wait, Wait::Until(_) | Wait::Never);
         if timed {
             sys::set_nonblocking(fd.as_fd(), true)?;
@@ -308,14 +290,9 @@ pub(crate) fn connect(ep: &Endpoint, wait: Wait) -> Result<Flavor> {
                 if ep.scheme() == Scheme::Tcp {
                     sys::set_nodelay(fd.as_fd())?;
                 }
-                return Ok(data_connection(fd, ep, Peer::Connected, own));
+                return Ok(data_connection(fd, ep, Peer::Connected, None));
             }
-            Err(e) => {
-                if let Some(p) = own {
-                    sys::remove_file_if(&p, FileType::Socket);
-                }
-                last_err = Some(e)
-            }
+            Err(e) => last_err = Some(e),
         }
     }
     Err(last_err.unwrap_or(Error::ConnectionRefused {

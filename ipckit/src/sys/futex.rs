@@ -35,7 +35,8 @@ pub fn futex_wait(
     }
 }
 
-/// `FUTEX_WAKE`: wakes up to `n` waiters; returns how many were woken.
+/// `FUTEX_WAKE`: wakes up to `n` waiters (`u32::MAX`: all); returns how many were woken.
 pub fn futex_wake(word: &std::sync::atomic::AtomicU32, n: u32) -> usize {
-    futex::wake(word, futex::Flags::empty(), n).unwrap_or(0)
+    // The kernel reads the count as a signed int: u32::MAX would be -1 and wake just one.
+    futex::wake(word, futex::Flags::empty(), n.min(i32::MAX as u32)).unwrap_or(0)
 }

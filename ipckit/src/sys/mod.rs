@@ -4,9 +4,11 @@
 mod cpu;
 mod fd;
 mod fifo;
+mod file;
 mod futex;
 mod mq;
 mod pipe;
+mod robust_mutex;
 mod shm;
 mod signal;
 mod socket;
@@ -14,10 +16,18 @@ mod socket;
 pub use cpu::{allowed_cpus, pin_current_thread, pin_to_cpu};
 pub(crate) use fd::{poll_readable, set_cloexec, Dir, FdKind, IoFd};
 pub(crate) use fifo::{expect_fifo, make_fifo, open_fifo, remove_file_if};
+#[cfg(test)]
+pub(crate) use file::fault;
+pub(crate) use file::{
+    boot_id, dir_create_all, dir_list, dir_open, fdatasync, file_open_or_create, flock_exclusive,
+    fsync, funlock, path_info, pread, pread_full, pwrite_all, rename_noreplace, rename_replace,
+    truncate, try_flock_exclusive,
+};
 pub use futex::{futex_wait, futex_wake, FutexWake};
 pub(crate) use mq::{mq_attributes, mq_create, mq_open, mq_receive, mq_send, mq_unlink};
 pub use mq::{mq_limits, MqAttributes};
 pub(crate) use pipe::pipe_pair;
+pub(crate) use robust_mutex::{Locked, RobustMutex, ROBUST_MUTEX_ALIGN, ROBUST_MUTEX_SIZE};
 pub use shm::SHM_DIR;
 pub(crate) use shm::{
     fd_of, file_create, file_len, file_open, file_unlink, list_shm, map_shared, memfd, ofd_lock,

@@ -12,7 +12,7 @@ fn pid_of(pid: u32) -> Result<Pid> {
     i32::try_from(pid)
         .ok()
         .and_then(Pid::from_raw)
-        .ok_or(Error::InvalidName {
+        .ok_or_else(|| Error::InvalidName {
             name: pid.to_string(),
             reason: "not a process id",
         })

@@ -126,6 +126,12 @@ pub(crate) fn bind(fd: BorrowedFd<'_>, addr: &SockAddr) -> Result<()> {
     rustix::net::bind(fd, addr).map_err(|e| addr_error("bind", addr, e))
 }
 
+/// Binds a Unix socket to an automatic abstract address (`bind` with an empty address).
+pub(crate) fn autobind(fd: BorrowedFd<'_>) -> Result<()> {
+    rustix::net::bind(fd, &rustix::net::SocketAddrUnix::new_unnamed())
+        .map_err(|e| Error::os("bind (autobind)", e))
+}
+
 /// `listen(2)` with a generous backlog.
 pub(crate) fn listen(fd: BorrowedFd<'_>) -> Result<()> {
     rustix::net::listen(fd, 1024).map_err(|e| Error::os("listen", e))

@@ -54,6 +54,57 @@ pub enum Command {
     /// An appending process of the queue benchmark (started by the benchmark itself).
     #[command(hide = true)]
     QueueAppender(AppenderArgs),
+    /// List the shared-memory segments (and POSIX message queues) on this machine, with
+    /// whether any process still holds them.
+    #[command(after_help = LS_HELP)]
+    Ls(LsArgs),
+    /// Remove ipckit's named shared-memory segments, or every stale one (--stale).
+    #[command(after_help = RM_HELP)]
+    Rm(RmArgs),
+    /// Print the system limits that matter to ipckit, whether they bite, and how to raise them.
+    Doctor,
+}
+
+const LS_HELP: &str = "\
+Segments are the /dev/shm/ipckit.* objects: data segments, shm:// connections (channel) and
+rendezvous points (listener), semaphores, mutexes and events. IN USE says whether any process
+still has the segment open (a lock the kernel drops when the process dies), so a segment that
+is not in use was left behind and `ipckit rm --stale` removes it. POSIX message queues are
+listed from /dev/mqueue when it is mounted (any program's queues, not only ipckit's).
+
+--json prints one object per line; keys: type (shm or mq), name, kind, size (bytes of data;
+for queues, bytes queued now), creator_pid (0 when unknown), in_use, created_unix_ms, age_s
+(null when unknown); queues add owner_uid and holders (pids that have the queue open).";
+
+const RM_HELP: &str = "\
+Only names that `ipckit ls` lists as segments are removed; a segment still in use is refused
+unless --force (its holders keep their mapping, but nobody can open it by name any more).
+Removing a name does not free the memory until the last holder unmaps it.
+
+Examples:
+  ipckit rm sensor-data
+  ipckit rm --stale          # every segment no process holds";
+
+/// `ipckit ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Print one JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ipckit rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Names of segments, as `ipckit ls` prints them.
+    #[arg(value_name = "NAME", required_unless_present = "stale")]
+    pub names: Vec<String>,
+    /// Remove every ipckit segment that no process holds, and print their names.
+    #[arg(long, conflicts_with_all = ["names", "force"])]
+    pub stale: bool,
+    /// Remove the named segments even if a process still holds them.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `ipckit queue ...`.

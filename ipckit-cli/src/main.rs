@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod cmd_queue;
 mod cmd_recv;
+mod cmd_resources;
 mod cmd_send;
 mod error;
 mod role;
@@ -22,6 +23,9 @@ fn main() -> ExitCode {
         Command::Recv(args) => cmd_recv::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Queue(cmd) => cmd_queue::run(cmd),
+        Command::Ls(args) => cmd_resources::ls(args),
+        Command::Rm(args) => cmd_resources::rm(args),
+        Command::Doctor => cmd_resources::doctor(),
         Command::QueueAppender(args) => match bench::run_appender(args) {
             Ok(()) => return ExitCode::SUCCESS,
             Err(report) => {

@@ -2,7 +2,7 @@
 //! process and a real separate process (the helper peer `ipckit-test-peer`,
 //! `src/bin/test_peer.rs`).
 //!
-//! To give a new transport (`mq://`, `queue://` …) the whole suite: add a row to
+//! To give a new transport the whole suite: add a row to
 //! [`TRANSPORTS`] describing what it can do, and its name to the `conformance_suite!`
 //! invocation at the bottom. Tests are named `<transport>::<case>`, e.g.
 //! `unix_dgram::peer_killed_mid_send`, so a failure names both. A case that does not apply to
@@ -43,6 +43,15 @@ enum Kind {
     Inet,
     /// A name in a system-wide namespace (`shm://name`: objects in /dev/shm).
     Name,
+    /// `mmap:///dir/name`: the `shm://` channel in memory-mapped files `dir/name`,
+    /// `dir/name~…`.
+    MappedFile,
+    /// `mq:///name`: a POSIX message queue, held by the kernel (no file to see: /dev/mqueue
+    /// is not mounted everywhere).
+    MqName,
+    /// `queue:///dir`: a durable queue, a directory of files that outlives every process by
+    /// design.
+    QueueDir,
 }
 
 /// How messages travel.
@@ -64,6 +73,9 @@ enum Accepts {
     NextWriter,
     /// One connection, at once, receiving from every sender and replying to the last one.
     Once,
+    /// One receiving connection, at once, taking from every sender; it cannot send
+    /// (`shm+mpsc://`, `mq://`, `queue://`).
+    OnceOneWay,
     /// Not applicable (`pipe:`: the pipe is created by the parent, not bound).
     NotBound,
 }
@@ -80,6 +92,33 @@ enum Missing {
     Connects,
     /// `pipe:`: `from_env()` without an inherited pipe is `Error::NoInheritedPipe`.
     NoInheritedPipe,
+    /// `queue://`: connecting creates the queue; what is sent waits there for a consumer.
+    Creates,
+}
+
+/// What sending gives once the receiving process is dead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DeadReceiver {
+    /// `Error::Disconnected`, once what the transport buffers is used up (lossy transports
+    /// may just drop instead).
+    Disconnected,
+    /// The kernel keeps the queue, and its messages, without a receiver: sends succeed until
+    /// it is full, then wait (`Timeout`), never `Disconnected` (`mq://`).
+    FillsThenWaits,
+    /// A durable log on disk: every send succeeds, and never waits for a consumer
+    /// (`queue://`).
+    Stores,
+}
+
+/// Who enforces the receiver's `?max_msg=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MaxMsg {
+    /// Each end has its own maximum: a sender allowed more gets through, the receiver refuses
+    /// the message (`IncomingTooLarge`).
+    PerEnd,
+    /// The receiver's maximum is the queue's: every sender is held to it (`MessageTooLarge`
+    /// at the sender, whatever its own URL says).
+    Receivers,
 }
 
 /// One transport and what it can do: the cases read their expectations from here.
@@ -106,6 +145,10 @@ struct Transport {
     /// The message a peer is killed while sending: for stream transports, too large for the
     /// kernel buffers between the two processes, so that it dies mid-message.
     kill_size: usize,
+    /// What sending to a dead receiver gives.
+    dead_receiver: DeadReceiver,
+    /// Who enforces `?max_msg=`.
+    max_msg: MaxMsg,
 }
 
 const MIB: usize = 1 << 20;
@@ -125,6 +168,8 @@ const TRANSPORTS: &[Transport] = &[
         accepts: Accepts::NextWriter,
         missing: Missing::NotFound,
         kill_size: MIB, // pipe buffer: 64 KiB
+        dead_receiver: DeadReceiver::Disconnected,
+        max_msg: MaxMsg::PerEnd,
     },
     Transport {
         name: "unix",
@@ -138,6 +183,8 @@ const TRANSPORTS: &[Transport] = &[
         accepts: Accepts::EachClient,
         missing: Missing::Refused,
         kill_size: MIB, // socket buffer: ~200 KiB
+        dead_receiver: DeadReceiver::Disconnected,
+        max_msg: MaxMsg::PerEnd,
     },
     Transport {
         name: "unix_dgram",
@@ -152,6 +199,8 @@ const TRANSPORTS: &[Transport] = &[
         accepts: Accepts::Once,
         missing: Missing::Refused,
         kill_size: MIB,
+        dead_receiver: DeadReceiver::Disconnected,
+        max_msg: MaxMsg::PerEnd,
     },
     Transport {
         name: "unix_seqpacket",
@@ -166,6 +215,8 @@ const TRANSPORTS: &[Transport] = &[
         accepts: Accepts::EachClient,
         missing: Missing::Refused,
         kill_size: MIB,
+        dead_receiver: DeadReceiver::Disconnected,
+        max_msg: MaxMsg::PerEnd,
     },
     Transport {
         name: "tcp",
@@ -179,6 +230,8 @@ const TRANSPORTS: &[Transport] = &[
         accepts: Accepts::EachClient,
         missing: Missing::Refused,
         kill_size: 12 * MIB, // loopback buffers can hold a few MiB
+        dead_receiver: DeadReceiver::Disconnected,
+        max_msg: MaxMsg::PerEnd,
     },
     Transport {
         name: "udp",
@@ -192,6 +245,8 @@ const TRANSPORTS: &[Transport] = &[
         accepts: Accepts::Once,
         missing: Missing::Connects,
         kill_size: 60_000,
+        dead_receiver: DeadReceiver::Disconnected,
+        max_msg: MaxMsg::PerEnd,
     },
     Transport {
         name: "shm",
@@ -206,6 +261,8 @@ const TRANSPORTS: &[Transport] = &[
         accepts: Accepts::EachClient,
         missing: Missing::Refused,
         kill_size: MIB,
+        dead_receiver: DeadReceiver::Disconnected,
+        max_msg: MaxMsg::PerEnd,
     },
     Transport {
         name: "pipe",
@@ -219,8 +276,92 @@ const TRANSPORTS: &[Transport] = &[
         accepts: Accepts::NotBound,
         missing: Missing::NoInheritedPipe,
         kill_size: MIB, // pipe buffer: 64 KiB
+        dead_receiver: DeadReceiver::Disconnected,
+        max_msg: MaxMsg::PerEnd,
+    },
+    Transport {
+        name: "mmap",
+        scheme: "mmap",
+        kind: Kind::MappedFile,
+        framing: Framing::Message,
+        duplex: true,
+        lossy: false,
+        // The shm:// channel: default ring of 4 MiB per direction, half of it less a header.
+        max_payload: (4 << 20) / 2 - 8,
+        recv_sees_peer_death: true, // the peer's OFD lock goes with it
+        accepts: Accepts::EachClient,
+        missing: Missing::Refused,
+        kill_size: MIB,
+        dead_receiver: DeadReceiver::Disconnected,
+        max_msg: MaxMsg::PerEnd,
+    },
+    Transport {
+        name: "shm_mpsc",
+        scheme: "shm+mpsc",
+        kind: Kind::Name,
+        framing: Framing::Message,
+        duplex: false, // connect = a sender, bind = the one receiver
+        lossy: false,
+        // One ring of 4 MiB (the default capacity): half of it less a record header.
+        max_payload: (4 << 20) / 2 - 8,
+        // The receiver takes from any number of senders, like a bound datagram socket: a
+        // sender's death is nothing it is told about.
+        recv_sees_peer_death: false,
+        accepts: Accepts::OnceOneWay,
+        missing: Missing::Refused,
+        kill_size: MIB,
+        // Senders check the receiver's lock: the ring fills, then `Disconnected`.
+        dead_receiver: DeadReceiver::Disconnected,
+        // The receiver writes its maximum into the queue's header; senders use it.
+        max_msg: MaxMsg::Receivers,
+    },
+    Transport {
+        name: "mq",
+        scheme: "mq",
+        kind: Kind::MqName,
+        framing: Framing::Message,
+        duplex: false, // bind = the receiver, connect = a sender
+        lossy: false,
+        // Queues ipckit creates take messages of 8 KiB by default (fs.mqueue.msgsize_max is
+        // 8192 on most machines, and 10 × 8 KiB fits the 800 KiB per-user budget).
+        max_payload: ipckit::mq::DEFAULT_MESSAGE_SIZE as usize,
+        recv_sees_peer_death: false, // any process may send; nobody is told of a death
+        accepts: Accepts::OnceOneWay,
+        missing: Missing::Refused, // the receiving side creates the queue
+        kill_size: ipckit::mq::DEFAULT_MESSAGE_SIZE as usize, // one message, all or nothing
+        dead_receiver: DeadReceiver::FillsThenWaits,
+        // The queue's message size is fixed when it is created: senders cannot exceed it.
+        max_msg: MaxMsg::Receivers,
+    },
+    Transport {
+        name: "queue",
+        scheme: "queue",
+        kind: Kind::QueueDir,
+        framing: Framing::Message,
+        duplex: false, // bind = a consumer (of the URL's group), connect = a producer
+        lossy: false,
+        max_payload: DEFAULT_MAX_MESSAGE_SIZE,
+        // Producers come and go; the log stays: a consumer waits for more.
+        recv_sees_peer_death: false,
+        accepts: Accepts::OnceOneWay,
+        missing: Missing::Creates,
+        kill_size: MIB,
+        dead_receiver: DeadReceiver::Stores,
+        max_msg: MaxMsg::PerEnd,
     },
 ];
+
+/// The query every `queue://` URL of the suite carries: `durability=os` (a send returns once
+/// the record is in the page cache; `fsync` would only make the suite slow).
+const QUEUE_QUERY: &str = "?durability=os";
+
+/// `url` with the query `q` (`?a=1…`, or empty) added to whatever query it has.
+fn add_query(url: &str, q: &str) -> String {
+    match q.strip_prefix('?') {
+        Some(rest) if url.contains('?') => format!("{url}&{rest}"),
+        _ => format!("{url}{q}"),
+    }
+}
 
 /// The largest Unix datagram or packet a default endpoint can send here: 4 MiB (the kernel's
 /// largest single buffer), or less when `net.core.wmem_max` caps the send buffer (the kernel
@@ -243,31 +384,47 @@ fn transport(name: &str) -> &'static Transport {
 }
 
 impl Transport {
-    /// A fresh URL for this transport (without query) in `dir`: the same `(dir, name)` gives
+    /// A fresh URL for this transport (without query, but for `queue://`'s
+    /// [`QUEUE_QUERY`]: add more with [`add_query`]) in `dir`: the same `(dir, name)` gives
     /// the same URL; different temporary directories give different URLs.
     fn url_in(&self, dir: &Path, name: &str) -> String {
         match self.kind {
             Kind::Pipe => "pipe:".to_owned(),
-            Kind::Fifo | Kind::UnixSocket => format!("{}://{}/{name}", self.scheme, dir.display()),
+            Kind::Fifo | Kind::UnixSocket | Kind::MappedFile => {
+                format!("{}://{}/{name}", self.scheme, dir.display())
+            }
+            Kind::QueueDir => format!("{}://{}/{name}{QUEUE_QUERY}", self.scheme, dir.display()),
             Kind::Inet => format!("{}://127.0.0.1:0", self.scheme),
             Kind::Name => format!("{}://{}", self.scheme, shm_name(dir, name)),
+            Kind::MqName => format!("{}:///{}", self.scheme, shm_name(dir, name)),
         }
     }
 
-    /// The file system object an endpoint `name` in `dir` creates, if any.
+    /// The file system object an endpoint `name` in `dir` creates and removes, if any.
     fn object_file(&self, dir: &Path, name: &str) -> Option<PathBuf> {
         match self.kind {
-            Kind::Fifo | Kind::UnixSocket => Some(dir.join(name)),
+            Kind::Fifo | Kind::UnixSocket | Kind::MappedFile => Some(dir.join(name)),
             Kind::Name => {
                 Some(Path::new("/dev/shm").join(format!("ipckit.{}", shm_name(dir, name))))
             }
-            Kind::Pipe | Kind::Inet => None,
+            // A queue's directory is its data: it stays, by design.
+            Kind::Pipe | Kind::Inet | Kind::MqName | Kind::QueueDir => None,
         }
     }
 
-    /// Endpoints live in the file system as a file of ours (FIFO, socket, shared memory).
+    /// Endpoints live in the file system as a file of ours (FIFO, socket, shared memory,
+    /// mapped file) that goes with the endpoint.
     fn has_file(&self) -> bool {
         self.object_file(Path::new("/"), "x").is_some()
+    }
+
+    /// Why a case about the endpoint's own file does not apply.
+    fn why_no_file(&self) -> &'static str {
+        match self.kind {
+            Kind::MqName => "a kernel object, no file of its own to check",
+            Kind::QueueDir => "its directory is the durable data, kept by design",
+            _ => "no file",
+        }
     }
 
     /// Endpoints are paths the user chooses, where other files can be in the way.
@@ -295,7 +452,12 @@ fn shm_name(dir: &Path, name: &str) -> String {
     format!("ipckit-conformance{unique}-{name}")
 }
 
-/// Files a test using `dir` left behind: in `dir`, and named objects in /dev/shm.
+/// The endpoint names the cases use (`mq://` queues cannot be listed without /dev/mqueue:
+/// [`leftovers`] looks for these).
+const ENDPOINT_NAMES: &[&str] = &["ep", "default", "custom", "nobody", "x"];
+
+/// Files a test using `dir` left behind: in `dir`, named objects in /dev/shm, and message
+/// queues.
 fn leftovers(dir: &Path) -> Vec<String> {
     let mut left = dir_entries(dir);
     let prefix = format!("ipckit.{}", shm_name(dir, ""));
@@ -307,7 +469,30 @@ fn leftovers(dir: &Path) -> Vec<String> {
                 .filter(|n| n.starts_with(&prefix)),
         );
     }
+    for name in ENDPOINT_NAMES {
+        let q = format!("/{}", shm_name(dir, name));
+        match ipckit::mq::MessageQueue::open(&q) {
+            Err(Error::NotFound { .. }) => {}
+            Ok(_) => left.push(format!("message queue {q}")),
+            Err(e) => left.push(format!("message queue {q}: {e:?}")),
+        }
+    }
     left
+}
+
+/// Removes what a test using `dir` may leave when a peer that bound an endpoint is killed
+/// (no destructor runs): named shared memory and message queues. Dropped at the end of a
+/// session, after the checks that the library removed them itself where it should.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for name in ENDPOINT_NAMES {
+            let n = shm_name(&self.0, name);
+            let _ = ipckit::shm::remove(&n);
+            let _ = ipckit::mq::MessageQueue::remove(&format!("/{n}"));
+        }
+    }
 }
 
 fn join(sizes: &[usize]) -> String {
@@ -359,6 +544,10 @@ struct Session {
     /// The endpoint's URL without query (for `tcp`/`udp`, with the real port).
     url: String,
     can_send: bool,
+    /// The endpoint is a durable queue: its directory (`ep`) stays, by design.
+    durable: bool,
+    /// Removes what a killed peer left (after `finish` has checked that nothing is left).
+    cleanup: Cleanup,
     dir: tempfile::TempDir,
 }
 
@@ -395,6 +584,8 @@ impl Session {
             listener,
             dir,
             can_send,
+            durable,
+            cleanup,
             ..
         } = self;
         if wake && can_send {
@@ -404,8 +595,12 @@ impl Session {
         drop(conn);
         peer.expect_success();
         drop(listener);
-        let left = leftovers(dir.path());
+        let left: Vec<String> = leftovers(dir.path())
+            .into_iter()
+            .filter(|n| !(durable && n == "ep"))
+            .collect();
         assert!(left.is_empty(), "files left behind: {left:?}");
+        drop(cleanup);
     }
 
     /// Ends a session by killing the peer.
@@ -473,6 +668,8 @@ fn open_q(t: &Transport, flow: Flow, test_q: &str, peer_q: &str, steps: &[&str])
                 listener: None,
                 url: "pipe:".to_owned(),
                 can_send,
+                durable: t.kind == Kind::QueueDir,
+                cleanup: Cleanup(dir.path().to_owned()),
                 dir,
             };
             if can_recv {
@@ -480,14 +677,15 @@ fn open_q(t: &Transport, flow: Flow, test_q: &str, peer_q: &str, steps: &[&str])
             }
             s
         }
-        Kind::Fifo if flow == Flow::TestSends => {
+        // One-way: the sending end connects, so the peer binds.
+        _ if flow == Flow::TestSends && !t.duplex => {
             let url = t.url_in(dir.path(), "ep");
-            let peer_url = format!("{url}{peer_q}");
+            let peer_url = add_query(&url, peer_q);
             let mut args = vec!["bind", peer_url.as_str()];
             args.extend_from_slice(steps);
             let mut peer = Peer::spawn(&args);
             peer.expect_line("READY");
-            let conn = ipckit::connect_timeout(format!("{url}{test_q}"), LONG)
+            let conn = ipckit::connect_timeout(add_query(&url, test_q), LONG)
                 .unwrap_or_else(|e| panic!("connect to {url}: {e:?}; peer: {}", peer.stderr()));
             Session {
                 conn,
@@ -495,14 +693,16 @@ fn open_q(t: &Transport, flow: Flow, test_q: &str, peer_q: &str, steps: &[&str])
                 listener: None,
                 url,
                 can_send,
+                durable: t.kind == Kind::QueueDir,
+                cleanup: Cleanup(dir.path().to_owned()),
                 dir,
             }
         }
         _ => {
             let url = t.url_in(dir.path(), "ep");
-            let mut listener = ipckit::bind(format!("{url}{test_q}")).expect("bind");
+            let mut listener = ipckit::bind(add_query(&url, test_q)).expect("bind");
             let base = base_url(listener.endpoint());
-            let peer_url = format!("{base}{peer_q}");
+            let peer_url = add_query(&base, peer_q);
             let mut args = vec!["connect", peer_url.as_str(), "hello"];
             args.extend_from_slice(steps);
             let peer = Peer::spawn(&args);
@@ -515,6 +715,8 @@ fn open_q(t: &Transport, flow: Flow, test_q: &str, peer_q: &str, steps: &[&str])
                 listener: Some(listener),
                 url: base,
                 can_send,
+                durable: t.kind == Kind::QueueDir,
+                cleanup: Cleanup(dir.path().to_owned()),
                 dir,
             };
             s.expect_hello();
@@ -542,6 +744,8 @@ fn open_peer_binds(t: &Transport, steps: &[&str]) -> Session {
         listener: None,
         url,
         can_send: true,
+        durable: t.kind == Kind::QueueDir,
+        cleanup: Cleanup(dir.path().to_owned()),
         dir,
     }
 }
@@ -563,6 +767,8 @@ fn open_raw(t: &Transport, test_q: &str, raw_steps: &[&str]) -> Session {
             listener: None,
             url: "pipe:".to_owned(),
             can_send: false,
+            durable: false,
+            cleanup: Cleanup(dir.path().to_owned()),
             dir,
         };
     }
@@ -587,6 +793,8 @@ fn open_raw(t: &Transport, test_q: &str, raw_steps: &[&str]) -> Session {
         listener: Some(listener),
         url: base_url(&ep),
         can_send: t.kind != Kind::Fifo,
+        durable: false,
+        cleanup: Cleanup(dir.path().to_owned()),
         dir,
     }
 }
@@ -739,7 +947,7 @@ mod cases {
     pub fn peer_binds_test_connects(t: &Transport) {
         match t.kind {
             Kind::Pipe => eprintln!("pipe: nothing to bind"),
-            Kind::Fifo => {
+            _ if !t.duplex => {
                 // The binder reads: the peer checks what the test writes.
                 let sizes = t.sizes();
                 let check = format!("check:{}", join(&sizes));
@@ -750,7 +958,7 @@ mod cases {
                 }
                 s.finish(false);
             }
-            Kind::UnixSocket | Kind::Inet | Kind::Name => {
+            _ => {
                 let mut s = open_peer_binds(t, &["echo"]);
                 echo_every_size(t, &mut s);
                 if t.recv_sees_peer_death {
@@ -897,6 +1105,30 @@ mod cases {
                 );
                 assert_err!(c.try_recv(), Error::WouldBlock, "{}: try_recv", t.name);
             }
+            Accepts::OnceOneWay => {
+                let mut c = l.try_accept().expect("the one receiving connection");
+                assert_err!(
+                    l.try_accept(),
+                    Error::Unsupported { .. },
+                    "{}: second accept",
+                    t.name
+                );
+                assert_err!(
+                    l.accept_timeout(SHORT),
+                    Error::Unsupported { .. },
+                    "{}: third accept",
+                    t.name
+                );
+                assert_err!(
+                    c.try_send(b"x"),
+                    Error::Unsupported { .. },
+                    "{}: try_send on the receiving end",
+                    t.name
+                );
+                assert_err!(c.try_recv(), Error::WouldBlock, "{}: try_recv", t.name);
+                let r = bounded("recv_timeout", SHORT, || c.recv_timeout(SHORT));
+                assert_err!(r, Error::Timeout { .. }, "{}: recv_timeout", t.name);
+            }
             Accepts::NotBound => unreachable!(),
         }
     }
@@ -904,62 +1136,83 @@ mod cases {
     /// The missing direction of a one-way end is `Unsupported`, not a hang or a crash.
     pub fn one_way_ends(t: &Transport) {
         match t.kind {
-            Kind::Fifo => {
+            Kind::Pipe => {}
+            _ if !t.duplex => {
                 let mut s = open(t, Flow::PeerSends, &["linger"]);
                 assert_err!(
                     s.conn.send(b"x"),
                     Error::Unsupported { .. },
-                    "fifo reader send"
+                    "{}: reader send",
+                    t.name
                 );
                 assert_err!(
                     s.conn.try_send(b"x"),
                     Error::Unsupported { .. },
-                    "fifo reader try_send"
+                    "{}: reader try_send",
+                    t.name
+                );
+                assert_err!(
+                    s.conn.send_timeout(b"x", SHORT),
+                    Error::Unsupported { .. },
+                    "{}: reader send_timeout",
+                    t.name
                 );
                 // A second writer of our own, while the reader is open.
                 let mut w = ipckit::connect_timeout(&s.url, LONG).expect("connect a writer");
-                assert_err!(w.recv(), Error::Unsupported { .. }, "fifo writer recv");
+                assert_err!(
+                    w.recv(),
+                    Error::Unsupported { .. },
+                    "{}: writer recv",
+                    t.name
+                );
                 assert_err!(
                     w.try_recv(),
                     Error::Unsupported { .. },
-                    "fifo writer try_recv"
+                    "{}: writer try_recv",
+                    t.name
                 );
                 assert_err!(
                     w.recv_timeout(SHORT),
                     Error::Unsupported { .. },
-                    "fifo writer recv_timeout"
+                    "{}: writer recv_timeout",
+                    t.name
                 );
                 drop(w);
-                s.finish(false);
+                return s.finish(false);
             }
-            Kind::Pipe => {
-                let mut s = open(t, Flow::PeerSends, &[]);
-                assert_err!(
-                    s.conn.send(b"x"),
-                    Error::Unsupported { .. },
-                    "from_child send"
-                );
-                s.finish(false);
-                let mut s = open(t, Flow::TestSends, &["check:3"]);
-                assert_err!(s.conn.recv(), Error::Unsupported { .. }, "to_child recv");
-                assert_err!(
-                    s.conn.try_recv(),
-                    Error::Unsupported { .. },
-                    "to_child try_recv"
-                );
-                let r = s.conn.send_timeout(&pattern(0, 3), LONG);
-                s.ok("send", r);
-                s.finish(false);
-            }
-            _ => eprintln!("{}: both directions work (see echo_round_trip)", t.name),
+            _ => return eprintln!("{}: both directions work (see echo_round_trip)", t.name),
         }
+        // pipe: from_child() and to_child() are one-way.
+        let mut s = open(t, Flow::PeerSends, &[]);
+        assert_err!(
+            s.conn.send(b"x"),
+            Error::Unsupported { .. },
+            "from_child send"
+        );
+        s.finish(false);
+        let mut s = open(t, Flow::TestSends, &["check:3"]);
+        assert_err!(s.conn.recv(), Error::Unsupported { .. }, "to_child recv");
+        assert_err!(
+            s.conn.try_recv(),
+            Error::Unsupported { .. },
+            "to_child try_recv"
+        );
+        let r = s.conn.send_timeout(&pattern(0, 3), LONG);
+        s.ok("send", r);
+        s.finish(false);
     }
 
     /// A sender whose peer does not read eventually gets `WouldBlock` from `try_send` and
     /// `Timeout` from `send_timeout` (lossy transports may drop instead).
     pub fn send_would_block_and_timeout(t: &Transport) {
+        if t.dead_receiver == DeadReceiver::Stores {
+            return eprintln!(
+                "{}: an unbounded log on disk: a send never waits for the consumer",
+                t.name
+            );
+        }
         let mut s = open(t, Flow::TestSends, &["hold"]);
-        let msg = vec![0x5a; 32 * 1024];
+        let msg = vec![0x5a; (32 * 1024).min(t.max_payload)];
         let limit = if t.lossy { 200 } else { 8192 }; // 256 MiB: more than any buffer
         let mut blocked = false;
         for i in 0..limit {
@@ -1076,15 +1329,23 @@ mod cases {
 
     /// Sending to a peer that was killed: `Disconnected` once what the transport buffers is
     /// used up (at once for sockets and pipes; a shared-memory ring accepts messages until it
-    /// is full); lossy transports may just drop them.
+    /// is full); lossy transports may just drop them. A message queue outlives its receiver
+    /// (it fills, then a send waits); a durable queue stores every message.
     pub fn send_to_dead_peer(t: &Transport) {
         let mut s = open(t, Flow::TestSends, &["hold"]);
         s.peer.kill();
-        let msg = vec![0x33; 32 * 1024];
+        let msg = vec![0x33; (32 * 1024).min(t.max_payload)];
         let mut saw = None;
-        for i in 0..1024 {
+        let (count, timeout) = match t.dead_receiver {
             // 32 MiB at most: more than any kernel buffer or ring between the two.
-            match bounded("send", LONG, || s.conn.send_timeout(&msg, LONG)) {
+            DeadReceiver::Disconnected => (1024, LONG),
+            // The queue is bounded: the send that finds it full waits; do not wait long.
+            DeadReceiver::FillsThenWaits => (1024, SHORT),
+            // Every send is stored: a few MiB show it.
+            DeadReceiver::Stores => (64, LONG),
+        };
+        for i in 0..count {
+            match bounded("send", timeout, || s.conn.send_timeout(&msg, timeout)) {
                 Ok(()) if i < 20 => std::thread::sleep(Duration::from_millis(20)),
                 Ok(()) => {}
                 Err(e) => {
@@ -1093,12 +1354,27 @@ mod cases {
                 }
             }
         }
-        match saw {
-            Some((i, Error::Disconnected)) => {
+        match (t.dead_receiver, saw) {
+            (DeadReceiver::Disconnected, Some((i, Error::Disconnected))) => {
                 eprintln!("{}: Disconnected at send #{i} after the peer died", t.name)
             }
-            None if t.lossy => {}
-            other => panic!("{}: sending to a dead peer: {other:?}", t.name),
+            (DeadReceiver::Disconnected, None) if t.lossy => {}
+            (DeadReceiver::FillsThenWaits, Some((i, Error::Timeout { .. }))) => {
+                assert_eq!(
+                    i as u64,
+                    ipckit::mq::DEFAULT_DEPTH,
+                    "{}: the queue holds its depth",
+                    t.name
+                );
+                eprintln!(
+                    "{}: the queue kept {i} messages, then the send waited",
+                    t.name
+                )
+            }
+            (DeadReceiver::Stores, None) => {
+                eprintln!("{}: every send was stored for a later consumer", t.name)
+            }
+            (_, other) => panic!("{}: sending to a dead peer: {other:?}", t.name),
         }
     }
 
@@ -1204,7 +1480,9 @@ mod cases {
 
     /// `?max_msg=1K` is enforced on both sides: sending 1025 bytes is `MessageTooLarge`; a
     /// peer allowed 4K sending 2 KiB gets `IncomingTooLarge` at the receiver (a stream is then
-    /// `Desynchronized`; a datagram transport just goes on with the next message).
+    /// `Desynchronized`; a datagram transport just goes on with the next message). Where the
+    /// receiver's maximum is the queue's (`shm+mpsc://`, `mq://`), the 4K sender is held to
+    /// 1K itself.
     pub fn max_message_size_enforced(t: &Transport) {
         if t.kind == Kind::Pipe {
             // The parent's pipe ends have the default maximum; the child picks its own.
@@ -1227,6 +1505,38 @@ mod cases {
                 s.peer.line(LONG),
                 "send err MessageTooLarge { size: 1025, max: 1024, transport: \"pipe\" }"
             );
+            assert_eq!(s.peer.line(LONG), "send ok");
+            let r = s.conn.recv_timeout(LONG);
+            assert_pattern(&s.ok("receive", r), 0, 1024, t.name);
+            return s.finish(false);
+        }
+        if t.max_msg == MaxMsg::Receivers {
+            // The queue's maximum is the receiver's: a sender that asks for more is still held
+            // to it, before anything is sent.
+            let mut s = open_q(
+                t,
+                Flow::PeerSends,
+                "?max_msg=1K",
+                "?max_msg=4K",
+                &["send-report:2048", "send-report:1025", "send-report:1024"],
+            );
+            assert_eq!(
+                MessageReceiver::max_message_size(&s.conn),
+                1024,
+                "{}: the receiving end's own ?max_msg=1K",
+                t.name
+            );
+            let transport = if t.kind == Kind::MqName { "mq" } else { "shm" };
+            for size in [2048, 1025] {
+                assert_eq!(
+                    s.peer.line(LONG),
+                    format!(
+                        "send err MessageTooLarge {{ size: {size}, max: 1024, transport: \"{transport}\" }}"
+                    ),
+                    "{}: a sender allowed 4K",
+                    t.name
+                );
+            }
             assert_eq!(s.peer.line(LONG), "send ok");
             let r = s.conn.recv_timeout(LONG);
             assert_pattern(&s.ok("receive", r), 0, 1024, t.name);
@@ -1287,7 +1597,7 @@ mod cases {
             }
         }
         // The sending side.
-        let url_1k = format!("{}?max_msg=1K", s.url);
+        let url_1k = add_query(&s.url, "?max_msg=1K");
         let mut own_writer;
         let sender: &mut Connection = if s.can_send {
             &mut s.conn
@@ -1337,7 +1647,8 @@ mod cases {
     }
 
     /// Several peers at once: each accept is its own connection (sockets), the next writer
-    /// (FIFO), or one connection that replies to the last sender (datagrams).
+    /// (FIFO), one connection that replies to the last sender (datagrams), or one receiving
+    /// connection that takes from every sender (MPSC, message and durable queues).
     pub fn several_peers(t: &Transport) {
         let dir = tempdir();
         match t.accepts {
@@ -1405,6 +1716,34 @@ mod cases {
                 peers[1].expect_success(); // B's linger got the reply
                 std::thread::sleep(SHORT);
                 assert!(peers[0].running(), "the reply went to the last sender only");
+            }
+            Accepts::OnceOneWay => {
+                let mut l = ipckit::bind(t.url_in(dir.path(), "ep")).expect("bind");
+                let url = base_url(l.endpoint());
+                let mut c = l.accept_timeout(LONG).expect("accept");
+                // All at once: one receiver takes from every sender.
+                let mut peers: Vec<Peer> = (0..3)
+                    .map(|i| Peer::spawn(&["connect", &url, &format!("send:{}", 100 + i)]))
+                    .collect();
+                let mut seen = Vec::new();
+                for _ in 0..3 {
+                    let m = c.recv_timeout(LONG).expect("a message of one of the peers");
+                    let i = m.len().wrapping_sub(100);
+                    assert!(i < 3, "{}: a message of {} bytes", t.name, m.len());
+                    assert_pattern(&m, 0, 100 + i, t.name);
+                    seen.push(i);
+                }
+                seen.sort();
+                assert_eq!(seen, [0, 1, 2], "{}: every sender", t.name);
+                for p in &mut peers {
+                    p.expect_success();
+                }
+                assert_err!(
+                    c.recv_timeout(SHORT),
+                    Error::Timeout { .. },
+                    "{}: after every sender exited",
+                    t.name
+                );
             }
         }
     }
@@ -1478,6 +1817,20 @@ mod cases {
                     assert_eq!(c.recv_timeout(LONG).expect("recv"), b"early");
                 }
             }
+            Missing::Creates => {
+                // A producer needs no consumer: it creates the queue, and what it sends waits
+                // there for the first consumer of the group.
+                let url = t.url_in(dir.path(), "nobody");
+                let mut c = bounded("connect", SHORT, || ipckit::connect_timeout(&url, SHORT))
+                    .expect("connect creates the queue");
+                c.send_timeout(b"for later", LONG)
+                    .expect("send with no consumer");
+                drop(c);
+                assert_eq!(dir_entries(dir.path()), ["nobody"], "{}: the queue", t.name);
+                let mut l = ipckit::bind(&url).expect("bind");
+                let mut r = l.accept_timeout(LONG).expect("accept");
+                assert_eq!(r.recv_timeout(LONG).expect("recv"), b"for later");
+            }
             Missing::Connects => {
                 let url = format!("{}://127.0.0.1:{}", t.scheme, free_port_udp());
                 let mut c = ipckit::connect(&url).expect("connectionless connect succeeds");
@@ -1514,6 +1867,33 @@ mod cases {
                 cases.push((format!("{s}://{n}?capacity=3000"), "BadParameter"));
                 cases.push((format!("{s}://{n}?wait=sometimes"), "BadParameter"));
                 cases.push((format!("{s}://{n}?mode=999"), "BadParameter"));
+            }
+            Kind::MappedFile | Kind::QueueDir | Kind::MqName => {
+                cases.push((format!("{s}://"), "MissingPath"));
+                cases.push((format!("{s}:{d}/x"), "Malformed"));
+                cases.push((format!("{s}://{d}/x?mode=999"), "BadParameter"));
+                cases.push((format!("{s}://{d}/x?bogus=1"), "UnknownParameter"));
+                cases.push((format!("{s}://{d}/x?max_msg=0"), "BadParameter"));
+                cases.push((format!("{s}://{d}/x?max_msg=8G"), "BadParameter"));
+                match t.kind {
+                    Kind::MappedFile => {
+                        cases.push((format!("{s}://{d}/x?capacity=3000"), "BadParameter"));
+                        cases.push((format!("{s}://{d}/x?wait=sometimes"), "BadParameter"));
+                        cases.push((format!("{s}://{d}/x?depth=3"), "UnknownParameter"));
+                    }
+                    Kind::QueueDir => {
+                        cases.push((format!("{s}://{d}/x?group=.hidden"), "BadParameter"));
+                        cases.push((format!("{s}://{d}/x?group=a/b"), "BadParameter"));
+                        cases.push((format!("{s}://{d}/x?durability=maybe"), "BadParameter"));
+                        cases.push((format!("{s}://{d}/x?capacity=4M"), "UnknownParameter"));
+                    }
+                    _ => {
+                        cases.push((format!("{s}://{d}/x?depth=0"), "BadParameter"));
+                        cases.push((format!("{s}://{d}/x?depth=ten"), "BadParameter"));
+                        cases.push((format!("{s}://{d}/x?spin_us=5"), "UnknownParameter"));
+                        cases.push((format!("{s}://{d}/x?capacity=4M"), "UnknownParameter"));
+                    }
+                }
             }
             Kind::Pipe => {
                 cases.push(("pipe://somewhere".into(), "Malformed"));
@@ -1573,13 +1953,34 @@ mod cases {
                 }
             }
         }
+        if t.kind == Kind::MqName {
+            // A well-formed URL, but not a queue name (`/` then no other `/`): the typed error
+            // from the queue's side, and nothing is created.
+            for name in [format!("{d}/x"), "a/b".to_owned(), "x".repeat(300)] {
+                let url = format!("{s}:///{name}");
+                let results: [(&str, ipckit::Result<()>); 3] = [
+                    ("bind", ipckit::bind(&url).map(drop)),
+                    ("connect", ipckit::connect(&url).map(drop)),
+                    (
+                        "connect_timeout",
+                        ipckit::connect_timeout(&url, SHORT).map(drop),
+                    ),
+                ];
+                for (what, r) in results {
+                    assert_err!(r, Error::InvalidName { .. }, "{what}({url:?})");
+                }
+            }
+        }
         assert_eq!(leftovers(dir.path()), Vec::<String>::new(), "files created");
     }
 
     /// Files ipckit creates are 0600 by default, and `?mode=` is honoured (whatever the umask).
     pub fn file_modes(t: &Transport) {
-        if !t.has_file() {
-            return eprintln!("{}: creates no file", t.name);
+        match t.kind {
+            Kind::MqName => return eprintln!("{}: {}", t.name, t.why_no_file()),
+            Kind::QueueDir => return queue_file_modes(t),
+            _ if !t.has_file() => return eprintln!("{}: creates no file", t.name),
+            _ => {}
         }
         let dir = tempdir();
         let default = t.url_in(dir.path(), "default");
@@ -1603,10 +2004,70 @@ mod cases {
         assert_eq!(leftovers(dir.path()), Vec::<String>::new(), "files left");
     }
 
+    /// `queue://`: every file of the queue directory is 0600 by default, 0640 with
+    /// `?mode=0640`; directories get search permission to match.
+    fn queue_file_modes(t: &Transport) {
+        let dir = tempdir();
+        for (name, q, file_mode, dir_mode) in [
+            ("default", "", 0o600, 0o700),
+            ("custom", "?mode=0640", 0o640, 0o750),
+        ] {
+            let url = add_query(&t.url_in(dir.path(), name), q);
+            let mut p = ipckit::connect_timeout(&url, LONG).expect("connect");
+            p.send_timeout(b"x", LONG).expect("send");
+            let mut l = ipckit::bind(&url).expect("bind");
+            let mut c = l.accept_timeout(LONG).expect("accept");
+            assert_eq!(c.recv_timeout(LONG).expect("recv"), b"x");
+            let mut todo = vec![dir.path().join(name)];
+            let mut files = 0;
+            while let Some(path) = todo.pop() {
+                let meta = std::fs::symlink_metadata(&path).expect("stat");
+                if meta.is_dir() {
+                    assert_eq!(mode_of(&path), dir_mode, "{}: {}", t.name, path.display());
+                    todo.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+                } else {
+                    files += 1;
+                    assert_eq!(mode_of(&path), file_mode, "{}: {}", t.name, path.display());
+                }
+            }
+            assert!(files >= 3, "{}: segment, control file, group", t.name);
+        }
+    }
+
     /// Binding where a regular file or a directory is: `WrongFileType`, and it is untouched.
     pub fn wrong_file_type(t: &Transport) {
+        if t.kind == Kind::MappedFile {
+            // A file that is not ours is never touched: binding over it is refused as over a
+            // live listener (its lock cannot be checked: it is no rendezvous); connecting to
+            // it finds no segment header.
+            let dir = tempdir();
+            let file = dir.path().join("precious");
+            std::fs::write(&file, b"precious data").unwrap();
+            let sub = dir.path().join("subdir");
+            std::fs::create_dir(&sub).unwrap();
+            std::fs::write(sub.join("inside"), b"x").unwrap();
+            for (name, found) in [("precious", "regular"), ("subdir", "directory")] {
+                assert_err!(
+                    ipckit::bind(t.url_in(dir.path(), name)),
+                    Error::AddressInUse { .. },
+                    "{}: bind over a {found}",
+                    t.name
+                );
+            }
+            assert_err!(
+                ipckit::connect(t.url_in(dir.path(), "precious")),
+                Error::NotReady { .. } | Error::Incompatible { .. },
+                "{}: connect to a regular file",
+                t.name
+            );
+            assert_eq!(std::fs::read(&file).unwrap(), b"precious data");
+            assert!(std::fs::metadata(&file).unwrap().is_file());
+            assert_eq!(std::fs::read(sub.join("inside")).unwrap(), b"x");
+            assert_eq!(dir_entries(dir.path()), ["precious", "subdir"]);
+            return;
+        }
         if !t.has_path() {
-            return eprintln!("{}: no file", t.name);
+            return eprintln!("{}: no FIFO or socket path", t.name);
         }
         let dir = tempdir();
         let file = dir.path().join("precious");
@@ -1635,8 +2096,18 @@ mod cases {
     /// Connecting to a directory: the typed error (`WrongFileType` for a FIFO, which is
     /// documented to refuse anything that is not a FIFO; `ConnectionRefused` for sockets).
     pub fn connect_to_directory(t: &Transport) {
+        if t.kind == Kind::MappedFile {
+            let dir = tempdir();
+            std::fs::create_dir(dir.path().join("subdir")).unwrap();
+            match ipckit::connect(t.url_in(dir.path(), "subdir")) {
+                Err(Error::WrongFileType { found, .. }) => assert_eq!(found, "directory"),
+                other => panic!("{}: connect to a directory: {other:?}", t.name),
+            }
+            assert_eq!(dir_entries(dir.path()), ["subdir"]);
+            return;
+        }
         if !t.has_path() {
-            return eprintln!("{}: no file", t.name);
+            return eprintln!("{}: no FIFO or socket path", t.name);
         }
         let dir = tempdir();
         std::fs::create_dir(dir.path().join("subdir")).unwrap();
@@ -1653,7 +2124,8 @@ mod cases {
     /// A `bind` refused with `AddressInUse` leaves the live listener alone: its next accept
     /// finds no connection it did not get from a real client.
     pub fn failed_bind_leaves_live_endpoint_alone(t: &Transport) {
-        if matches!(t.kind, Kind::Pipe | Kind::Fifo) {
+        if matches!(t.kind, Kind::Pipe | Kind::Fifo | Kind::MqName) {
+            // mq://: a second bind opens the same queue, a second receiver.
             return eprintln!("{}: not exclusive", t.name);
         }
         let dir = tempdir();
@@ -1666,7 +2138,7 @@ mod cases {
             t.name
         );
         match t.accepts {
-            Accepts::Once => {
+            Accepts::Once | Accepts::OnceOneWay => {
                 let mut c = live.try_accept().expect("the datagram connection");
                 assert_err!(
                     c.try_recv(),
@@ -1691,7 +2163,7 @@ mod cases {
     /// replaced; a listener removes the file it created when dropped.
     pub fn stale_and_live_endpoint(t: &Transport) {
         if !t.has_file() {
-            return eprintln!("{}: no file", t.name);
+            return eprintln!("{}: {}", t.name, t.why_no_file());
         }
         let dir = tempdir();
         let url = t.url_in(dir.path(), "ep");
@@ -1699,7 +2171,8 @@ mod cases {
         let mut owner = Peer::spawn(&["listen", &url, "hold"]);
         owner.expect_line("READY");
         match (t.kind, ipckit::bind(&url)) {
-            (Kind::UnixSocket | Kind::Name, Err(Error::AddressInUse { .. })) => {}
+            (Kind::UnixSocket | Kind::Name | Kind::MappedFile, Err(Error::AddressInUse { .. })) => {
+            }
             // FIFOs are not exclusive: a second reader may open an existing FIFO.
             (Kind::Fifo, Ok(_)) => {}
             (_, other) => panic!("{}: bind over a live endpoint: {other:?}", t.name),
@@ -1728,13 +2201,13 @@ mod cases {
     /// owns the socket is dropped too); accepted connections keep working.
     pub fn listener_drop_removes_file(t: &Transport) {
         if !t.has_file() {
-            return eprintln!("{}: no file", t.name);
+            return eprintln!("{}: {}", t.name, t.why_no_file());
         }
         let mut s = open(t, Flow::PeerSends, &["send:10", "linger"]);
         let path = t.object_file(s.dir.path(), "ep").unwrap();
         assert!(path.exists());
         drop(s.listener.take());
-        if t.accepts == Accepts::Once {
+        if matches!(t.accepts, Accepts::Once | Accepts::OnceOneWay) {
             assert!(
                 path.exists(),
                 "{}: the connection still uses the socket",
@@ -1950,7 +2423,7 @@ macro_rules! conformance_suite {
 }
 
 conformance_suite! {
-    transports: [fifo, unix, unix_dgram, unix_seqpacket, tcp, udp, shm, pipe],
+    transports: [fifo, unix, unix_dgram, unix_seqpacket, tcp, udp, shm, pipe, mmap, shm_mpsc, mq, queue],
     cases: [
         sizes_peer_to_test,
         sizes_test_to_peer,

@@ -287,6 +287,11 @@ impl Consumer {
                 if !record_matches_streaming(seg, self.pos, &h)? {
                     return Err(seg.corrupt(self.pos, format!("record {seq}: checksum mismatch")));
                 }
+                // A valid record this reader refuses: step past it, so the records after it
+                // stay reachable (an acknowledgement of a later record covers it; after a
+                // crash before that, it is refused again).
+                self.pos += h.record_len();
+                self.cursor += 1;
                 return Err(Error::IncomingTooLarge {
                     size: u64::from(h.len),
                     max: self.max,

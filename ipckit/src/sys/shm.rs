@@ -215,6 +215,11 @@ fn file_error(e: Errno, path: &std::path::Path, what: &'static str) -> Error {
             expected: "regular file",
             found: "symbolic link",
         },
+        Errno::ISDIR => Error::WrongFileType {
+            path: path.to_owned(),
+            expected: "regular file",
+            found: "directory",
+        },
         e => super::fifo::fs_error("open", path, e),
     }
 }

@@ -196,6 +196,80 @@ impl MessageQueue {
     }
 }
 
+/// Async sends and receives through the queue descriptor (feature `tokio`): the task sleeps
+/// in the tokio reactor until the queue is readable or writable, with no thread per queue and
+/// no polling.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ipckit::Result<()> {
+/// use ipckit::mq::{AsyncMessageQueue, MessageQueue};
+/// let name = format!("/doc-mq-async-{}", std::process::id());
+/// let mut rx = AsyncMessageQueue::new(MessageQueue::create(&name, 4, 64)?)?;
+/// let mut tx = AsyncMessageQueue::new(MessageQueue::open(&name)?)?;
+/// tx.send(b"hello", 0).await?;
+/// let mut buf = Vec::new();
+/// assert_eq!(rx.recv(&mut buf).await?, 0);
+/// assert_eq!(buf, b"hello");
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "tokio")]
+pub struct AsyncMessageQueue {
+    // Declared (so dropped) before `q`: the registration ends before the descriptor closes.
+    ready: tokio::io::unix::AsyncFd<std::os::fd::RawFd>,
+    q: MessageQueue,
+}
+
+#[cfg(feature = "tokio")]
+impl AsyncMessageQueue {
+    /// Registers the queue's descriptor with the current tokio runtime.
+    pub fn new(q: MessageQueue) -> Result<AsyncMessageQueue> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let raw = q.fd.as_fd().as_raw_fd();
+        // SAFETY: `raw` is the open descriptor owned by `q`, which the returned struct owns
+        // and drops only after `ready` (field order), so it stays open and the same for the
+        // registration's whole life.
+        let ready = unsafe { tokio::io::unix::AsyncFd::register(raw) }.map_err(|e| Error::Io {
+            op: "registering the queue with tokio",
+            source: e.into(),
+        })?;
+        Ok(AsyncMessageQueue { ready, q })
+    }
+
+    /// Sends, waiting in the reactor while the queue is full.
+    pub async fn send(&mut self, msg: &[u8], prio: u32) -> Result<()> {
+        loop {
+            let mut guard = self.ready.writable().await.map_err(|source| Error::Io {
+                op: "waiting for the queue",
+                source,
+            })?;
+            match self.q.send_with(msg, prio, Wait::Never) {
+                Err(Error::WouldBlock) => guard.clear_ready(),
+                r => return r,
+            }
+        }
+    }
+
+    /// Receives the next message into `buf`, waiting in the reactor; returns its priority.
+    pub async fn recv(&mut self, buf: &mut Vec<u8>) -> Result<u32> {
+        loop {
+            let mut guard = self.ready.readable().await.map_err(|source| Error::Io {
+                op: "waiting for the queue",
+                source,
+            })?;
+            match self.q.recv_into_with(buf, Wait::Never) {
+                Err(Error::WouldBlock) => guard.clear_ready(),
+                r => return r,
+            }
+        }
+    }
+
+    /// The queue, for its other calls.
+    pub fn get_mut(&mut self) -> &mut MessageQueue {
+        &mut self.q
+    }
+}
+
 impl Drop for MessageQueue {
     fn drop(&mut self) {
         if self.remove_on_drop {
@@ -338,6 +412,30 @@ mod tests {
             e.to_string().contains("sysctl") || e.to_string().contains("ulimit"),
             "{e}"
         );
+    }
+
+    #[cfg(feature = "tokio")]
+    #[tokio::test(flavor = "current_thread")]
+    async fn async_receive_waits_in_the_reactor() {
+        let n = name("async");
+        let mut rx = AsyncMessageQueue::new(MessageQueue::create(&n, 2, 32).unwrap()).unwrap();
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let mut tx = MessageQueue::open(&n).unwrap();
+            for i in 0..5u8 {
+                tx.send_with(&[i; 8], 0, Wait::timeout(Duration::from_secs(5)))
+                    .unwrap();
+            }
+        });
+        let mut buf = Vec::new();
+        for i in 0..5u8 {
+            tokio::time::timeout(Duration::from_secs(5), rx.recv(&mut buf))
+                .await
+                .expect("a message within 5 s")
+                .unwrap();
+            assert_eq!(buf, [i; 8]);
+        }
+        sender.join().unwrap();
     }
 
     #[test]

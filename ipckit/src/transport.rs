@@ -41,6 +41,17 @@ impl Wait {
         }
     }
 
+    /// How long to sleep before checking again: `max`, or less when the deadline is nearer.
+    /// Fails with [`Wait::expired`]'s error once the deadline has passed (or at once for
+    /// [`Wait::Never`]).
+    pub(crate) fn slice(self, max: Duration) -> Result<Duration> {
+        match self.remaining() {
+            None => Ok(max),
+            Some(left) if left.is_zero() => Err(self.expired()),
+            Some(left) => Ok(left.min(max)),
+        }
+    }
+
     /// The error to return when this wait runs out.
     pub(crate) fn expired(self) -> Error {
         match self {

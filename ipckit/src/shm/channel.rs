@@ -494,7 +494,7 @@ impl ShmConn {
         }
         // Sleep phase.
         if self.mode == WaitMode::Sem && !sending {
-            return self.sleep_on_sem(deadline, wait, ready);
+            return self.sleep_on_sem(wait, ready);
         }
         let (word, flag) = if sending {
             (
@@ -518,15 +518,13 @@ impl ShmConn {
                 flag.store(0, Ordering::Relaxed);
                 return Ok(());
             }
-            let mut slice = LIVENESS_SLICE;
-            if let Some(d) = deadline {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
+            let slice = match wait.slice(LIVENESS_SLICE) {
+                Ok(slice) => slice,
+                Err(e) => {
                     flag.store(0, Ordering::Relaxed);
-                    return Err(wait.expired());
+                    return Err(e);
                 }
-                slice = slice.min(left);
-            }
+            };
             let timed_out = futex_wait(word, observed, Some(slice))?;
             flag.store(0, Ordering::Relaxed);
             if ready(self)? {
@@ -549,19 +547,11 @@ impl ShmConn {
     /// producer that died between its post and our look, is simply a spurious wake-up).
     fn sleep_on_sem(
         &mut self,
-        deadline: Option<Instant>,
         wait: Wait,
         mut ready: impl FnMut(&mut ShmConn) -> Result<bool>,
     ) -> Result<()> {
         loop {
-            let mut slice = LIVENESS_SLICE;
-            if let Some(d) = deadline {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(wait.expired());
-                }
-                slice = slice.min(left);
-            }
+            let slice = wait.slice(LIVENESS_SLICE)?;
             // SAFETY: points into the mapping owned by `self.seg`; atomics only.
             let sem = unsafe { &*self.rx_sem };
             let timed_out = match sem.acquire(Wait::timeout(slice)) {
@@ -621,10 +611,6 @@ impl ShmConn {
         // SAFETY: points into the mapping owned by `self.seg`; raw so `self` stays usable.
         let lock = unsafe { &*lock };
         let mut want = me;
-        let deadline = match wait {
-            Wait::Until(t) => Some(t),
-            _ => None,
-        };
         loop {
             let owner = match lock.compare_exchange(0, want, Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) => return Ok(()),
@@ -655,14 +641,7 @@ impl ShmConn {
                 continue;
             }
             want = me | CONTENDED;
-            let mut slice = LIVENESS_SLICE;
-            if let Some(d) = deadline {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(wait.expired());
-                }
-                slice = slice.min(left);
-            }
+            let slice = wait.slice(LIVENESS_SLICE)?;
             if futex_wait(lock, owner | CONTENDED, Some(slice))? {
                 let holder = (owner & !CONTENDED).wrapping_sub(1);
                 let alive = holder < MPSC_PRODUCERS
@@ -1180,10 +1159,6 @@ impl ShmListener {
 
     /// Takes the next posted connection.
     pub(crate) fn accept(&mut self, wait: Wait) -> Result<Inner> {
-        let deadline = match wait {
-            Wait::Until(t) => Some(t),
-            _ => None,
-        };
         loop {
             let rv = rendezvous_of(&self.rendezvous);
             let posted = rv.posted.load(Ordering::Acquire);
@@ -1200,14 +1175,7 @@ impl ShmListener {
             if wait == Wait::Never {
                 return Err(Error::WouldBlock);
             }
-            let mut slice = LIVENESS_SLICE;
-            if let Some(d) = deadline {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(wait.expired());
-                }
-                slice = slice.min(left);
-            }
+            let slice = wait.slice(LIVENESS_SLICE)?;
             futex_wait(&rv.posted, posted, Some(slice))?;
         }
     }

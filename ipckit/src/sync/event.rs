@@ -1,6 +1,6 @@
 //! [`Event`]: wait until signalled, across processes.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::shm::{Segment, SegmentKind};
@@ -138,25 +138,15 @@ impl Event {
         if wait == Wait::Never {
             return Err(Error::WouldBlock);
         }
-        let deadline = match wait {
-            Wait::Until(t) => Some(t),
-            _ => None,
-        };
         w.waiters.fetch_add(1, Ordering::SeqCst);
         let r = loop {
             let seq = w.seq.load(Ordering::SeqCst);
             if w.set.load(Ordering::SeqCst) != 0 || take_token(&w.tokens) {
                 break Ok(());
             }
-            let slice = match deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break Err(wait.expired());
-                    }
-                    left.min(SLICE)
-                }
-                None => SLICE,
+            let slice = match wait.slice(SLICE) {
+                Ok(slice) => slice,
+                Err(e) => break Err(e),
             };
             if let Err(e) = crate::sys::futex_wait(&w.seq, seq, Some(slice)) {
                 break Err(e);

@@ -7,7 +7,7 @@
 //! a reused pid or slot never passes for the old holder. A locker that finds the holder dead
 //! takes the lock over and marks the data poisoned.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::loom::{futex_wait, futex_wake, spin_hint, AtomicU32, Ordering};
@@ -87,10 +87,6 @@ impl MutexWords {
                 return Ok(self.acquired());
             }
         }
-        let deadline = match wait {
-            Wait::Until(t) => Some(t),
-            _ => None,
-        };
         // Check the holder's liveness before the first sleep and after every timed-out one.
         let mut check = true;
         loop {
@@ -134,16 +130,7 @@ impl MutexWords {
             {
                 continue;
             }
-            let slice = match deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(wait.expired());
-                    }
-                    left.min(SLICE)
-                }
-                None => SLICE,
-            };
+            let slice = wait.slice(SLICE)?;
             if futex_wait(&self.word, cur | CONTENDED, Some(slice))? {
                 check = true;
             }

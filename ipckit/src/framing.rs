@@ -5,8 +5,9 @@
 //! - The reader checks `N` against the endpoint's maximum *before* allocating anything; a
 //!   larger `N` is [`Error::IncomingTooLarge`] and the stream is then unusable
 //!   ([`Error::Desynchronized`]).
-//! - The reader keeps a 64 KiB read-ahead buffer, so a burst of small frames costs one system
-//!   call; bodies that do not fit are read straight into the caller's buffer (no extra copy).
+//! - The reader keeps a 64 KiB read-ahead buffer and asks the OS for one frame of the last
+//!   size at a time (see `FrameReader::last_len` for why not more); bodies that do not fit
+//!   are read straight into the caller's buffer (no extra copy).
 //! - The writer sends header and body with one vectored write (`writev`/`sendmsg`).
 //! - A `try_`/`_timeout` call that runs out of time mid-frame keeps what it has (reader) or what
 //!   is left to write (writer) and resumes with the next call, so the stream never desyncs on a
@@ -70,6 +71,12 @@ pub(crate) struct FrameReader {
     partial_body: Vec<u8>,
     desynchronized: bool,
     max: usize,
+    /// Body length of the last frame. When nothing is buffered, a read asks for one frame of
+    /// that size (as a reader that knows the message size would), not for everything queued:
+    /// draining the pipe or socket in one gulp leaves the reader idle and asleep, and then
+    /// the sender pays a cross-CPU wake-up for nearly every message (measured: 63 k context
+    /// switches on the reader's CPU in 2 s against 6 k, and 30 % less 64-byte throughput).
+    last_len: usize,
 }
 
 impl FrameReader {
@@ -81,6 +88,7 @@ impl FrameReader {
             partial_body: Vec::new(),
             desynchronized: false,
             max,
+            last_len: 0,
         }
     }
 
@@ -100,7 +108,12 @@ impl FrameReader {
             self.ahead.drain(..self.start);
             self.start = 0;
         }
-        read_append(src, &mut self.ahead, usize::MAX, wait)
+        let want = if self.buffered().is_empty() {
+            HEADER_LEN + self.last_len.max(1)
+        } else {
+            usize::MAX
+        };
+        read_append(src, &mut self.ahead, want, wait)
     }
 
     /// Replaces `out` with the next message.
@@ -141,6 +154,7 @@ impl FrameReader {
             });
         }
         self.start += HEADER_LEN;
+        self.last_len = len;
         out.clear();
         out.reserve(len);
         let take = len.min(self.buffered().len());

@@ -2,10 +2,12 @@
 //! at the worst moments, a restarted client, and a hostile process scribbling over the
 //! segments. Every blocking call has a timeout, and no segment is left behind.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::Peer;
 use ipckit::{Error, MessageReceiver, MessageSender};
 
 const T: Duration = Duration::from_secs(10);
@@ -25,63 +27,21 @@ fn leftovers(name: &str) -> Vec<String> {
         .collect()
 }
 
-/// A child process that is killed and reaped when dropped.
-struct Peer(Child);
-
-impl Peer {
-    fn spawn(args: &[&str]) -> Peer {
-        let child = Command::new(PEER)
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn ipckit-shm-peer");
-        Peer(child)
-    }
-
-    /// Waits (bounded) for the peer to print `line`.
-    fn wait_for(&mut self, line: &str) {
-        let out = self.0.stdout.take().expect("stdout piped");
-        let want = line.to_owned();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(out).lines();
-            while let Some(Ok(l)) = lines.next() {
-                if l == want {
-                    let _ = tx.send(lines);
-                    return;
-                }
-            }
-        });
-        let rest = rx
-            .recv_timeout(T)
-            .unwrap_or_else(|_| panic!("peer never said {line:?}"));
-        // Keep reading the rest so the peer never blocks on a full pipe.
-        std::thread::spawn(move || rest.for_each(drop));
-    }
-
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.wait(T);
-    }
-
-    fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let end = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(s)) = self.0.try_wait() {
-                return Some(s);
-            }
-            if Instant::now() > end {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
+/// `ipckit-shm-peer ARGS…`, killed and reaped when dropped.
+fn shm_peer(args: &[&str]) -> Peer {
+    let mut cmd = Command::new(PEER);
+    cmd.args(args);
+    adopt(cmd, args)
 }
 
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.kill();
-    }
+fn adopt(mut cmd: Command, args: &[&str]) -> Peer {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ipckit-shm-peer");
+    Peer::adopt(child, format!("ipckit-shm-peer {args:?}"))
 }
 
 fn pattern(len: usize, salt: u8) -> Vec<u8> {
@@ -102,9 +62,9 @@ fn sizes_in_mode(mode: &str) {
     // A small ring (max payload 32 KiB - 8) so the sizes wrap it many times.
     let url = format!("shm://{name}?capacity=64K&wait={mode}");
     let mut listener = ipckit::bind(&url).unwrap();
-    let mut peer = Peer::spawn(&["echo", &url]);
+    let mut peer = shm_peer(&["echo", &url]);
     let mut conn = listener.accept_timeout(T).unwrap();
-    peer.wait_for("ready");
+    peer.expect_line("ready");
     let max = conn.as_shm().unwrap().max_message_size();
     assert_eq!(max, 32 * 1024 - 8);
     let mut buf = Vec::new();
@@ -125,10 +85,7 @@ fn sizes_in_mode(mode: &str) {
     let stats = conn.as_shm().unwrap().stats();
     assert_eq!(stats.sent_messages, stats.received_messages);
     drop(conn);
-    assert!(
-        peer.wait(T).is_some_and(|s| s.success()),
-        "echo peer exits cleanly"
-    );
+    assert!(peer.wait(T).success(), "echo peer exits cleanly");
     drop(listener);
     assert!(leftovers(&name).is_empty(), "{:?}", leftovers(&name));
 }
@@ -139,9 +96,9 @@ fn full_ring_with_a_slow_reader_loses_nothing() {
     let url = format!("shm://{name}?capacity=4K&wait=block");
     let mut listener = ipckit::bind(&url).unwrap();
     let n = 2000u64;
-    let mut peer = Peer::spawn(&["flood", &url, &n.to_string(), "200"]);
+    let mut peer = shm_peer(&["flood", &url, &n.to_string(), "200"]);
     let mut conn = listener.accept_timeout(T).unwrap();
-    peer.wait_for("ready");
+    peer.expect_line("ready");
     std::thread::sleep(Duration::from_millis(100)); // let the writer fill the ring
     let mut buf = Vec::new();
     for seq in 0..n {
@@ -159,7 +116,7 @@ fn full_ring_with_a_slow_reader_loses_nothing() {
         "the writer waited for space: {stats:?}"
     );
     drop(conn);
-    assert!(peer.wait(T).is_some_and(|s| s.success()));
+    assert!(peer.wait(T).success());
 }
 
 #[test]
@@ -208,9 +165,9 @@ fn killed_peer_is_disconnected_within_a_slice_in_every_wait_mode() {
         let name = unique(&format!("kill-{mode}"));
         let url = format!("shm://{name}?wait={mode}");
         let mut listener = ipckit::bind(&url).unwrap();
-        let mut peer = Peer::spawn(&["echo", &url]);
+        let mut peer = shm_peer(&["echo", &url]);
         let mut conn = listener.accept_timeout(T).unwrap();
-        peer.wait_for("ready");
+        peer.expect_line("ready");
         conn.send_timeout(b"ping", T).unwrap();
         assert_eq!(conn.recv_timeout(T).unwrap(), b"ping");
         peer.kill();
@@ -226,8 +183,8 @@ fn writer_killed_mid_loan_publishes_nothing() {
     let name = unique("loan");
     let url = format!("shm://{name}");
     let mut listener = ipckit::bind(&url).unwrap();
-    let mut peer = Peer::spawn(&["loan-and-hang", &url]);
-    peer.wait_for("ready");
+    let mut peer = shm_peer(&["loan-and-hang", &url]);
+    peer.expect_line("ready");
     let mut conn = listener.accept_timeout(T).unwrap();
     assert!(matches!(conn.try_recv(), Err(Error::WouldBlock)));
     peer.kill();
@@ -239,9 +196,9 @@ fn reader_killed_mid_recv_ref_releases_the_writer() {
     let name = unique("recvref");
     let url = format!("shm://{name}?capacity=4K");
     let mut listener = ipckit::bind(&url).unwrap();
-    let mut peer = Peer::spawn(&["recv-ref-and-hang", &url]);
+    let mut peer = shm_peer(&["recv-ref-and-hang", &url]);
     let mut conn = listener.accept_timeout(T).unwrap();
-    peer.wait_for("ready");
+    peer.expect_line("ready");
     conn.send_timeout(&[9u8; 1000], T).unwrap();
     peer.kill();
     // Fill what is left of the ring; the next send must fail with Disconnected, not hang.
@@ -262,9 +219,9 @@ fn a_restarted_client_gets_a_fresh_connection() {
     let url = format!("shm://{name}");
     let mut listener = ipckit::bind(&url).unwrap();
     for round in 0..3u8 {
-        let mut peer = Peer::spawn(&["echo", &url]);
+        let mut peer = shm_peer(&["echo", &url]);
         let mut conn = listener.accept_timeout(T).unwrap();
-        peer.wait_for("ready");
+        peer.expect_line("ready");
         conn.send_timeout(&[round; 100], T).unwrap();
         assert_eq!(conn.recv_timeout(T).unwrap(), vec![round; 100]);
         peer.kill();
@@ -278,8 +235,8 @@ fn a_restarted_client_gets_a_fresh_connection() {
 fn live_listener_name_is_refused_and_a_dead_ones_replaced() {
     let name = unique("relisten");
     let url = format!("shm://{name}");
-    let mut crashed = Peer::spawn(&["listen-and-hang", &url]);
-    crashed.wait_for("ready");
+    let mut crashed = shm_peer(&["listen-and-hang", &url]);
+    crashed.expect_line("ready");
     assert!(matches!(
         ipckit::bind(&url),
         Err(Error::AddressInUse { .. })
@@ -311,11 +268,11 @@ fn mpsc_many_senders_one_receiver_in_order_per_sender() {
     let mut rx = listener.accept_timeout(T).unwrap();
     assert!(listener.try_accept().is_err(), "one receiving end");
     // A sender that dies holding the producers' lock must not stop the others.
-    let mut stuck = Peer::spawn(&["loan-and-hang", &url]);
-    stuck.wait_for("ready");
+    let mut stuck = shm_peer(&["loan-and-hang", &url]);
+    stuck.expect_line("ready");
     let n = 3000u64;
     let mut senders: Vec<Peer> = (0..3)
-        .map(|_| Peer::spawn(&["flood", &url, &n.to_string(), "100"]))
+        .map(|_| shm_peer(&["flood", &url, &n.to_string(), "100"]))
         .collect();
     stuck.kill();
     let mut next: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
@@ -332,7 +289,7 @@ fn mpsc_many_senders_one_receiver_in_order_per_sender() {
     assert_eq!(next.len(), 3);
     assert!(next.values().all(|&v| v == n));
     for s in &mut senders {
-        assert!(s.wait(T).is_some_and(|st| st.success()));
+        assert!(s.wait(T).success());
     }
     assert!(matches!(rx.try_send(b"x"), Err(Error::Unsupported { .. })));
     let mut tx = ipckit::connect(&url).unwrap();
@@ -355,10 +312,10 @@ fn anonymous_segment_is_inherited_by_a_child() {
     let mut cmd = Command::new(PEER);
     cmd.arg("inherited-add");
     seg.share_with(&mut cmd);
-    let mut child = Peer(cmd.spawn().unwrap());
-    assert!(child.wait(T).is_some_and(|s| s.success()));
+    let mut child = adopt(cmd, &["inherited-add"]);
+    assert!(child.wait(T).success());
     assert_eq!(seg.read::<u64>(8).unwrap(), 42);
     // Without a shared segment the child gets a typed error, not a crash.
-    let mut bare = Peer(Command::new(PEER).arg("inherited-add").spawn().unwrap());
-    assert_eq!(bare.wait(T).and_then(|s| s.code()), Some(3));
+    let mut bare = shm_peer(&["inherited-add"]);
+    assert_eq!(bare.wait(T).code(), Some(3));
 }

@@ -1,45 +1,38 @@
 //! Real-time signals with payloads cross process boundaries in order, none lost.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::Peer;
 
 const PEER: &str = env!("CARGO_BIN_EXE_ipckit-shm-peer");
 
 #[test]
 fn queued_signals_carry_their_payload_in_order() {
     let n = 50;
-    let mut child = Command::new(PEER)
+    let child = Command::new(PEER)
         .args(["rt-echo", &n.to_string()])
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id();
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let t = Duration::from_secs(10);
-    assert_eq!(rx.recv_timeout(t).unwrap(), "ready");
+    let mut peer = Peer::adopt(child, "ipckit-shm-peer rt-echo".into());
+    let pid = peer.id();
+    peer.expect_line("ready");
     let sig = ipckit::signal::sigrtmin() + 1;
     for v in 0..n {
         ipckit::signal::queue(pid, sig, 1000 + v).unwrap();
     }
     for v in 0..n {
-        let line = rx.recv_timeout(t).expect("the child reports every signal");
-        assert_eq!(line, format!("{} {}", 1000 + v, std::process::id()));
+        assert_eq!(
+            peer.line(Duration::from_secs(10)),
+            format!("{} {}", 1000 + v, std::process::id())
+        );
     }
     let watch = ipckit::signal::ProcessWatch::new(pid).unwrap();
-    assert!(watch.wait_exit_timeout(t).unwrap());
-    let end = Instant::now() + t;
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < end, "child reaped");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    assert!(watch.wait_exit_timeout(Duration::from_secs(10)).unwrap());
+    peer.expect_success();
 }

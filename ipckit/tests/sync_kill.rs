@@ -1,58 +1,27 @@
 //! Process-shared synchronization across real processes: a mutex whose holder is SIGKILLed
 //! at random moments, and a semaphore used as a lock by four processes.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::Peer;
 use ipckit::sync::{LockError, Mutex, Semaphore};
 
 const T: Duration = Duration::from_secs(10);
 const PEER: &str = env!("CARGO_BIN_EXE_ipckit-shm-peer");
 
-struct Peer(Child);
-
-impl Peer {
-    fn spawn(args: &[&str]) -> Peer {
-        Peer(
-            Command::new(PEER)
-                .args(args)
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("spawn ipckit-shm-peer"),
-        )
-    }
-
-    fn wait_ready(&mut self) {
-        let out = self.0.stdout.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(out).lines();
-            let _ = tx.send(lines.next().and_then(|l| l.ok()));
-            lines.for_each(drop);
-        });
-        assert_eq!(rx.recv_timeout(T).unwrap().as_deref(), Some("ready"));
-    }
-
-    fn finish(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let end = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(s)) = self.0.try_wait() {
-                return Some(s);
-            }
-            if Instant::now() > end {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.finish(T);
-    }
+/// `ipckit-shm-peer ARGS…`, killed and reaped when dropped.
+fn shm_peer(args: &[&str]) -> Peer {
+    let child = Command::new(PEER)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ipckit-shm-peer");
+    Peer::adopt(child, format!("ipckit-shm-peer {args:?}"))
 }
 
 fn shm_entries(name: &str) -> usize {
@@ -77,8 +46,8 @@ fn mutex_survives_holders_killed_at_random_points() {
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
     let (mut died_holding, mut inconsistent) = (0u32, 0u32);
     for _ in 0..rounds {
-        let mut child = Peer::spawn(&["mutex-hammer", &name]);
-        child.wait_ready();
+        let mut child = shm_peer(&["mutex-hammer", &name]);
+        child.expect_line("ready");
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
@@ -87,8 +56,7 @@ fn mutex_survives_holders_killed_at_random_points() {
         while t0.elapsed() < spin {
             std::hint::spin_loop();
         }
-        let _ = child.0.kill();
-        assert!(child.finish(T).is_some(), "killed child is reaped");
+        assert!(child.kill().is_some(), "killed child is reaped");
         let g = match m.lock_timeout(T) {
             Ok(g) => {
                 let v = g.get();
@@ -140,14 +108,13 @@ fn semaphore_stress_across_four_processes() {
         .create()
         .unwrap();
     let mut peers: Vec<Peer> = (0..4)
-        .map(|_| Peer::spawn(&["sem-count", &sem_name, &seg_name, &per.to_string()]))
+        .map(|_| shm_peer(&["sem-count", &sem_name, &seg_name, &per.to_string()]))
         .collect();
     for p in &mut peers {
-        p.wait_ready();
+        p.expect_line("ready");
     }
     for p in &mut peers {
-        let status = p.finish(Duration::from_secs(120)).expect("peer finishes");
-        assert!(status.success());
+        assert!(p.wait(Duration::from_secs(120)).success());
     }
     use ipckit::shm::SharedBytes;
     assert_eq!(seg.read::<u64>(0).unwrap(), 4 * per, "no update lost");

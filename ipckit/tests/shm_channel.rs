@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Peer;
@@ -29,19 +29,7 @@ fn leftovers(name: &str) -> Vec<String> {
 
 /// `ipckit-shm-peer ARGS…`, killed and reaped when dropped.
 fn shm_peer(args: &[&str]) -> Peer {
-    let mut cmd = Command::new(PEER);
-    cmd.args(args);
-    adopt(cmd, args)
-}
-
-fn adopt(mut cmd: Command, args: &[&str]) -> Peer {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ipckit-shm-peer");
-    Peer::adopt(child, format!("ipckit-shm-peer {args:?}"))
+    Peer::start_bin(PEER, args)
 }
 
 fn pattern(len: usize, salt: u8) -> Vec<u8> {
@@ -312,7 +300,7 @@ fn anonymous_segment_is_inherited_by_a_child() {
     let mut cmd = Command::new(PEER);
     cmd.arg("inherited-add");
     seg.share_with(&mut cmd);
-    let mut child = adopt(cmd, &["inherited-add"]);
+    let mut child = Peer::start(cmd);
     assert!(child.wait(T).success());
     assert_eq!(seg.read::<u64>(8).unwrap(), 42);
     // Without a shared segment the child gets a typed error, not a crash.

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::Peer;
@@ -12,14 +11,7 @@ const PEER: &str = env!("CARGO_BIN_EXE_ipckit-shm-peer");
 #[test]
 fn queued_signals_carry_their_payload_in_order() {
     let n = 50;
-    let child = Command::new(PEER)
-        .args(["rt-echo", &n.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut peer = Peer::adopt(child, "ipckit-shm-peer rt-echo".into());
+    let mut peer = Peer::start_bin(PEER, &["rt-echo", &n.to_string()]);
     let pid = peer.id();
     peer.expect_line("ready");
     let sig = ipckit::signal::sigrtmin() + 1;

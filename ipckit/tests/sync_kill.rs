@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Peer;
@@ -14,14 +13,7 @@ const PEER: &str = env!("CARGO_BIN_EXE_ipckit-shm-peer");
 
 /// `ipckit-shm-peer ARGS…`, killed and reaped when dropped.
 fn shm_peer(args: &[&str]) -> Peer {
-    let child = Command::new(PEER)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ipckit-shm-peer");
-    Peer::adopt(child, format!("ipckit-shm-peer {args:?}"))
+    Peer::start_bin(PEER, args)
 }
 
 fn shm_entries(name: &str) -> usize {

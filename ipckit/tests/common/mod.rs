@@ -222,6 +222,25 @@ impl Peer {
         Peer::adopt(child, format!("ipckit-test-peer {args:?}"))
     }
 
+    /// Spawns `cmd` with stdin closed and stdout/stderr piped, and takes charge of it.
+    pub fn start(mut cmd: Command) -> Peer {
+        let what = format!("{cmd:?}");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        Peer::adopt(child, what)
+    }
+
+    /// Spawns the helper binary `bin` with `args` (see [`Peer::start`]).
+    pub fn start_bin(bin: &str, args: &[&str]) -> Peer {
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        Peer::start(cmd)
+    }
+
     /// Takes charge of a child spawned with piped stdout and stderr.
     pub fn adopt(mut child: Child, what: String) -> Peer {
         watchdog();

@@ -2,64 +2,17 @@
 //! receiver; `recv` acknowledges what it wrote out), `queue stat`, and the queue rows of
 //! `bench`. Every process is bounded: killed and reaped at its deadline.
 
-use std::io::{Read, Write};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ipckit");
+use std::time::Duration;
+
+use common::{run_ipckit, Finished};
+
 const LIMIT: Duration = Duration::from_secs(120);
 
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `ipckit ARGS` with `input`, to completion or [`LIMIT`] (then it is killed and the
-/// test fails).
+/// Runs `ipckit ARGS` with `input`, to completion or [`LIMIT`].
 fn run(args: &[&str], input: &[u8]) -> Finished {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ipckit");
-    let mut stdin = child.stdin.take().unwrap();
-    let data = input.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&data);
-    });
-    let mut out = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let mut err = child.stderr.take().unwrap();
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + LIMIT;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("ipckit {args:?} still running after {LIMIT:?}: killed");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    feeder.join().unwrap();
-    Finished {
-        status,
-        stdout: reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
-    }
+    run_ipckit(args, input, LIMIT)
 }
 
 #[track_caller]

@@ -3,60 +3,20 @@
 //! names (which carry this process's id) are asserted on. Only one test here leaves a
 //! segment without a holder, because `rm --stale` removes every such segment.
 
-use std::io::Read;
+mod common;
+
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::{run_ipckit, Finished};
 
 use ipckit::shm::Segment;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ipckit");
 const LIMIT: Duration = Duration::from_secs(60);
 
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `ipckit ARGS` to completion or [`LIMIT`] (then it is killed and the test fails).
+/// Runs `ipckit ARGS` to completion or [`LIMIT`].
 fn run(args: &[&str]) -> Finished {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ipckit");
-    let mut out = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let mut err = child.stderr.take().unwrap();
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + LIMIT;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("ipckit {args:?} still running after {LIMIT:?}: killed");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Finished {
-        status,
-        stdout: reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
-    }
+    run_ipckit(args, b"", LIMIT)
 }
 
 #[track_caller]

@@ -5,6 +5,9 @@
 //! runs with the control file kept (the cheap check of the tail must notice) and removed
 //! (recovery from the segments alone, as after a reboot).
 
+mod common;
+
+use common::Rng;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -191,17 +194,6 @@ fn a_last_segment_cut_anywhere_in_its_last_record_recovers_the_prefix() {
         }
     }
     assert_eq!(cases, 2 * last.len);
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
 }
 
 #[test]

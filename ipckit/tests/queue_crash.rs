@@ -16,6 +16,9 @@
 //! - a restarted consumer resumes exactly at its committed offset, which covers every
 //!   acknowledgement that returned and nothing that was not delivered.
 
+mod common;
+
+use common::Rng;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -73,17 +76,6 @@ impl Drop for Peer {
         if let Ok(None) = self.child.try_wait() {
             self.kill_and_reap();
         }
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
     }
 }
 

@@ -390,3 +390,16 @@ pub fn bounded<T>(what: &str, timeout: Duration, f: impl FnOnce() -> T) -> T {
     );
     r
 }
+
+/// A small deterministic generator (xorshift) for tests that pick random moments or offsets.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}

@@ -190,9 +190,24 @@ mirrors the C baseline in ipc-baseline, so the figures can be compared as ratios
 UDP carries at most 65507 bytes per datagram; larger sizes are skipped. UDP figures tolerate
 loss: lost round trips are resent and not timed, and the stream rate is the received rate.
 
+Every mechanism and size is measured --repeat times, in rounds over the whole matrix (round 1
+over every mechanism and size, then round 2, ...) so that drift of the machine hits them all
+alike. Figures are the medians of the repeats; the spread column is (max - min) / median of
+the round-trip median or of msgs/s, whichever is larger. A warning goes to standard error when
+a spread is over 30% or when the load average is over half the CPU count before the run.
+The table ends with claims computed from this run's figures (fastest mechanisms, shared memory
+against the kernel, UDP against TCP, the cost of a wake-up against busy polling).
+
 --json keys: mech, size, rtt_ns_median, rtt_ns_p99, rtt_ns_p999, msgs_per_s, gbps (null when
-not measured), pin (split or none), rtt_samples; udp adds sent, drops and rtt_resends;
-rtt_capped when the time cap cut the ping-pong short; skipped or error with the reason.
+not measured), pin (split or none), rtt_samples; udp adds sent, drops and rtt_resends (sums
+over the repeats); rtt_capped when the time cap cut the ping-pong short; skipped or error with
+the reason; repeats, rtt_spread and msgs_spread (relative, null with one repeat).
+
+--report DIR writes results.json (every repeat's figures, the machine, the settings, the
+warnings and the claims), latency.svg, throughput.svg and index.html (plots and table; it
+needs no network). --compare OLD NEW reads two such results.json files (or --json outputs)
+and prints NEW/OLD per mechanism and size; REGRESSION marks a round trip over 10% slower or
+a rate over 10% lower.
 
 queue-os and queue-fsync (durable queues, durability=os and fsync) add append rows per size:
 N producer processes (1, then 4) append to one fresh queue for --duration without a consumer;
@@ -282,7 +297,7 @@ pub struct BenchArgs {
         value_name = "BYTES",
         value_delimiter = ',',
         value_parser = parse_message_size,
-        default_value = "64,4096,1048576"
+        default_value = "64,4096,65536,1048576"
     )]
     pub sizes: Vec<usize>,
     /// Round trips measured per mechanism and size [default: 100000, or 2000 above 64 KiB]
@@ -300,6 +315,23 @@ pub struct BenchArgs {
     /// Do not pin the two processes to CPUs.
     #[arg(long)]
     pub no_pin: bool,
+    /// Measure every mechanism and size N times, in N rounds over the whole matrix, and
+    /// report the median with the spread.
+    #[arg(long, value_name = "N", default_value = "3", value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+    /// Also write results.json, latency.svg, throughput.svg and index.html into DIR
+    /// (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<std::path::PathBuf>,
+    /// Measure nothing: print NEW/OLD ratios per mechanism and size of two earlier runs
+    /// (results.json of --report, or the lines of --json), marking regressions over 10%.
+    #[arg(
+        long,
+        num_args = 2,
+        value_names = ["OLD", "NEW"],
+        conflicts_with_all = ["report", "mechs", "iters", "repeat", "no_pin"]
+    )]
+    pub compare: Vec<std::path::PathBuf>,
 }
 
 /// `ipckit bench-peer`: how the benchmark's peer process finds its side of the channel.

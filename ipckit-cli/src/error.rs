@@ -25,6 +25,16 @@ pub enum CliError {
     },
     /// Some benchmark measurements failed (each is reported in its row).
     BenchFailed { failed: usize, total: usize },
+    /// A file of `bench --report` could not be made or written.
+    Report {
+        path: std::path::PathBuf,
+        why: String,
+    },
+    /// A file given to `bench --compare` could not be read as benchmark results.
+    Compare {
+        path: std::path::PathBuf,
+        why: String,
+    },
 }
 
 impl fmt::Display for CliError {
@@ -43,6 +53,12 @@ impl fmt::Display for CliError {
                     f,
                     "{failed} of {total} measurements failed (see the error column)"
                 )
+            }
+            CliError::Report { path, why } => {
+                write!(f, "cannot write the report {}: {why}", path.display())
+            }
+            CliError::Compare { path, why } => {
+                write!(f, "cannot compare {}: {why}", path.display())
             }
         }
     }

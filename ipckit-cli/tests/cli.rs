@@ -381,6 +381,40 @@ fn bench_measures_every_mechanism() {
 }
 
 #[test]
+fn bench_measures_rpc_and_signal_round_trips() {
+    let f = run(
+        &[
+            "bench",
+            "--json",
+            "--mech",
+            "rpc-unix,rpc-shm,signal",
+            "--size",
+            "64,4096",
+            "--iters",
+            "300",
+            "--duration",
+            "0.1",
+            "--repeat",
+            "1",
+        ],
+        None,
+    );
+    assert_success(&f, "bench");
+    let rows = json_lines(&f.stdout);
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for row in &rows {
+        assert!(row.get("error").is_none(), "{row}");
+        if row["mech"] == "signal" && row["size"] == 4096 {
+            assert!(row["skipped"].as_str().unwrap().contains("no payload"));
+            continue;
+        }
+        let median = row["rtt_ns_median"].as_u64().unwrap_or(0);
+        assert!(median > 0, "{row}");
+        assert!(row["rtt_ns_median"].as_u64() <= row["rtt_ns_p99"].as_u64());
+    }
+}
+
+#[test]
 fn bench_skips_what_a_mechanism_cannot_carry() {
     let f = run(
         &[

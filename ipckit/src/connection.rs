@@ -25,6 +25,21 @@ pub(crate) enum Inner {
     Queue(crate::queue::QueueConn),
 }
 
+/// What an async wrapper watches to learn that a connection may make progress.
+#[cfg(feature = "tokio")]
+pub(crate) enum Watch<'a> {
+    /// Descriptors for receiving and sending (the same one for a socket: `same`).
+    Fds {
+        rx: Option<std::os::fd::BorrowedFd<'a>>,
+        tx: Option<std::os::fd::BorrowedFd<'a>>,
+        same: bool,
+    },
+    /// Futex words in shared memory.
+    Shm,
+    /// Nothing to watch: re-try on a timer.
+    Poll,
+}
+
 /// A message connection over any transport: what [`connect`] and [`Listener::accept`] return.
 ///
 /// It implements [`MessageSender`] and [`MessageReceiver`] (and so [`crate::TypedSender`] and
@@ -46,6 +61,48 @@ impl fmt::Debug for Connection {
 impl Connection {
     pub(crate) fn new(inner: Inner, endpoint: Endpoint) -> Connection {
         Connection { inner, endpoint }
+    }
+
+    /// What to watch for readiness.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn watch(&self) -> Watch<'_> {
+        match &self.inner {
+            Inner::Stream(s) => {
+                let (rx, tx, same) = s.fds();
+                Watch::Fds { rx, tx, same }
+            }
+            Inner::Datagram(d) => Watch::Fds {
+                rx: Some(d.fd()),
+                tx: Some(d.fd()),
+                same: true,
+            },
+            Inner::Mq(q) => Watch::Fds {
+                rx: Some(q.fd()),
+                tx: Some(q.fd()),
+                same: true,
+            },
+            Inner::Shm(_) => Watch::Shm,
+            Inner::Queue(_) => Watch::Poll,
+        }
+    }
+
+    /// Finishes writing a message whose send returned with part of it still queued in
+    /// this process (stream transports only; a no-op elsewhere).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn flush_with(&mut self, wait: Wait) -> Result<()> {
+        match &mut self.inner {
+            Inner::Stream(s) => s.flush(wait),
+            _ => Ok(()),
+        }
+    }
+
+    /// The shared-memory connection behind this one, for the async waits.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn shm_mut(&mut self) -> Option<&mut ShmConn> {
+        match &mut self.inner {
+            Inner::Shm(c) => Some(c),
+            _ => None,
+        }
     }
 
     /// The endpoint this connection belongs to.
@@ -169,6 +226,24 @@ impl Listener {
     /// The endpoint as bound (for `tcp://…:0` and `udp://…:0`, with the port the OS chose).
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    /// The socket to watch for incoming connections, if there is one.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn watch_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        match &self.inner {
+            ListenerInner::Socket(s) => s.listening_fd(),
+            _ => None,
+        }
+    }
+
+    /// The shared-memory listener behind this one, for async accepts.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn shm_listener(&mut self) -> Option<&mut ShmListener> {
+        match &mut self.inner {
+            ListenerInner::Shm(l) => Some(l),
+            _ => None,
+        }
     }
 
     /// The core accept, waiting as `wait` allows.

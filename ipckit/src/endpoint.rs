@@ -672,6 +672,12 @@ fn parse_host_port(scheme: Scheme, url: &str, after: &str) -> Result<Address, Ur
     } else {
         authority.rsplit_once(':').ok_or_else(missing_port)?
     };
+    if host.contains(['[', ']']) {
+        return Err(UrlError::Malformed {
+            url: url.to_owned(),
+            reason: "brackets only go around a whole IPv6 address, as in tcp://[::1]:7000",
+        });
+    }
     if host.is_empty() {
         return Err(UrlError::MissingHost {
             scheme,

@@ -280,6 +280,34 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// An RPC call (or a cross-process promise) lost its peer: the connection closed or the
+    /// other process died with the call in flight. The call may or may not have run.
+    #[error("the peer went away with the call in flight")]
+    PeerGone,
+
+    /// The RPC server could not decode the request as the type its handler takes.
+    #[error("the server could not decode the request: {reason}")]
+    BadRequest {
+        /// What the server's decoder reported.
+        reason: String,
+    },
+
+    /// The RPC server's handler failed (it panicked) before producing a response.
+    #[error("the server's handler failed: {reason}")]
+    HandlerFailed {
+        /// What the server reported.
+        reason: String,
+    },
+
+    /// The peer sent bytes that are not a message of the protocol (RPC frames, promise
+    /// values): a bug or a hostile peer. The connection is closed.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+
+    /// A cross-process promise was dropped unfulfilled, or its process died.
+    #[error("broken promise: the other side dropped it unfulfilled or died")]
+    BrokenPromise,
+
     /// Any other operating-system error, with the operation that failed.
     #[error("{op}: {source}")]
     Io {

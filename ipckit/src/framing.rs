@@ -224,7 +224,11 @@ impl FrameWriter {
     }
 
     /// Writes any tail left from an earlier send.
-    fn flush_pending<S: ByteSink + ?Sized>(&mut self, dst: &mut S, wait: Wait) -> Result<()> {
+    pub(crate) fn flush_pending<S: ByteSink + ?Sized>(
+        &mut self,
+        dst: &mut S,
+        wait: Wait,
+    ) -> Result<()> {
         while !self.pending.is_empty() {
             let n = dst.write_vectored(&[IoSlice::new(&self.pending)], wait)?;
             self.pending.drain(..n);

@@ -40,17 +40,24 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "tokio")]
+pub mod aio;
 mod connection;
 pub mod endpoint;
 mod error;
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 mod inherit;
 mod loom;
 pub mod mmap;
 pub mod mq;
 pub mod pipe;
+pub mod promise;
 pub mod queue;
 mod region;
+#[cfg(feature = "tokio")]
+pub mod rpc;
 pub mod shm;
 pub mod signal;
 pub mod socket;

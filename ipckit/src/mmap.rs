@@ -165,10 +165,9 @@ impl MappedFile {
 
     /// A copy of the open file, for ordinary I/O next to the mapping.
     pub fn file(&self) -> Result<File> {
-        self.fd
-            .try_clone()
+        rustix::io::fcntl_dupfd_cloexec(&self.fd, 3)
             .map(File::from)
-            .map_err(|source| Error::Io { op: "dup", source })
+            .map_err(|e| Error::os("dup", e))
     }
 
     fn read_only_error(&self) -> Error {

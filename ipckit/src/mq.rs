@@ -286,6 +286,12 @@ pub(crate) struct MqConn {
 }
 
 impl MqConn {
+    #[cfg_attr(any(loom, not(feature = "tokio")), allow(dead_code))]
+    /// The queue descriptor, for readiness.
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.q.fd.fd()
+    }
+
     pub(crate) fn max(&self) -> usize {
         self.q.message_size
     }

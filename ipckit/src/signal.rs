@@ -265,6 +265,113 @@ impl ProcessWatch {
     }
 }
 
+/// Signals awaited in the tokio reactor (feature `tokio`): [`recv`](AsyncSignals::recv)
+/// is the async form of the [`SignalReceiver`] iterator. No code of ours runs in the
+/// handlers but a write to a pipe; the task wakes on the pipe.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ipckit::Result<()> {
+/// use ipckit::signal::{self, AsyncSignals};
+/// let mut signals = AsyncSignals::new(&[libc::SIGUSR2])?;
+/// signal::send(std::process::id(), libc::SIGUSR2)?;
+/// assert_eq!(signals.recv().await?, libc::SIGUSR2);
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "tokio")]
+#[derive(Debug)]
+pub struct AsyncSignals {
+    // Dropped before `rx`, which owns the descriptors.
+    ready: Vec<tokio::io::unix::AsyncFd<std::os::fd::RawFd>>,
+    rx: SignalReceiver,
+}
+
+#[cfg(feature = "tokio")]
+fn register_readable(
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> Result<tokio::io::unix::AsyncFd<std::os::fd::RawFd>> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: every caller drops the registration before the owner of `fd` closes it: it
+    // is a field declared before that owner, or a local of a method of that owner.
+    unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(
+            fd.as_raw_fd(),
+            tokio::io::Interest::READABLE,
+        )
+    }
+    .map_err(|e| Error::Io {
+        op: "registering with the tokio reactor",
+        source: e.into_parts().1,
+    })
+}
+
+#[cfg(feature = "tokio")]
+impl AsyncSignals {
+    /// Starts receiving `signals`, registered with the current runtime.
+    pub fn new(signals: &[i32]) -> Result<AsyncSignals> {
+        let rx = SignalReceiver::new(signals)?;
+        let ready = rx
+            .pipes
+            .iter()
+            .map(|(_, fd)| register_readable(fd.as_fd()))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(AsyncSignals { ready, rx })
+    }
+
+    /// The next signal.
+    pub async fn recv(&mut self) -> Result<i32> {
+        loop {
+            match self.rx.try_recv() {
+                Err(Error::WouldBlock) => {}
+                r => return r,
+            }
+            // Wait until any signal's pipe is readable, then read it above.
+            std::future::poll_fn(|cx| {
+                for fd in &self.ready {
+                    if let std::task::Poll::Ready(r) = fd.poll_read_ready(cx) {
+                        if let Ok(mut guard) = r {
+                            guard.clear_ready();
+                        }
+                        return std::task::Poll::Ready(());
+                    }
+                }
+                std::task::Poll::Pending
+            })
+            .await;
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl ShutdownToken {
+    /// Completes when shutdown is requested (SIGINT, SIGTERM or [`cancel`](Self::cancel)).
+    /// Checks the flag every 50 ms as well as on each signal, so a `cancel` from code is
+    /// seen within that time.
+    pub async fn cancelled(&self) {
+        while !self.is_shutdown() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl ProcessWatch {
+    /// Completes when the process exits (the pidfd becomes readable, in the reactor).
+    pub async fn exited(&self) -> Result<()> {
+        let ready = register_readable(self.fd.as_fd())?;
+        let r = ready
+            .readable()
+            .await
+            .map(drop)
+            .map_err(|source| Error::Io {
+                op: "waiting for a process to exit",
+                source,
+            });
+        drop(ready);
+        r
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

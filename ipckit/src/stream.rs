@@ -1,5 +1,7 @@
 //! Framed message connections over byte streams: pipes, FIFOs, Unix stream sockets, TCP.
 
+use std::os::fd::BorrowedFd;
+
 use crate::error::{Error, Result};
 use crate::framing::{FrameReader, FrameWriter};
 use crate::sys::IoFd;
@@ -53,6 +55,15 @@ impl StreamConn {
         self.max
     }
 
+    #[cfg_attr(any(loom, not(feature = "tokio")), allow(dead_code))]
+    /// The descriptors to watch for readiness: `(rx, tx)`, the same one twice for a socket.
+    pub(crate) fn fds(&self) -> (Option<BorrowedFd<'_>>, Option<BorrowedFd<'_>>, bool) {
+        match &self.fds {
+            Fds::One(fd) => (Some(fd.fd()), Some(fd.fd()), true),
+            Fds::Split { rx, tx } => (rx.as_ref().map(IoFd::fd), tx.as_ref().map(IoFd::fd), false),
+        }
+    }
+
     pub(crate) fn send(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
         let fd = match &mut self.fds {
             Fds::One(fd) | Fds::Split { tx: Some(fd), .. } => fd,
@@ -64,6 +75,15 @@ impl StreamConn {
             }
         };
         self.writer.send(fd, msg, wait, self.transport)
+    }
+
+    #[cfg_attr(any(loom, not(feature = "tokio")), allow(dead_code))]
+    /// Writes what an earlier send left unwritten (its wait ran out part-way).
+    pub(crate) fn flush(&mut self, wait: Wait) -> Result<()> {
+        match &mut self.fds {
+            Fds::One(fd) | Fds::Split { tx: Some(fd), .. } => self.writer.flush_pending(fd, wait),
+            Fds::Split { tx: None, .. } => Ok(()),
+        }
     }
 
     pub(crate) fn recv_into(&mut self, out: &mut Vec<u8>, wait: Wait) -> Result<()> {

@@ -60,7 +60,12 @@ pub fn run(mech: Mechanism, size: usize, settings: &Settings) -> Outcome {
         error: None,
     };
     if outcome.skipped.is_none() {
-        if let Err(e) = measure(&mut outcome, settings) {
+        let measured = if mech.is_pattern() {
+            super::patterns::measure(&mut outcome, settings)
+        } else {
+            measure(&mut outcome, settings)
+        };
+        if let Err(e) = measured {
             outcome.error = Some(e);
         }
     }
@@ -132,7 +137,7 @@ fn blame(phase: &str, error: String, ch: Option<Channel>, peer: PeerProcess) -> 
 
 /// The command that starts the peer (this executable's hidden `bench-peer`), without the
 /// arguments that say where to attach.
-fn peer_command(
+pub(super) fn peer_command(
     mech: Mechanism,
     size: usize,
     settings: &Settings,

@@ -36,11 +36,17 @@ pub enum Mechanism {
     QueueOs,
     /// Two durable queues, `durability=fsync` (each send waits for `fdatasync`).
     QueueFsync,
+    /// `ipckit::rpc` calls over `unix://` (blocking client, async server, typed payload).
+    RpcUnix,
+    /// `ipckit::rpc` calls over `shm://`.
+    RpcShm,
+    /// A signal to the peer and one back (SIGUSR1; no payload).
+    Signal,
 }
 
 impl Mechanism {
     /// Every mechanism, in the order the benchmark runs them.
-    pub const ALL: [Mechanism; 15] = [
+    pub const ALL: [Mechanism; 18] = [
         Mechanism::Pipe,
         Mechanism::Fifo,
         Mechanism::Unix,
@@ -56,6 +62,9 @@ impl Mechanism {
         Mechanism::Mq,
         Mechanism::QueueOs,
         Mechanism::QueueFsync,
+        Mechanism::RpcUnix,
+        Mechanism::RpcShm,
+        Mechanism::Signal,
     ];
 
     /// The command-line name.
@@ -76,6 +85,9 @@ impl Mechanism {
             Mechanism::Mq => "mq",
             Mechanism::QueueOs => "queue-os",
             Mechanism::QueueFsync => "queue-fsync",
+            Mechanism::RpcUnix => "rpc-unix",
+            Mechanism::RpcShm => "rpc-shm",
+            Mechanism::Signal => "signal",
         }
     }
 
@@ -95,7 +107,20 @@ impl Mechanism {
             Mechanism::Mmap => Scheme::Mmap,
             Mechanism::Mq => Scheme::Mq,
             Mechanism::QueueOs | Mechanism::QueueFsync => Scheme::Queue,
+            Mechanism::RpcUnix => Scheme::Unix,
+            Mechanism::RpcShm => Scheme::Shm,
+            // Signals have no scheme; the pipe is the nearest kernel notification path.
+            Mechanism::Signal => Scheme::Pipe,
         }
+    }
+
+    /// True for the request/response and notification patterns measured by
+    /// [`super::patterns`] rather than by the message ping-pong and stream.
+    pub fn is_pattern(self) -> bool {
+        matches!(
+            self,
+            Mechanism::RpcUnix | Mechanism::RpcShm | Mechanism::Signal
+        )
     }
 
     /// True when messages may be lost (the benchmark then resends and counts drops).
@@ -126,6 +151,9 @@ impl Mechanism {
     /// Why this mechanism cannot carry messages of `size` bytes, if it cannot.
     pub fn refuses(self, size: usize) -> Option<String> {
         match self {
+            Mechanism::Signal if size > 64 => {
+                Some("a signal carries no payload (measured at the smallest size only)".into())
+            }
             Mechanism::Udp if size > UDP_MAX_PAYLOAD => Some(format!(
                 "a UDP datagram carries at most {UDP_MAX_PAYLOAD} bytes"
             )),

@@ -28,6 +28,9 @@ pub fn run(args: PeerArgs) -> Result<(), String> {
     if let Some(cpu) = args.cpu {
         ipckit::sys::pin_current_thread(cpu).map_err(|e| format!("pin to CPU {cpu}: {e}"))?;
     }
+    if args.mech.is_pattern() {
+        return super::patterns::run_peer(&args);
+    }
     let mut ch = setup::attach_peer(
         args.mech,
         args.bind.as_ref(),

@@ -4,13 +4,15 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
+use super::aggregate::Measured;
 use super::append::AppendRow;
 use super::case::Outcome;
+use super::claims::Claim;
 
 /// One line of `--json` output. Figures that do not apply are `null`; `sent`, `drops` and
 /// `rtt_resends` appear for lossy mechanisms only, `skipped` and `error` when they apply.
 #[derive(Serialize)]
-struct JsonRow<'a> {
+pub struct JsonRow<'a> {
     mech: &'a str,
     size: usize,
     rtt_ns_median: Option<u64>,
@@ -36,7 +38,8 @@ struct JsonRow<'a> {
 }
 
 impl<'a> JsonRow<'a> {
-    fn of(o: &'a Outcome) -> JsonRow<'a> {
+    /// The row of one outcome (one repeat, or the medians).
+    pub fn of(o: &'a Outcome) -> JsonRow<'a> {
         let lossy = o.mech.is_lossy() && o.skipped.is_none();
         let only_lossy = |v: Option<u64>| lossy.then_some(v);
         JsonRow {
@@ -59,9 +62,30 @@ impl<'a> JsonRow<'a> {
     }
 }
 
+/// A row of medians over the repeats, with their spread.
+#[derive(Serialize)]
+pub struct JsonSummaryRow<'a> {
+    #[serde(flatten)]
+    pub figures: JsonRow<'a>,
+    pub repeats: usize,
+    pub rtt_spread: Option<f64>,
+    pub msgs_spread: Option<f64>,
+}
+
+impl<'a> JsonSummaryRow<'a> {
+    pub fn of(m: &'a Measured) -> JsonSummaryRow<'a> {
+        JsonSummaryRow {
+            figures: JsonRow::of(&m.median),
+            repeats: m.runs.len(),
+            rtt_spread: m.rtt_spread,
+            msgs_spread: m.msgs_spread,
+        }
+    }
+}
+
 /// One line of `--json` output for an append measurement of the queue.
 #[derive(Serialize)]
-struct JsonAppendRow<'a> {
+pub struct JsonAppendRow<'a> {
     mech: String,
     producers: usize,
     size: usize,
@@ -69,6 +93,19 @@ struct JsonAppendRow<'a> {
     fdatasync_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
+}
+
+impl<'a> JsonAppendRow<'a> {
+    pub fn of(row: &'a AppendRow) -> JsonAppendRow<'a> {
+        JsonAppendRow {
+            mech: format!("{}-{}", row.mech.name(), row.kind),
+            producers: row.producers,
+            size: row.size,
+            msgs_per_s: row.msgs_per_s,
+            fdatasync_per_s: row.fdatasync_per_s,
+            error: row.error.as_deref(),
+        }
+    }
 }
 
 /// Writes outcomes as they come.
@@ -97,30 +134,32 @@ impl<W: Write> Printer<W> {
         self.out.flush()
     }
 
-    /// Writes one outcome and flushes.
-    pub fn print(&mut self, o: &Outcome) -> io::Result<()> {
+    /// Writes the medians of one mechanism and size and flushes.
+    pub fn print(&mut self, m: &Measured) -> io::Result<()> {
+        let o = &m.median;
         if self.json {
-            let line = serde_json::to_string(&JsonRow::of(o)).map_err(io::Error::other)?;
+            let line = serde_json::to_string(&JsonSummaryRow::of(m)).map_err(io::Error::other)?;
             writeln!(self.out, "{line}")?;
         } else {
             if !self.header_done {
                 writeln!(
                     self.out,
-                    "{:<15} {:>8} {:>11} {:>11} {:>11} {:>12} {:>8}  notes",
+                    "{:<15} {:>8} {:>11} {:>11} {:>11} {:>12} {:>8} {:>6}  notes",
                     "mechanism",
                     "size",
                     "rtt_med_ns",
                     "rtt_p99_ns",
                     "rtt_p999_ns",
                     "msgs/s",
-                    "GB/s"
+                    "GB/s",
+                    "spread"
                 )?;
                 self.header_done = true;
             }
             let ns = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
             writeln!(
                 self.out,
-                "{:<15} {:>8} {:>11} {:>11} {:>11} {:>12} {:>8}  {}",
+                "{:<15} {:>8} {:>11} {:>11} {:>11} {:>12} {:>8} {:>6}  {}",
                 o.mech.name(),
                 o.size,
                 ns(o.rtt.map(|r| r.median_ns)),
@@ -130,7 +169,9 @@ impl<W: Write> Printer<W> {
                     .map_or("-".to_owned(), |t| format!("{:.0}", t.msgs_per_s)),
                 o.throughput
                     .map_or("-".to_owned(), |t| format!("{:.3}", t.gbps)),
-                notes(o),
+                m.worst_spread()
+                    .map_or("-".to_owned(), |s| format!("{:.0}%", 100.0 * s)),
+                notes(m),
             )?;
         }
         self.out.flush()
@@ -142,15 +183,7 @@ impl<W: Write> Printer<W> {
     pub fn print_append(&mut self, row: &AppendRow) -> io::Result<()> {
         let mech = format!("{}-{}", row.mech.name(), row.kind);
         if self.json {
-            let json = JsonAppendRow {
-                mech,
-                producers: row.producers,
-                size: row.size,
-                msgs_per_s: row.msgs_per_s,
-                fdatasync_per_s: row.fdatasync_per_s,
-                error: row.error.as_deref(),
-            };
-            let line = serde_json::to_string(&json).map_err(io::Error::other)?;
+            let line = serde_json::to_string(&JsonAppendRow::of(row)).map_err(io::Error::other)?;
             writeln!(self.out, "{line}")?;
         } else {
             let plural = if row.producers == 1 { "" } else { "es" };
@@ -170,7 +203,7 @@ impl<W: Write> Printer<W> {
             }
             writeln!(
                 self.out,
-                "{:<15} {:>8} {:>11} {:>11} {:>11} {:>12} {:>8}  {notes}",
+                "{:<15} {:>8} {:>11} {:>11} {:>11} {:>12} {:>8} {:>6}  {notes}",
                 mech,
                 row.size,
                 "-",
@@ -181,14 +214,28 @@ impl<W: Write> Printer<W> {
                     "{:.3}",
                     r * row.size as f64 / 1e9
                 )),
+                "-",
             )?;
+        }
+        self.out.flush()
+    }
+
+    /// Writes the claims below the table (nothing in JSON mode: they are in results.json).
+    pub fn print_claims(&mut self, claims: &[Claim]) -> io::Result<()> {
+        if self.json {
+            return Ok(());
+        }
+        writeln!(self.out, "\nWhat this run shows:")?;
+        for c in claims {
+            writeln!(self.out, "- {}", c.text)?;
         }
         self.out.flush()
     }
 }
 
 /// The notes column of the table.
-fn notes(o: &Outcome) -> String {
+pub fn notes(m: &Measured) -> String {
+    let o = &m.median;
     let mut notes = Vec::new();
     if let Some(reason) = &o.skipped {
         notes.push(format!("skipped: {reason}"));
@@ -206,6 +253,14 @@ fn notes(o: &Outcome) -> String {
             let pct = 100.0 * t.drops as f64 / t.sent.max(1) as f64;
             notes.push(format!("drops {pct:.1}% ({} of {})", t.drops, t.sent));
         }
+    }
+    if m.unsteady() {
+        let pct = |s: Option<f64>| s.map_or("-".to_owned(), |s| format!("{:.0}%", 100.0 * s));
+        notes.push(format!(
+            "unsteady: spread of rtt {}, of msgs/s {}",
+            pct(m.rtt_spread),
+            pct(m.msgs_spread)
+        ));
     }
     if let Some(e) = &o.error {
         notes.push(format!("error: {e}"));
@@ -244,9 +299,17 @@ mod tests {
         }
     }
 
+    fn clone(o: &Outcome) -> Outcome {
+        Outcome {
+            skipped: o.skipped.clone(),
+            error: o.error.clone(),
+            ..*o
+        }
+    }
+
     fn json(o: &Outcome) -> serde_json::Value {
         let mut p = Printer::new(Vec::new(), true);
-        p.print(o).unwrap();
+        p.print(&Measured::of(vec![clone(o)])).unwrap();
         let text = String::from_utf8(p.out).unwrap();
         assert_eq!(text.lines().count(), 1);
         serde_json::from_str(&text).unwrap()
@@ -275,11 +338,12 @@ mod tests {
     #[test]
     fn table_rows_line_up_under_the_header() {
         let mut p = Printer::new(Vec::new(), false);
-        p.print(&outcome(Mechanism::Pipe)).unwrap();
+        p.print(&Measured::of(vec![outcome(Mechanism::Pipe)]))
+            .unwrap();
         let mut failed = outcome(Mechanism::UnixSeqpacket);
         failed.throughput = None;
         failed.error = Some("stream: boom".into());
-        p.print(&failed).unwrap();
+        p.print(&Measured::of(vec![failed])).unwrap();
         let text = String::from_utf8(p.out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);

@@ -207,8 +207,7 @@ impl Ctl {
         let built = (|| {
             sys::set_len(fd.as_fd(), CTL_SIZE as u64)?;
             let ctl = Ctl::map(
-                fd.try_clone()
-                    .map_err(|source| Error::Io { op: "dup", source })?,
+                rustix::io::fcntl_dupfd_cloexec(&fd, 3).map_err(|e| Error::os("dup", e))?,
             )?;
             ctl.append.init()?;
             ctl.sync.init()?;

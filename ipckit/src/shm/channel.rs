@@ -28,6 +28,9 @@ use crate::sync::SemWords;
 use crate::sys;
 use crate::transport::Wait;
 
+#[cfg(all(feature = "tokio", not(loom)))]
+mod wait_async;
+
 /// Lock byte held by the client of a connection segment.
 const LOCK_CLIENT: u64 = LOCK_ATTACHED + 1;
 /// Lock byte held by the server (of a connection segment, and of the rendezvous).
@@ -219,6 +222,11 @@ pub struct ShmConn {
 // SAFETY: the raw pointers point into `seg`'s mapping, which the struct owns and which is
 // not tied to a thread; all shared state behind them is accessed atomically or by copies.
 unsafe impl Send for ShmConn {}
+
+// SAFETY: every method that takes `&self` only loads or stores atomics in the mapping (or
+// reads fields that never change); everything that moves ring bytes or private positions
+// takes `&mut self`. Sharing `&ShmConn` between threads is therefore free of data races.
+unsafe impl Sync for ShmConn {}
 
 impl std::fmt::Debug for ShmConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -27,7 +27,7 @@
 //! ```
 
 mod channel;
-mod ring;
+pub(crate) mod ring;
 mod segment;
 
 pub use crate::region::SharedBytes;

@@ -172,6 +172,12 @@ impl Producer {
         }
     }
 
+    #[cfg_attr(any(loom, not(feature = "tokio")), allow(dead_code))]
+    /// The consumer position this producer last saw (where a full ring left it).
+    pub(crate) fn cached_tail(&self) -> u32 {
+        self.cached_tail
+    }
+
     /// Bytes the ring has no room for a record of `len`: `Ok(None)` when full now.
     pub(crate) fn reserve<D: RingData>(
         &mut self,
@@ -188,7 +194,16 @@ impl Producer {
             0
         };
         let total = pad + need;
-        if self.cap - self.head.wrapping_sub(self.cached_tail) < total {
+        // Our own position comes from shared memory (attach): a value that is not a record
+        // boundary would put the header (or the PAD header) across the end of the ring.
+        if self.head & 7 != 0 {
+            return Err(corrupted(format!(
+                "producer position {} is not on a record boundary",
+                self.head
+            )));
+        }
+        let cached_used = self.head.wrapping_sub(self.cached_tail);
+        if cached_used > self.cap || self.cap - cached_used < total {
             let tail = ctl.consumer.0.tail.load(Ordering::Acquire);
             let used = self.head.wrapping_sub(tail);
             if used > self.cap || (tail & 7) != 0 {
@@ -277,7 +292,11 @@ impl Consumer {
                     return Ok(None);
                 }
             }
-            if avail > self.cap || avail < REC_HEADER || (self.cached_head & 7) != 0 {
+            if avail > self.cap
+                || avail < REC_HEADER
+                || (self.cached_head & 7) != 0
+                || (self.tail & 7) != 0
+            {
                 return Err(corrupted(format!(
                     "producer position {} is impossible for consumer position {}",
                     self.cached_head, self.tail
@@ -446,6 +465,28 @@ mod tests {
             detected,
             "a bogus consumer position is noticed once it is read"
         );
+    }
+
+    /// Found by the `shm_ring` fuzz target (issue 9): positions that are not record
+    /// boundaries, read from shared memory at attach, put an 8-byte header across the end
+    /// of the ring (an out-of-bounds write or read).
+    #[test]
+    fn misaligned_positions_are_corruption() {
+        let cap = 64;
+        let c = ctl();
+        let d = Heap(UnsafeCell::new(vec![0; cap as usize]));
+        c.producer.0.head.store(60, Ordering::Relaxed);
+        c.consumer.0.tail.store(60, Ordering::Relaxed);
+        let mut p = Producer::attach(&c, cap);
+        assert!(matches!(p.reserve(&c, &d, 8), Err(Error::Corrupted(_))));
+        c.producer.0.head.store(72, Ordering::Relaxed);
+        let mut k = Consumer::attach(&c, cap, max_payload(cap));
+        assert!(matches!(k.peek(&c, &d), Err(Error::Corrupted(_))));
+        // A head far ahead of the cached tail is checked, not subtracted into a wrap.
+        c.producer.0.head.store(0, Ordering::Relaxed);
+        c.consumer.0.tail.store(8, Ordering::Relaxed);
+        let mut p = Producer::attach(&c, cap);
+        assert!(matches!(p.reserve(&c, &d, 8), Err(Error::Corrupted(_))));
     }
 }
 

@@ -35,6 +35,12 @@ pub(crate) struct DatagramConn {
 }
 
 impl DatagramConn {
+    #[cfg_attr(any(loom, not(feature = "tokio")), allow(dead_code))]
+    /// The socket, for readiness.
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.fd()
+    }
+
     pub(crate) fn new(
         fd: IoFd,
         peer: Peer,

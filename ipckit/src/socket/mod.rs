@@ -40,7 +40,7 @@
 
 mod datagram;
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::FileType;
@@ -233,6 +233,16 @@ pub(crate) fn bind(ep: &Endpoint) -> Result<(SocketListener, Endpoint)> {
 }
 
 impl SocketListener {
+    #[cfg_attr(any(loom, not(feature = "tokio")), allow(dead_code))]
+    /// The listening socket, for readiness (`None` for a datagram endpoint, which hands out
+    /// its socket at once).
+    pub(crate) fn listening_fd(&self) -> Option<BorrowedFd<'_>> {
+        match self {
+            SocketListener::Listening { fd, .. } => Some(fd.as_fd()),
+            SocketListener::Datagram { .. } => None,
+        }
+    }
+
     /// Accepts the next connection. A datagram endpoint hands out its one socket, once.
     pub(crate) fn accept(&mut self, wait: Wait) -> Result<Flavor> {
         match self {
@@ -245,8 +255,10 @@ impl SocketListener {
             }
             SocketListener::Datagram { fd, endpoint, file } => match fd.take() {
                 Some(fd) => {
-                    let path = file.take().map(|f| {
-                        let p = f.path.clone();
+                    let path = file.take().map(|mut f| {
+                        // Hand the path over without the removal on drop (forgetting the
+                        // record with its own path still in it leaked the path's buffer).
+                        let p = std::mem::take(&mut f.path);
                         std::mem::forget(f);
                         p
                     });

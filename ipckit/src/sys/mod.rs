@@ -6,6 +6,8 @@ mod fd;
 mod fifo;
 mod file;
 mod futex;
+#[cfg(all(feature = "tokio", not(loom)))]
+mod futex_watch;
 mod mq;
 mod pipe;
 mod robust_mutex;
@@ -24,6 +26,8 @@ pub(crate) use file::{
     truncate, try_flock_exclusive,
 };
 pub use futex::{futex_wait, futex_wake, FutexWake};
+#[cfg(all(feature = "tokio", not(loom)))]
+pub(crate) use futex_watch::watch as futex_watch;
 pub(crate) use mq::{mq_attributes, mq_create, mq_open, mq_receive, mq_send, mq_unlink};
 pub use mq::{mq_limits, MqAttributes};
 pub(crate) use pipe::pipe_pair;

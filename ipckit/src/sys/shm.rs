@@ -88,8 +88,8 @@ pub(crate) fn file_len(fd: BorrowedFd<'_>) -> Result<u64> {
 /// through raw pointers.
 pub(crate) fn map_shared(fd: &OwnedFd, len: usize, writable: bool) -> Result<memmap2::MmapRaw> {
     let file = File::from(
-        fd.try_clone()
-            .map_err(|source| Error::Io { op: "dup", source })?,
+        // Through rustix, so that running out of descriptors is `TooManyOpenFiles`.
+        rustix::io::fcntl_dupfd_cloexec(fd, 3).map_err(|e| Error::os("dup", e))?,
     );
     let mut opts = memmap2::MmapOptions::new();
     opts.len(len);

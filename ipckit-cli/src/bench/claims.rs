@@ -1,0 +1,425 @@
+//! The closing statements of the report, each computed from this run's medians: which
+//! mechanism was fastest, what shared memory gains over the kernel, UDP against TCP, and
+//! what a cross-CPU wake-up costs against busy polling. A statement whose mechanisms were
+//! not measured is skipped, and says why.
+
+use ipckit::Scheme;
+use serde::Serialize;
+
+use super::aggregate::Measured;
+use super::mechanism::Mechanism;
+use super::units::{grouped, ns, rate, size as fmt_size, times};
+
+/// One statement of the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Claim {
+    /// A stable name: fastest_small, fastest_large, shm_vs_kernel, udp_vs_tcp, wakeup_vs_spin.
+    pub topic: &'static str,
+    /// The statement, or `TITLE: skipped: why`.
+    pub text: String,
+    /// False when the statement was skipped for want of figures.
+    pub measured: bool,
+}
+
+impl Claim {
+    fn made(topic: &'static str, text: String) -> Claim {
+        Claim {
+            topic,
+            text,
+            measured: true,
+        }
+    }
+
+    fn skipped(topic: &'static str, why: String) -> Claim {
+        let title = match topic {
+            "fastest_small" => "Fastest for small messages",
+            "fastest_large" => "Fastest for large messages",
+            "shm_vs_kernel" => "Shared memory against the kernel",
+            "udp_vs_tcp" => "UDP against TCP",
+            "wakeup_vs_spin" => "Wake-up against busy polling",
+            _ => topic,
+        };
+        Claim {
+            topic,
+            text: format!("{title}: skipped: {why}"),
+            measured: false,
+        }
+    }
+}
+
+/// The size that stands for small messages (64 B, else the smallest measured) and for large
+/// ones (1 MiB, else the largest, if it differs from the small one).
+fn small_and_large(results: &[Measured]) -> (Option<usize>, Option<usize>) {
+    let mut sizes: Vec<usize> = results.iter().map(Measured::size).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let small = if sizes.contains(&64) {
+        Some(64)
+    } else {
+        sizes.first().copied()
+    };
+    let large = if sizes.contains(&(1 << 20)) {
+        Some(1 << 20)
+    } else {
+        sizes.last().copied().filter(|&l| Some(l) != small)
+    };
+    (small, large)
+}
+
+/// Mechanisms whose messages go through shared memory, with no system call on the fast path.
+fn is_shared_memory(m: Mechanism) -> bool {
+    !m.is_pattern() && matches!(m.scheme(), Scheme::Shm | Scheme::Mmap | Scheme::ShmMpsc)
+}
+
+/// Mechanisms whose every message goes through a kernel object (pipes, sockets, queues).
+fn is_kernel_path(m: Mechanism) -> bool {
+    !m.is_pattern()
+        && matches!(
+            m.scheme(),
+            Scheme::Pipe
+                | Scheme::Fifo
+                | Scheme::Unix
+                | Scheme::UnixDgram
+                | Scheme::UnixSeqpacket
+                | Scheme::Tcp
+                | Scheme::Udp
+                | Scheme::Mq
+        )
+}
+
+/// The row of `mech` at `size` that has a round-trip median.
+fn row(results: &[Measured], mech: Mechanism, size: usize) -> Option<&Measured> {
+    results
+        .iter()
+        .find(|r| r.mech() == mech && r.size() == size && r.median.rtt.is_some())
+}
+
+/// The lowest round-trip median at `size` among mechanisms that pass `keep`.
+fn fastest_rtt(
+    results: &[Measured],
+    size: usize,
+    keep: impl Fn(Mechanism) -> bool,
+) -> Option<(Mechanism, u64)> {
+    results
+        .iter()
+        .filter(|r| r.size() == size && keep(r.mech()))
+        .filter_map(|r| r.median.rtt.map(|t| (r.mech(), t.median_ns)))
+        .min_by_key(|&(_, v)| v)
+}
+
+/// The highest streaming rate at `size` among mechanisms that pass `keep`.
+fn fastest_rate(
+    results: &[Measured],
+    size: usize,
+    keep: impl Fn(Mechanism) -> bool,
+) -> Option<(Mechanism, f64, f64)> {
+    results
+        .iter()
+        .filter(|r| r.size() == size && keep(r.mech()))
+        .filter_map(|r| {
+            r.median
+                .throughput
+                .map(|t| (r.mech(), t.msgs_per_s, t.gbps))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// Every statement, in the report's order.
+pub fn compute(results: &[Measured], pinned: bool) -> Vec<Claim> {
+    let (small, large) = small_and_large(results);
+    vec![
+        fastest("fastest_small", "small", results, small),
+        fastest("fastest_large", "large", results, large),
+        shm_vs_kernel(results, small, large),
+        udp_vs_tcp(results, small),
+        wakeup_vs_spin(results, small, pinned),
+    ]
+}
+
+fn fastest(topic: &'static str, what: &str, results: &[Measured], size: Option<usize>) -> Claim {
+    let Some(size) = size else {
+        return Claim::skipped(topic, format!("no {what} size was measured"));
+    };
+    let rtt = fastest_rtt(results, size, |_| true);
+    let tput = fastest_rate(results, size, |_| true);
+    let mut parts = Vec::new();
+    if let Some((m, v)) = rtt {
+        parts.push(format!(
+            "the fastest round trip was {} ({} median)",
+            m.name(),
+            ns(v)
+        ));
+    }
+    if let Some((m, r, gbps)) = tput {
+        parts.push(format!(
+            "the highest one-way rate was {} ({}, {gbps:.3} GB/s)",
+            m.name(),
+            rate(r)
+        ));
+    }
+    if parts.is_empty() {
+        return Claim::skipped(
+            topic,
+            format!("no mechanism produced figures at {}", fmt_size(size)),
+        );
+    }
+    Claim::made(
+        topic,
+        format!(
+            "{} messages ({}): {}.",
+            cap(what),
+            fmt_size(size),
+            parts.join("; ")
+        ),
+    )
+}
+
+fn shm_vs_kernel(results: &[Measured], small: Option<usize>, large: Option<usize>) -> Claim {
+    const TOPIC: &str = "shm_vs_kernel";
+    let mut parts = Vec::new();
+    for size in [small, large].into_iter().flatten() {
+        let shm = fastest_rtt(results, size, is_shared_memory);
+        let kernel = fastest_rtt(results, size, is_kernel_path);
+        let (Some((sm, sv)), Some((km, kv))) = (shm, kernel) else {
+            continue;
+        };
+        let mut text = format!(
+            "at {} the best shared-memory mechanism ({}, {}) made round trips {} as fast as \
+             the fastest kernel path ({}, {})",
+            fmt_size(size),
+            sm.name(),
+            ns(sv),
+            times(kv as f64 / sv.max(1) as f64),
+            km.name(),
+            ns(kv)
+        );
+        let shm_rate = fastest_rate(results, size, is_shared_memory);
+        let kernel_rate = fastest_rate(results, size, is_kernel_path);
+        if let (Some((sm, sr, _)), Some((km, kr, _))) = (shm_rate, kernel_rate) {
+            if kr > 0.0 {
+                text += &format!(
+                    " and streamed {} the rate ({} {}, {} {})",
+                    times(sr / kr),
+                    sm.name(),
+                    rate(sr),
+                    km.name(),
+                    rate(kr)
+                );
+            }
+        }
+        parts.push(text);
+    }
+    if parts.is_empty() {
+        return Claim::skipped(
+            TOPIC,
+            "needs a shared-memory mechanism (shm, shm-spin, shm-block, sem, mmap) and a kernel \
+             path (pipe, fifo, unix*, tcp, udp, mq) measured at the same size"
+                .to_owned(),
+        );
+    }
+    Claim::made(TOPIC, format!("Shared memory: {}.", parts.join("; ")))
+}
+
+fn udp_vs_tcp(results: &[Measured], small: Option<usize>) -> Claim {
+    const TOPIC: &str = "udp_vs_tcp";
+    let sizes: Vec<usize> = {
+        let mut s: Vec<usize> = results
+            .iter()
+            .filter(|r| r.mech() == Mechanism::Udp && r.median.rtt.is_some())
+            .map(Measured::size)
+            .filter(|&s| row(results, Mechanism::Tcp, s).is_some())
+            .collect();
+        s.sort_unstable();
+        s
+    };
+    let Some(size) = small
+        .filter(|s| sizes.contains(s))
+        .or(sizes.first().copied())
+    else {
+        return Claim::skipped(
+            TOPIC,
+            "needs udp and tcp measured at a common size".to_owned(),
+        );
+    };
+    let (Some(udp), Some(tcp)) = (
+        row(results, Mechanism::Udp, size),
+        row(results, Mechanism::Tcp, size),
+    ) else {
+        return Claim::skipped(TOPIC, "udp or tcp has no figures".to_owned());
+    };
+    let (u, t) = (
+        udp.median.rtt.map_or(0, |r| r.median_ns),
+        tcp.median.rtt.map_or(0, |r| r.median_ns),
+    );
+    let verdict = if u < t {
+        format!(
+            "UDP was faster than TCP here: {} round trip",
+            times(t as f64 / u.max(1) as f64)
+        )
+    } else {
+        format!(
+            "UDP was not faster than TCP here: {} round trip",
+            times(t as f64 / u.max(1) as f64)
+        )
+    };
+    let mut text = format!(
+        "At {}, {verdict} ({} against {})",
+        fmt_size(size),
+        ns(u),
+        ns(t)
+    );
+    if let (Some(ut), Some(tt)) = (udp.median.throughput, tcp.median.throughput) {
+        text += &format!(
+            "; streaming {} against {} ({})",
+            rate(ut.msgs_per_s),
+            rate(tt.msgs_per_s),
+            if ut.msgs_per_s > tt.msgs_per_s {
+                "UDP ahead"
+            } else {
+                "TCP ahead"
+            }
+        );
+    }
+    let (sent, drops) = results
+        .iter()
+        .filter(|r| r.mech() == Mechanism::Udp)
+        .flat_map(|r| r.runs.iter())
+        .filter_map(|o| o.throughput)
+        .fold((0u64, 0u64), |(s, d), t| (s + t.sent, d + t.drops));
+    if sent > 0 {
+        text += &format!(
+            ". UDP dropped {} of {} messages streamed ({:.2}%, all sizes and repeats), which \
+             TCP never does",
+            grouped(drops),
+            grouped(sent),
+            100.0 * drops as f64 / sent as f64
+        );
+    }
+    Claim::made(TOPIC, text + ".")
+}
+
+fn wakeup_vs_spin(results: &[Measured], small: Option<usize>, pinned: bool) -> Claim {
+    const TOPIC: &str = "wakeup_vs_spin";
+    let Some(size) = small else {
+        return Claim::skipped(TOPIC, "nothing was measured".to_owned());
+    };
+    let (Some(block), Some(spin)) = (
+        row(results, Mechanism::ShmBlock, size),
+        row(results, Mechanism::ShmSpin, size),
+    ) else {
+        return Claim::skipped(
+            TOPIC,
+            format!(
+                "needs shm-block and shm-spin measured at {}",
+                fmt_size(size)
+            ),
+        );
+    };
+    let b = block.median.rtt.map_or(0, |r| r.median_ns);
+    let s = spin.median.rtt.map_or(0, |r| r.median_ns);
+    let per_wake = (b as f64 - s as f64) / 2.0;
+    let where_ = if pinned {
+        "the two processes on different CPUs"
+    } else {
+        "the processes not pinned, so some wake-ups may have been on the same CPU"
+    };
+    let cost = if per_wake > 0.0 {
+        format!(
+            "a wake-up (two per round trip) cost about {} more than busy polling, which \
+             keeps a CPU busy while it waits",
+            ns(per_wake.round() as u64)
+        )
+    } else {
+        "waking the peer cost nothing measurable over busy polling here".to_owned()
+    };
+    Claim::made(
+        TOPIC,
+        format!(
+            "Wake-up against busy polling at {} ({where_}): a round trip took {} with futex \
+             wake-ups (shm-block) and {} spinning (shm-spin): {cost}.",
+            fmt_size(size),
+            ns(b),
+            ns(s)
+        ),
+    )
+}
+
+/// The text with its first letter in upper case.
+fn cap(text: &str) -> String {
+    let mut c = text.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::aggregate::sample as measured;
+
+    fn topic<'a>(claims: &'a [Claim], topic: &str) -> &'a Claim {
+        claims.iter().find(|c| c.topic == topic).unwrap()
+    }
+
+    #[test]
+    fn statements_follow_the_figures() {
+        let results = vec![
+            measured(Mechanism::Unix, 64, 10_000, 900_000.0),
+            measured(Mechanism::Tcp, 64, 16_000, 600_000.0),
+            measured(Mechanism::Udp, 64, 14_000, 450_000.0),
+            measured(Mechanism::ShmSpin, 64, 1_000, 12e6),
+            measured(Mechanism::ShmBlock, 64, 11_000, 16e6),
+            measured(Mechanism::Unix, 1 << 20, 330_000, 5_000.0),
+            measured(Mechanism::ShmSpin, 1 << 20, 340_000, 12_000.0),
+        ];
+        let claims = compute(&results, true);
+        assert_eq!(claims.len(), 5);
+        let small = topic(&claims, "fastest_small");
+        assert!(
+            small.text.contains("round trip was shm-spin (1,000 ns"),
+            "{}",
+            small.text
+        );
+        assert!(small.text.contains("rate was shm-block"), "{}", small.text);
+        let large = topic(&claims, "fastest_large");
+        assert!(large.text.contains("1 MiB"), "{}", large.text);
+        assert!(large.text.contains("round trip was unix"), "{}", large.text);
+        let shm = topic(&claims, "shm_vs_kernel");
+        assert!(
+            shm.text
+                .contains("(shm-spin, 1,000 ns) made round trips 10× as fast"),
+            "{}",
+            shm.text
+        );
+        let udp = topic(&claims, "udp_vs_tcp");
+        assert!(udp.text.contains("UDP was faster than TCP"), "{}", udp.text);
+        assert!(udp.text.contains("dropped 25 of 10,000"), "{}", udp.text);
+        let wake = topic(&claims, "wakeup_vs_spin");
+        assert!(wake.text.contains("about 5,000 ns more"), "{}", wake.text);
+        assert!(claims.iter().all(|c| c.measured));
+    }
+
+    #[test]
+    fn missing_mechanisms_are_skipped_with_the_reason() {
+        let results = vec![measured(Mechanism::Pipe, 4096, 12_000, 400_000.0)];
+        let claims = compute(&results, false);
+        let skipped: Vec<&str> = claims
+            .iter()
+            .filter(|c| !c.measured)
+            .map(|c| c.topic)
+            .collect();
+        assert_eq!(
+            skipped,
+            [
+                "fastest_large",
+                "shm_vs_kernel",
+                "udp_vs_tcp",
+                "wakeup_vs_spin"
+            ]
+        );
+        assert!(topic(&claims, "fastest_small").text.contains("4 KiB"));
+        assert!(topic(&claims, "wakeup_vs_spin")
+            .text
+            .starts_with("Wake-up against busy polling: skipped: needs shm-block and shm-spin"));
+    }
+}

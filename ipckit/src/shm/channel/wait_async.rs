@@ -1,0 +1,142 @@
+//! Async waits of shared-memory connections and listeners (feature `tokio`).
+//!
+//! The same protocol as the blocking `block_until`: spin briefly while the peer runs
+//! (adaptive mode), then announce the sleep in the ring's `*_waiting` flag and sleep on the
+//! futex word the peer bumps — here through the process's futex watcher
+//! ([`crate::sys::futex_watch`]), so an idle async receiver costs no CPU and no thread of
+//! its own. The peer cannot tell an async sleeper from a blocking one. Liveness is checked
+//! every [`LIVENESS_SLICE`], as for blocking calls.
+
+use super::*;
+
+impl ShmConn {
+    /// A receive would find a record (or learn that the peer closed).
+    fn recv_ready(&self) -> bool {
+        let ctl = self.rx_ctl();
+        ctl.producer.0.head.load(Ordering::Acquire) != ctl.consumer.0.tail.load(Ordering::Relaxed)
+            || self.peer_closed_flag().load(Ordering::Acquire) != 0
+    }
+
+    /// A send that found the ring full could find room now (the consumer moved since).
+    fn send_ready(&self) -> bool {
+        self.tx_ctl().consumer.0.tail.load(Ordering::Acquire) != self.tx.cached_tail()
+            || self.peer_closed_flag().load(Ordering::Acquire) != 0
+    }
+
+    /// Waits until a receive (`recv`) or a send that found the ring full (`send`) may make
+    /// progress. Returns [`Error::Disconnected`] when the peer died or closed with nothing
+    /// left to read. Cancel-safe: dropping the future leaves the connection as it was.
+    pub(crate) async fn wait_async(&mut self, recv: bool, send: bool) -> Result<()> {
+        let ready = |c: &ShmConn| (recv && c.recv_ready()) || (send && c.send_ready());
+        if ready(self) {
+            return Ok(());
+        }
+        if self.mode == WaitMode::Adaptive && !self.spin.is_zero() {
+            // Spin, but hand the thread back to the runtime between rounds: other tasks
+            // (such as the handler whose reply we will send next) must not wait for us.
+            let start = Instant::now();
+            while self.peer_running() && start.elapsed() < self.spin {
+                for _ in 0..64 {
+                    spin_hint();
+                    if ready(self) {
+                        return Ok(());
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        // The peer wakes sleepers only through the ring's futex words: not at all in `spin`
+        // mode, through a semaphore for `sem` receivers; MPSC producers also wait for each
+        // other's lock. Those re-check on a timer (`spin`: at every scheduling turn).
+        let poll = match self.mode {
+            WaitMode::Spin => Some(Duration::ZERO),
+            WaitMode::Sem if recv => Some(Duration::from_millis(1)),
+            _ if send && matches!(self.role, Role::Producer { .. }) => {
+                Some(Duration::from_millis(1))
+            }
+            _ => None,
+        };
+        let mut last_check = Instant::now();
+        loop {
+            match poll {
+                Some(d) if d.is_zero() => tokio::task::yield_now().await,
+                Some(d) => tokio::time::sleep(d).await,
+                None => self.sleep_on_words(recv, send, &ready).await,
+            }
+            if ready(self) {
+                return Ok(());
+            }
+            if last_check.elapsed() >= LIVENESS_SLICE {
+                last_check = Instant::now();
+                if !self.peer_alive() {
+                    return if ready(self) {
+                        Ok(())
+                    } else {
+                        Err(Error::Disconnected)
+                    };
+                }
+            }
+        }
+    }
+
+    /// One sleep of at most a liveness slice on the words the peer bumps.
+    async fn sleep_on_words(&self, recv: bool, send: bool, ready: &impl Fn(&ShmConn) -> bool) {
+        let (rx, tx) = (self.rx_ctl(), self.tx_ctl());
+        if recv {
+            rx.consumer_waiting.0.store(1, Ordering::Relaxed);
+        }
+        if send {
+            tx.producer_waiting.0.store(1, Ordering::Relaxed);
+        }
+        // Pairs with the fence in `notify`: either the peer sees our flag, or we see its
+        // store in `ready` below.
+        fence(Ordering::SeqCst);
+        let head = rx.producer.0.head.load(Ordering::Relaxed);
+        let tail = tx.consumer.0.tail.load(Ordering::Relaxed);
+        if !ready(self) {
+            let on_head = async {
+                match recv {
+                    true => sys::futex_watch(&rx.producer.0.head, head).await,
+                    false => std::future::pending().await,
+                }
+            };
+            let on_tail = async {
+                match send {
+                    true => sys::futex_watch(&tx.consumer.0.tail, tail).await,
+                    false => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = on_head => {}
+                () = on_tail => {}
+                () = tokio::time::sleep(LIVENESS_SLICE) => {}
+            }
+        }
+        if recv {
+            rx.consumer_waiting.0.store(0, Ordering::Relaxed);
+        }
+        if send {
+            tx.producer_waiting.0.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+impl ShmListener {
+    /// Takes the next posted connection, sleeping on the rendezvous word in between.
+    pub(crate) async fn accept_async(&mut self) -> Result<Inner> {
+        loop {
+            let posted = rendezvous_of(&self.rendezvous)
+                .posted
+                .load(Ordering::Acquire);
+            match self.accept(Wait::Never) {
+                Err(Error::WouldBlock) => {}
+                r => return r,
+            }
+            let rv = rendezvous_of(&self.rendezvous);
+            tokio::select! {
+                () = sys::futex_watch(&rv.posted, posted) => {}
+                () = tokio::time::sleep(LIVENESS_SLICE) => {}
+            }
+        }
+    }
+}

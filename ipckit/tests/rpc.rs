@@ -1,0 +1,298 @@
+//! RPC and promises across real processes: the server (or the fulfilling side) runs in
+//! `ipckit-rpc-peer`. Every wait is bounded.
+#![cfg(feature = "tokio")]
+
+#[path = "common/calc.rs"]
+mod calc;
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use calc::{Req, Resp};
+use common::{Peer, LONG};
+use ipckit::rpc::{BlockingClient, Client};
+use ipckit::{Error, MessageReceiver, MessageSender};
+
+const RPC_PEER: &str = env!("CARGO_BIN_EXE_ipckit-rpc-peer");
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A server process on `url`, ready.
+fn server(url: &str) -> Peer {
+    let mut p = Peer::start_bin(RPC_PEER, &["serve", url]);
+    p.expect_line("ready");
+    p
+}
+
+fn urls(tag: &str) -> (tempfile::TempDir, Vec<String>) {
+    let dir = common::tempdir();
+    let id = std::process::id();
+    let urls = vec![
+        format!("unix://{}/rpc-{tag}.sock", dir.path().display()),
+        format!("shm://rpc-{tag}-{id}"),
+    ];
+    (dir, urls)
+}
+
+async fn client(url: &str) -> Client<Req, Resp> {
+    Client::connect_timeout(url, LONG)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"))
+}
+
+#[test]
+fn calls_many_in_flight_and_out_of_order() {
+    common::watchdog();
+    let (_dir, urls) = urls("many");
+    for url in &urls {
+        let mut srv = server(url);
+        rt().block_on(async {
+            let c = client(url).await;
+            assert_eq!(c.call(&Req::Add(2, 3)).await.unwrap(), Resp::Num(5));
+
+            // 10,000 calls in flight on one connection.
+            let calls: Vec<_> = (0..10_000i64)
+                .map(|i| {
+                    let c = c.clone();
+                    tokio::spawn(async move { (i, c.call_timeout(&Req::Add(i, 1), LONG).await) })
+                })
+                .collect();
+            for h in calls {
+                let (i, r) = h.await.unwrap();
+                assert_eq!(
+                    r.unwrap_or_else(|e| panic!("{url}: call {i}: {e}")),
+                    Resp::Num(i + 1)
+                );
+            }
+
+            // A slow call does not hold back a fast one: responses come out of order.
+            let start = Instant::now();
+            let slow = c.call(&Req::Sleep { ms: 400, tag: 1 });
+            let fast = async {
+                let r = c.call(&Req::Sleep { ms: 10, tag: 2 }).await;
+                (r, start.elapsed())
+            };
+            let (slow, (fast, fast_took)) = tokio::join!(slow, fast);
+            assert_eq!(slow.unwrap(), Resp::Tag(1));
+            assert_eq!(fast.unwrap(), Resp::Tag(2));
+            assert!(
+                fast_took < Duration::from_millis(400),
+                "fast call took {fast_took:?}"
+            );
+            assert_eq!(c.in_flight(), 0);
+        });
+        srv.kill();
+    }
+}
+
+#[test]
+fn timeout_and_dropped_call_reach_the_server() {
+    common::watchdog();
+    let (_dir, urls) = urls("cancel");
+    for url in &urls {
+        let mut srv = server(url);
+        rt().block_on(async {
+            let c = client(url).await;
+            let start = Instant::now();
+            let r = c
+                .call_timeout(
+                    &Req::Sleep {
+                        ms: 20_000,
+                        tag: 11,
+                    },
+                    Duration::from_millis(100),
+                )
+                .await;
+            let took = start.elapsed();
+            assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+            assert!(took < Duration::from_secs(2), "timed out after {took:?}");
+
+            let call = {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    c.call(&Req::Sleep {
+                        ms: 20_000,
+                        tag: 12,
+                    })
+                    .await
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            call.abort();
+            // The client keeps working.
+            assert_eq!(c.call(&Req::Add(1, 1)).await.unwrap(), Resp::Num(2));
+        });
+        // The server aborted both handlers.
+        let mut dropped = BTreeSet::new();
+        while dropped.len() < 2 {
+            dropped.insert(srv.expect_line("dropped").trim().to_owned());
+        }
+        assert_eq!(dropped, BTreeSet::from(["11".to_owned(), "12".to_owned()]));
+        srv.kill();
+    }
+}
+
+#[test]
+fn killed_server_fails_every_call_in_flight_at_once() {
+    common::watchdog();
+    let (_dir, urls) = urls("kill");
+    for url in &urls {
+        let mut srv = server(url);
+        rt().block_on(async {
+            let c = client(url).await;
+            let calls: Vec<_> = (0..1000u64)
+                .map(|tag| {
+                    let c = c.clone();
+                    tokio::spawn(async move {
+                        c.call_timeout(&Req::Sleep { ms: 30_000, tag }, LONG).await
+                    })
+                })
+                .collect();
+            while c.in_flight() < 1000 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let start = Instant::now();
+            srv.kill();
+            for h in calls {
+                let r = h.await.unwrap();
+                assert!(matches!(r, Err(Error::PeerGone)), "{url}: {r:?}");
+            }
+            let took = start.elapsed();
+            assert!(
+                took < Duration::from_secs(2),
+                "{url}: calls failed after {took:?}"
+            );
+            // Later calls fail at once too.
+            assert!(matches!(
+                c.call(&Req::Add(1, 2)).await,
+                Err(Error::PeerGone)
+            ));
+        });
+    }
+}
+
+#[test]
+fn killed_client_is_cleaned_up_and_others_keep_being_served() {
+    common::watchdog();
+    let (_dir, urls) = urls("client");
+    for url in &urls {
+        let mut srv = server(url);
+        let mut flood = Peer::start_bin(RPC_PEER, &["flood", url, "20"]);
+        flood.expect_line("ready");
+        flood.kill();
+        // The server aborts the dead client's 20 handlers.
+        let mut dropped = 0;
+        while dropped < 20 {
+            srv.expect_line("dropped");
+            dropped += 1;
+        }
+        rt().block_on(async {
+            let c = client(url).await;
+            assert_eq!(c.call(&Req::Add(20, 22)).await.unwrap(), Resp::Num(42));
+        });
+        srv.kill();
+    }
+}
+
+#[test]
+fn malformed_request_and_panicking_handler_get_typed_errors() {
+    common::watchdog();
+    let (_dir, urls) = urls("bad");
+    for url in &urls {
+        let mut srv = server(url);
+        // A request whose body is not a `Req`: that caller gets BadRequest.
+        let mut raw = ipckit::connect_timeout(url.as_str(), LONG).unwrap();
+        let mut frame = vec![1u8];
+        frame.extend_from_slice(&77u64.to_le_bytes());
+        frame.extend_from_slice(&[0xff, 0xff, 0xff]);
+        raw.send_timeout(&frame, LONG).unwrap();
+        let reply = raw.recv_timeout(LONG).unwrap();
+        assert_eq!(reply[0], 3, "an error response");
+        assert_eq!(&reply[1..9], &77u64.to_le_bytes());
+
+        let mut c = BlockingClient::<Req, Resp>::connect_timeout(url.as_str(), LONG).unwrap();
+        let r = c.call_timeout(&Req::Panic, LONG);
+        assert!(matches!(r, Err(Error::HandlerFailed { .. })), "{r:?}");
+        // Garbage that is not even a frame costs the sender its connection, nobody else.
+        raw.send_timeout(b"xy", LONG).unwrap();
+        let r = raw.recv_timeout(LONG);
+        assert!(r.is_err(), "{r:?}");
+        assert_eq!(c.call_timeout(&Req::Add(1, 2), LONG).unwrap(), Resp::Num(3));
+        srv.kill();
+    }
+}
+
+#[test]
+fn blocking_client_timeout_then_next_call() {
+    common::watchdog();
+    let (_dir, urls) = urls("blocking");
+    let url = &urls[0];
+    let mut srv = server(url);
+    let mut c = BlockingClient::<Req, Resp>::connect_timeout(url.as_str(), LONG).unwrap();
+    let start = Instant::now();
+    let r = c.call_timeout(
+        &Req::Sleep { ms: 20_000, tag: 5 },
+        Duration::from_millis(100),
+    );
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert_eq!(srv.expect_line("dropped").trim(), "5");
+    assert_eq!(
+        c.call_timeout(&Req::Echo(vec![1, 2, 3]), LONG).unwrap(),
+        Resp::Bytes(vec![1, 2, 3])
+    );
+    srv.kill();
+    let r = c.call_timeout(&Req::Add(1, 1), LONG);
+    assert!(matches!(r, Err(Error::PeerGone)), "{r:?}");
+}
+
+#[test]
+fn promises_across_processes() {
+    common::watchdog();
+    // Fulfilled by another process.
+    let (handle, future) = ipckit::promise::pair::<u64>().unwrap();
+    let mut p = Peer::start_bin(RPC_PEER, &["promise-fulfil", handle.url(), "4242"]);
+    assert_eq!(future.wait_timeout(LONG).unwrap(), 4242);
+    p.expect_success();
+
+    // Dropped unfulfilled.
+    let (handle, future) = ipckit::promise::pair::<u64>().unwrap();
+    let mut p = Peer::start_bin(RPC_PEER, &["promise-drop", handle.url()]);
+    let r = future.wait_timeout(LONG);
+    assert!(matches!(r, Err(Error::BrokenPromise)), "{r:?}");
+    p.expect_success();
+
+    // The fulfilling process killed while holding it (async wait).
+    let (handle, future) = ipckit::promise::pair::<u64>().unwrap();
+    let mut p = Peer::start_bin(RPC_PEER, &["promise-hang", handle.url()]);
+    rt().block_on(async {
+        let waiting = tokio::spawn(future.get_timeout(LONG));
+        p.expect_line("opened");
+        p.kill();
+        let r = waiting.await.unwrap();
+        assert!(matches!(r, Err(Error::BrokenPromise)), "{r:?}");
+    });
+
+    // The fulfilling process dies before it even opens the handle.
+    let (_handle, future) = ipckit::promise::pair::<u64>().unwrap();
+    let mut p = Peer::start_bin(RPC_PEER, &["no-such-mode"]);
+    // It may be gone before we watch it: that is BrokenPromise at once.
+    let future = future.fulfilled_by(p.id()).map_err(|e| match e {
+        Error::BrokenPromise => e,
+        e => panic!("{e}"),
+    });
+    if let Ok(future) = future {
+        let start = Instant::now();
+        let r = future.wait_timeout(LONG);
+        assert!(matches!(r, Err(Error::BrokenPromise)), "{r:?}");
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+    let _ = p.wait(LONG);
+}

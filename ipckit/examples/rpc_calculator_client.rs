@@ -4,17 +4,9 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-/// Same definitions as the server's.
-#[derive(Serialize, Deserialize, Debug)]
-pub enum Calc {
-    Add(f64, f64),
-    Sub(f64, f64),
-    Mul(f64, f64),
-    Div(f64, f64),
-}
-pub type Answer = Result<f64, String>;
+#[path = "calc/types.rs"]
+mod types;
+use types::{Answer, Calc};
 
 fn parse(a: &str, op: &str, b: &str) -> Result<Calc, String> {
     let num = |s: &str| s.parse::<f64>().map_err(|e| format!("{s:?}: {e}"));

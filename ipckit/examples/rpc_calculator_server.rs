@@ -6,19 +6,9 @@
 //! ```
 //! Any duplex URL works: `tcp://127.0.0.1:7000`, `shm://calc`, … Stop it with Ctrl-C.
 
-use serde::{Deserialize, Serialize};
-
-/// A calculation (the client has the same definition).
-#[derive(Serialize, Deserialize, Debug)]
-pub enum Calc {
-    Add(f64, f64),
-    Sub(f64, f64),
-    Mul(f64, f64),
-    Div(f64, f64),
-}
-
-/// The answer: division by zero is an error the client shows, not a crash.
-pub type Answer = Result<f64, String>;
+#[path = "calc/types.rs"]
+mod types;
+use types::{Answer, Calc};
 
 async fn calculate(c: Calc) -> Answer {
     match c {

@@ -349,19 +349,20 @@ pub(crate) async fn with_timeout<T>(
 /// every transport, but may wait for a shared-memory listener's backlog.
 pub async fn connect(url: impl ToEndpoint) -> Result<AsyncConnection> {
     let ep = url.to_endpoint()?;
-    let conn = tokio::task::spawn_blocking(move || crate::connect(ep))
-        .await
-        .map_err(|e| Error::Io {
-            op: "connecting on the blocking pool",
-            source: std::io::Error::other(e),
-        })??;
-    AsyncConnection::new(conn)
+    connect_on_pool(move || crate::connect(ep)).await
 }
 
 /// [`connect`], retrying while nobody listens yet, for at most `timeout`.
 pub async fn connect_timeout(url: impl ToEndpoint, timeout: Duration) -> Result<AsyncConnection> {
     let ep = url.to_endpoint()?;
-    let conn = tokio::task::spawn_blocking(move || crate::connect_timeout(ep, timeout))
+    connect_on_pool(move || crate::connect_timeout(ep, timeout)).await
+}
+
+/// Runs a blocking connect on tokio's blocking pool and registers the result.
+async fn connect_on_pool(
+    connect: impl FnOnce() -> Result<Connection> + Send + 'static,
+) -> Result<AsyncConnection> {
+    let conn = tokio::task::spawn_blocking(connect)
         .await
         .map_err(|e| Error::Io {
             op: "connecting on the blocking pool",

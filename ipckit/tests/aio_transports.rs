@@ -12,13 +12,6 @@ use ipckit::aio::{self, AsyncConnection};
 
 const SHM_PEER: &str = env!("CARGO_BIN_EXE_ipckit-shm-peer");
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 /// Sends every size from `a` to `b` and back, concurrently (so large messages need the
 /// two sides to take turns through full buffers).
 async fn exchange(a: &mut AsyncConnection, b: &mut AsyncConnection, sizes: &[usize], what: &str) {
@@ -57,7 +50,7 @@ fn every_duplex_transport_both_ways() {
         ),
         (format!("shm://aio-spin-{id}?wait=spin"), &[0, 64, 4096][..]),
     ];
-    rt().block_on(async {
+    common::rt().block_on(async {
         for (url, sizes) in &cases {
             let mut listener =
                 aio::bind(url.as_str()).unwrap_or_else(|e| panic!("bind {url}: {e}"));
@@ -97,7 +90,7 @@ fn one_way_transports() {
         format!("unix+dgram://{d}/d.sock"),
         format!("queue://{d}/q"),
     ];
-    rt().block_on(async {
+    common::rt().block_on(async {
         for url in &urls {
             let mut listener =
                 aio::bind(url.as_str()).unwrap_or_else(|e| panic!("bind {url}: {e}"));
@@ -158,7 +151,7 @@ fn cpu_ticks() -> u64 {
 fn idle_async_shm_receiver_costs_no_cpu_and_sees_a_killed_peer() {
     common::watchdog();
     let url = format!("shm://aio-idle-{}", std::process::id());
-    rt().block_on(async {
+    common::rt().block_on(async {
         let mut listener = aio::bind(url.as_str()).unwrap();
         let mut peer = Peer::start_bin(SHM_PEER, &["echo", &url]);
         let mut conn = listener.accept_timeout(LONG).await.unwrap();

@@ -16,13 +16,6 @@ use ipckit::{Error, MessageReceiver, MessageSender};
 
 const RPC_PEER: &str = env!("CARGO_BIN_EXE_ipckit-rpc-peer");
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 /// A server process on `url`, ready.
 fn server(url: &str) -> Peer {
     let mut p = Peer::start_bin(RPC_PEER, &["serve", url]);
@@ -52,7 +45,7 @@ fn calls_many_in_flight_and_out_of_order() {
     let (_dir, urls) = urls("many");
     for url in &urls {
         let mut srv = server(url);
-        rt().block_on(async {
+        common::rt().block_on(async {
             let c = client(url).await;
             assert_eq!(c.call(&Req::Add(2, 3)).await.unwrap(), Resp::Num(5));
 
@@ -97,7 +90,7 @@ fn timeout_and_dropped_call_reach_the_server() {
     let (_dir, urls) = urls("cancel");
     for url in &urls {
         let mut srv = server(url);
-        rt().block_on(async {
+        common::rt().block_on(async {
             let c = client(url).await;
             let start = Instant::now();
             let r = c
@@ -144,7 +137,7 @@ fn killed_server_fails_every_call_in_flight_at_once() {
     let (_dir, urls) = urls("kill");
     for url in &urls {
         let mut srv = server(url);
-        rt().block_on(async {
+        common::rt().block_on(async {
             let c = client(url).await;
             let calls: Vec<_> = (0..1000u64)
                 .map(|tag| {
@@ -193,7 +186,7 @@ fn killed_client_is_cleaned_up_and_others_keep_being_served() {
             srv.expect_line("dropped");
             dropped += 1;
         }
-        rt().block_on(async {
+        common::rt().block_on(async {
             let c = client(url).await;
             assert_eq!(c.call(&Req::Add(20, 22)).await.unwrap(), Resp::Num(42));
         });
@@ -272,7 +265,7 @@ fn promises_across_processes() {
     // The fulfilling process killed while holding it (async wait).
     let (handle, future) = ipckit::promise::pair::<u64>().unwrap();
     let mut p = Peer::start_bin(RPC_PEER, &["promise-hang", handle.url()]);
-    rt().block_on(async {
+    common::rt().block_on(async {
         let waiting = tokio::spawn(future.get_timeout(LONG));
         p.expect_line("opened");
         p.kill();

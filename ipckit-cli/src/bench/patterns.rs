@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use ipckit::rpc::BlockingClient;
 use ipckit::signal::SignalReceiver;
 
@@ -127,8 +126,7 @@ fn time_round_trips(
     plan: Plan,
     mut round_trip: impl FnMut(u64) -> Result<(), String>,
 ) -> Result<RoundTrips, String> {
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
-        .map_err(|e| format!("histogram: {e}"))?;
+    let mut hist = super::pingpong::histogram()?;
     let start = Instant::now();
     let mut seq = 0u64;
     let mut capped = false;
@@ -145,14 +143,7 @@ fn time_round_trips(
             break;
         }
     }
-    Ok(RoundTrips {
-        median_ns: hist.value_at_quantile(0.5),
-        p99_ns: hist.value_at_quantile(0.99),
-        p999_ns: hist.value_at_quantile(0.999),
-        samples: hist.len(),
-        capped,
-        resends: 0,
-    })
+    Ok(RoundTrips::of(&hist, capped, 0))
 }
 
 fn rpc_round_trips(url: &str, size: usize, plan: Plan) -> Result<RoundTrips, String> {

@@ -64,6 +64,25 @@ pub struct RoundTrips {
     pub resends: u64,
 }
 
+impl RoundTrips {
+    /// The figures of a histogram of round-trip times in nanoseconds.
+    pub fn of(hist: &Histogram<u64>, capped: bool, resends: u64) -> RoundTrips {
+        RoundTrips {
+            median_ns: hist.value_at_quantile(0.5),
+            p99_ns: hist.value_at_quantile(0.99),
+            p999_ns: hist.value_at_quantile(0.999),
+            samples: hist.len(),
+            capped,
+            resends,
+        }
+    }
+}
+
+/// A histogram for round-trip times in nanoseconds (up to an hour, 3 significant digits).
+pub fn histogram() -> Result<Histogram<u64>, String> {
+    Histogram::<u64>::new_with_bounds(1, MAX_TRACKED_NS, 3).map_err(|e| format!("histogram: {e}"))
+}
+
 /// Runs the phase. `out` holds a patterned message of the benchmark's size; `echo` is reused
 /// for every receive.
 pub fn run(
@@ -73,8 +92,7 @@ pub fn run(
     echo: &mut Vec<u8>,
 ) -> Result<RoundTrips, String> {
     let size = out.len();
-    let mut hist = Histogram::<u64>::new_with_bounds(1, MAX_TRACKED_NS, 3)
-        .map_err(|e| format!("histogram: {e}"))?;
+    let mut hist = histogram()?;
     let start = Instant::now();
     let mut measuring = false;
     let mut capped = false;
@@ -123,14 +141,7 @@ pub fn run(
     if wire::seq_of(echo) != Some(END) {
         return Err("END was not echoed".to_owned());
     }
-    Ok(RoundTrips {
-        median_ns: hist.value_at_quantile(0.5),
-        p99_ns: hist.value_at_quantile(0.99),
-        p999_ns: hist.value_at_quantile(0.999),
-        samples: hist.len(),
-        capped,
-        resends,
-    })
+    Ok(RoundTrips::of(&hist, capped, resends))
 }
 
 /// Sends `out` (numbered `seq`) and receives its echo, resending every [`RESEND_AFTER`]

@@ -403,3 +403,12 @@ impl Rng {
         self.0 % n.max(1)
     }
 }
+
+/// A current-thread tokio runtime with IO and timers, for the async tests.
+#[cfg(feature = "tokio")]
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}

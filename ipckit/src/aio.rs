@@ -7,7 +7,8 @@
 //! |---|---|
 //! | sockets, `pipe:`, `fifo://`, `mq://` | the descriptor, in tokio's reactor (`AsyncFd`) |
 //! | `shm://`, `mmap://`, `shm+mpsc://` | the ring's futex words, through one watcher thread per process (`futex_waitv`) |
-//! | `queue://` | a 2 ms timer (the durable queue's doorbell is not watched yet) |
+//! | `queue://` | consumers: the queue's futex doorbell, through the same watcher; producers waiting for a group commit: a 2 ms timer |
+//! | `fifo://` accept | a 2 ms timer (each accept opens a new read end) |
 //!
 //! Shared-memory waits spin for `spin_us` first while the peer runs (as blocking calls do),
 //! so a reply that comes within microseconds is taken without a trip through the reactor.
@@ -100,7 +101,8 @@ enum Readiness {
         tx: Option<AsyncFd<RawFd>>,
     },
     Shm,
-    Poll,
+    /// A durable queue: consumers sleep on its doorbell.
+    Queue,
 }
 
 impl Readiness {
@@ -110,7 +112,7 @@ impl Readiness {
         let (rx, tx, same) = match conn.watch() {
             Watch::Fds { rx, tx, same } => (rx, tx, same),
             Watch::Shm => return Ok(Readiness::Shm),
-            Watch::Poll => return Ok(Readiness::Poll),
+            Watch::Queue => return Ok(Readiness::Queue),
         };
         if let (true, Some(fd)) = (same, rx) {
             // SAFETY: forwarded to our caller, who drops the result before `conn`.
@@ -230,8 +232,12 @@ impl AsyncConnection {
                 Some(shm) => shm.wait_async(what.recv, what.send).await,
                 None => Ok(()),
             },
-            Readiness::Poll => {
-                tokio::time::sleep(POLL_PERIOD).await;
+            Readiness::Queue => {
+                match self.conn.as_queue_consumer() {
+                    Some(c) if what.recv => c.wait_async().await,
+                    // A producer waits only for a group commit's fdatasync.
+                    _ => tokio::time::sleep(POLL_PERIOD).await,
+                }
                 Ok(())
             }
         }

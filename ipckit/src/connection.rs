@@ -36,8 +36,8 @@ pub(crate) enum Watch<'a> {
     },
     /// Futex words in shared memory.
     Shm,
-    /// Nothing to watch: re-try on a timer.
-    Poll,
+    /// A durable queue: its consumers' doorbell.
+    Queue,
 }
 
 /// A message connection over any transport: what [`connect`] and [`Listener::accept`] return.
@@ -82,7 +82,7 @@ impl Connection {
                 same: true,
             },
             Inner::Shm(_) => Watch::Shm,
-            Inner::Queue(_) => Watch::Poll,
+            Inner::Queue(_) => Watch::Queue,
         }
     }
 
@@ -113,6 +113,27 @@ impl Connection {
     /// The mechanism.
     pub fn scheme(&self) -> Scheme {
         self.endpoint.scheme()
+    }
+
+    /// Who is at the other end of a `unix://` or `unix+seqpacket://` connection, as the kernel
+    /// recorded it when the connection was made (`SO_PEERCRED`): on an accepted connection
+    /// the process that connected, on a connecting one the process that listens. `None` for
+    /// the other transports, which have no such record (`unix+dgram://` included: its peer is
+    /// whoever sent last).
+    ///
+    /// A server that should only serve some users checks `uid` here; the kernel fills the
+    /// record in, so an unprivileged peer cannot forge it.
+    pub fn peer_credentials(&self) -> Result<Option<crate::sys::PeerCredentials>> {
+        match (&self.inner, self.scheme()) {
+            (Inner::Stream(s), Scheme::Unix) => match s.fds() {
+                (Some(fd), _, _) => crate::sys::peer_credentials(fd).map(Some),
+                _ => Ok(None),
+            },
+            (Inner::Datagram(d), Scheme::UnixSeqpacket) => {
+                crate::sys::peer_credentials(d.fd()).map(Some)
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The shared-memory end of an `shm://` connection, for its zero-copy calls and counters;

@@ -6,6 +6,8 @@
 //! neither cut short nor much extended by the interruptions.
 
 mod common;
+#[path = "common/storm.rs"]
+mod storm;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,71 +15,10 @@ use std::time::{Duration, Instant};
 
 use common::{LONG, SLACK};
 use ipckit::{Error, MessageReceiver, MessageSender};
+use storm::{install_handler, storm, Target};
 
 /// How long each storm lasts.
 const STORM: Duration = Duration::from_secs(3);
-/// Time between signals.
-const PERIOD: Duration = Duration::from_micros(50);
-
-extern "C" fn on_signal(_: libc::c_int) {}
-
-/// Installs a do-nothing SIGUSR2 handler without `SA_RESTART` (once per binary).
-fn install_handler() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: a zeroed sigaction is valid to fill in; the handler is async-signal-safe
-        // (it does nothing); flags 0 means no SA_RESTART, so interrupted calls fail with EINTR.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-            sa.sa_flags = 0;
-            libc::sigemptyset(&mut sa.sa_mask);
-            assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut()), 0);
-        }
-    });
-}
-
-/// The calling thread's pthread id, for `pthread_kill`.
-fn me() -> libc::pthread_t {
-    // SAFETY: pthread_self has no preconditions.
-    unsafe { libc::pthread_self() }
-}
-
-/// Signals the registered threads every [`PERIOD`] until `stop`; returns signals sent.
-fn storm(
-    targets: Arc<std::sync::Mutex<Vec<libc::pthread_t>>>,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<usize> {
-    std::thread::spawn(move || {
-        let mut sent = 0;
-        while !stop.load(Ordering::Relaxed) {
-            for t in targets.lock().unwrap().iter() {
-                // SAFETY: the targets are live threads: each removes itself (under the lock)
-                // before it exits, so no id is used after its thread ended.
-                if unsafe { libc::pthread_kill(*t, libc::SIGUSR2) } == 0 {
-                    sent += 1;
-                }
-            }
-            std::thread::sleep(PERIOD);
-        }
-        sent
-    })
-}
-
-/// Registers the calling thread as a target until the guard drops.
-struct Target(Arc<std::sync::Mutex<Vec<libc::pthread_t>>>, libc::pthread_t);
-impl Target {
-    fn new(list: &Arc<std::sync::Mutex<Vec<libc::pthread_t>>>) -> Target {
-        let t = me();
-        list.lock().unwrap().push(t);
-        Target(list.clone(), t)
-    }
-}
-impl Drop for Target {
-    fn drop(&mut self) {
-        self.0.lock().unwrap().retain(|t| *t != self.1);
-    }
-}
 
 fn msg(i: usize) -> Vec<u8> {
     let len = [0usize, 1, 64, 4000, 70_000][i % 5];
@@ -91,7 +32,7 @@ fn run(url: &str) {
     let url = listener.endpoint().to_string();
     let targets = Arc::new(std::sync::Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
-    let signals = storm(targets.clone(), stop.clone());
+    let signals = storm(targets.clone(), Vec::new(), stop.clone());
     let received = Arc::new(AtomicUsize::new(0));
 
     let client = {
@@ -137,7 +78,7 @@ fn run(url: &str) {
 
     // Timeouts under a storm: nothing is coming, so each call must wait its full time.
     stop.store(false, Ordering::Relaxed);
-    let signals2 = storm(targets.clone(), stop.clone());
+    let signals2 = storm(targets.clone(), Vec::new(), stop.clone());
     for timeout in [Duration::from_millis(20), Duration::from_millis(300)] {
         let t0 = Instant::now();
         match server.recv_into_timeout(&mut buf, timeout) {

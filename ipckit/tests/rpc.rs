@@ -5,6 +5,8 @@
 #[path = "common/calc.rs"]
 mod calc;
 mod common;
+#[path = "common/storm.rs"]
+mod storm;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -288,4 +290,66 @@ fn promises_across_processes() {
         assert!(start.elapsed() < Duration::from_secs(2));
     }
     let _ = p.wait(LONG);
+}
+
+#[test]
+fn signal_storm_neither_fails_calls_nor_bends_timeouts() {
+    common::watchdog();
+    storm::install_handler();
+    let (_dir, urls) = urls("storm");
+    for url in &urls {
+        let mut srv = server(url);
+        let targets = storm::Targets::default();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _me = storm::Target::new(&targets);
+        let signals = storm::storm(targets.clone(), vec![srv.id()], stop.clone());
+        let mut blocking =
+            BlockingClient::<Req, Resp>::connect_timeout(url.as_str(), LONG).unwrap();
+        let started = Instant::now();
+        let mut calls = 0i64;
+        common::rt().block_on(async {
+            let c = client(url).await;
+            // A signal every 50 µs for 5 s, to this thread and to the server, while calling.
+            while started.elapsed() < Duration::from_secs(5) {
+                let r = blocking.call_timeout(&Req::Add(calls, 1), LONG);
+                assert_eq!(
+                    r.unwrap_or_else(|e| panic!("{url}: blocking call {calls}: {e:?}")),
+                    Resp::Num(calls + 1)
+                );
+                let r = c.call_timeout(&Req::Add(calls, 2), LONG).await;
+                assert_eq!(
+                    r.unwrap_or_else(|e| panic!("{url}: async call {calls}: {e:?}")),
+                    Resp::Num(calls + 2)
+                );
+                calls += 1;
+                if calls % 500 == 0 {
+                    for timeout in [Duration::from_millis(20), Duration::from_millis(200)] {
+                        let t0 = Instant::now();
+                        let r = blocking.call_timeout(&Req::Sleep { ms: 20_000, tag: 0 }, timeout);
+                        let took = t0.elapsed();
+                        assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+                        assert!(
+                            took >= timeout && took < timeout + common::SLACK,
+                            "blocking {timeout:?}: {took:?}"
+                        );
+                        let t0 = Instant::now();
+                        let r = c
+                            .call_timeout(&Req::Sleep { ms: 20_000, tag: 0 }, timeout)
+                            .await;
+                        let took = t0.elapsed();
+                        assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+                        assert!(
+                            took >= timeout && took < timeout + common::SLACK,
+                            "async {timeout:?}: {took:?}"
+                        );
+                    }
+                }
+            }
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sent = signals.join().unwrap();
+        eprintln!("{url}: {calls} call pairs under {sent} signals");
+        assert!(calls > 100 && sent > 1000, "{calls} calls, {sent} signals");
+        srv.kill();
+    }
 }

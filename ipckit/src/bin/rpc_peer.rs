@@ -4,6 +4,11 @@
 
 #[path = "../../tests/common/calc.rs"]
 mod calc;
+// The EINTR test signals this process too: its handler makes every blocking call fail with
+// EINTR instead of killing the peer.
+#[path = "../../tests/common/storm.rs"]
+#[allow(dead_code)]
+mod storm;
 
 use std::io::Write;
 use std::time::Duration;
@@ -52,6 +57,7 @@ fn main() {
         std::thread::sleep(LIFETIME);
         std::process::exit(9);
     });
+    storm::install_handler();
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -229,6 +229,19 @@ impl Consumer {
         }
     }
 
+    /// Waits (async, no thread, no polling) until a receive may find a new message.
+    #[cfg(all(feature = "tokio", not(loom)))]
+    pub(crate) fn wait_async(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        let last = self.shared.ctl.last_seq();
+        let ready = self.cursor <= self.known_last || last != self.known_last;
+        let wait = self.shared.ctl.wait_for_records_async(last);
+        async move {
+            if !ready {
+                wait.await;
+            }
+        }
+    }
+
     /// Receives, blocking as long as needed.
     pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<u64> {
         self.recv_into_with(buf, Wait::Forever)

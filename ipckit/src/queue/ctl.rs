@@ -376,6 +376,24 @@ impl Ctl {
         }
     }
 
+    /// The async form of [`wait_for_records`](Self::wait_for_records) (no spin): sleeps on
+    /// the doorbell through the futex watcher until the last published sequence number
+    /// differs from `seen`.
+    /// (A plain function of the three words, so the future holds only atomics and stays
+    /// `Send`.)
+    #[cfg(all(feature = "tokio", not(loom)))]
+    pub(crate) fn wait_for_records_async(
+        &self,
+        seen: u64,
+    ) -> impl std::future::Future<Output = ()> + Send + '_ {
+        wait_on_doorbell(
+            self.u64_at(LAST_SEQ),
+            self.u32_at(DOORBELL),
+            self.u32_at(SLEEPER),
+            seen,
+        )
+    }
+
     fn needs_repair(&self) -> &AtomicU32 {
         self.u32_at(NEEDS_REPAIR)
     }
@@ -428,4 +446,20 @@ fn boot_bytes() -> [u8; BOOT_LEN] {
     let n = id.len().min(BOOT_LEN);
     b[..n].copy_from_slice(&id.as_bytes()[..n]);
     b
+}
+
+/// Sleeps on the consumers' doorbell until `last` differs from `seen`.
+#[cfg(all(feature = "tokio", not(loom)))]
+async fn wait_on_doorbell(last: &AtomicU64, bell: &AtomicU32, sleeper: &AtomicU32, seen: u64) {
+    loop {
+        let ticket = bell.load(Ordering::SeqCst);
+        sleeper.store(1, Ordering::SeqCst);
+        if last.load(Ordering::SeqCst) != seen {
+            return;
+        }
+        sys::futex_watch(bell, ticket).await;
+        if last.load(Ordering::SeqCst) != seen {
+            return;
+        }
+    }
 }

@@ -14,7 +14,7 @@ export CARGO_TARGET_DIR="${IPCKIT_FUZZ_TARGET_DIR:-${CARGO_TARGET_DIR:-/var/tmp/
 work="${IPCKIT_FUZZ_WORK:-/var/tmp/ipckit-fuzz-work}"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(endpoint_url framing_decode frame_reader typed_decode shm_ring queue_recovery)
+  targets=(endpoint_url framing_decode frame_reader typed_decode shm_ring queue_recovery rpc_wire)
 fi
 
 mkdir -p "$work"

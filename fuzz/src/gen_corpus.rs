@@ -79,6 +79,62 @@ fn queue_input(dir: &Path, cut: usize) -> Vec<u8> {
     out
 }
 
+/// Real RPC traffic: a `BlockingClient` calls a `Server` (in a tokio runtime) through a
+/// relay that records every frame both ways: requests, responses, and the error responses
+/// of a panicking handler and of a request the server cannot decode.
+fn rpc_traffic() -> Vec<Vec<u8>> {
+    use ipckit::rpc::{BlockingClient, Server};
+    use ipckit::MessageReceiver;
+    let t = Duration::from_secs(10);
+    let dir = tempfile::tempdir().unwrap();
+    let back = format!("unix://{}/server.sock", dir.path().display());
+    let front = format!("unix://{}/relay.sock", dir.path().display());
+    let server_url = back.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let server = Server::bind(&server_url).unwrap();
+            let _ = server
+                .serve(|(a, b): (i64, i64)| async move {
+                    assert!(a != 0, "this handler refuses a zero");
+                    a.wrapping_add(b)
+                })
+                .await;
+        });
+    });
+    let mut listener = ipckit::bind(&front).unwrap();
+    let relay = std::thread::spawn(move || {
+        let mut frames = Vec::new();
+        while let Ok(mut client) = listener.accept_timeout(Duration::from_secs(2)) {
+            let mut server = ipckit::connect_timeout(&back, t).unwrap();
+            while let Ok(req) = client.recv_timeout(t) {
+                server.send(&req).unwrap();
+                let resp = server.recv_timeout(t).unwrap();
+                client.send(&resp).unwrap();
+                frames.push(req);
+                frames.push(resp);
+            }
+        }
+        frames
+    });
+    let mut calc: BlockingClient<(i64, i64), i64> =
+        BlockingClient::connect_timeout(&front, t).unwrap();
+    assert_eq!(calc.call(&(2, 3)).unwrap(), 5);
+    assert_eq!(calc.call(&(-40, i64::MAX)).unwrap(), i64::MAX - 40);
+    assert!(calc.call(&(0, 1)).is_err(), "the handler panics");
+    drop(calc);
+    let mut wrong: BlockingClient<(), i64> = BlockingClient::connect_timeout(&front, t).unwrap();
+    assert!(
+        wrong.call(&()).is_err(),
+        "the server cannot decode the request"
+    );
+    drop(wrong);
+    relay.join().unwrap()
+}
+
 fn main() {
     let root = std::env::args_os()
         .nth(1)
@@ -208,6 +264,13 @@ fn main() {
             &format!("queue-{i}"),
             &queue_input(dir.path(), *cut),
         );
+    }
+    // RPC frames: captured from a real client and server, and every kind as encoded.
+    for (i, f) in rpc_traffic().iter().enumerate() {
+        write_seed(&root, "rpc_wire", &format!("traffic-{i}"), f);
+    }
+    for (i, f) in ipckit::fuzzing::rpc_wire_seeds().iter().enumerate() {
+        write_seed(&root, "rpc_wire", &format!("encoded-{i}"), f);
     }
     eprintln!("seed corpora written under {}", root.display());
 }

@@ -63,6 +63,79 @@ pub enum Command {
     Rm(RmArgs),
     /// Print the system limits that matter to ipckit, whether they bite, and how to raise them.
     Doctor,
+    /// Publish, subscribe, request and list on the local bus (bus://local[/NAMESPACE]).
+    #[command(subcommand)]
+    Bus(BusCommand),
+}
+
+/// `ipckit bus ...`.
+#[derive(Debug, Subcommand)]
+pub enum BusCommand {
+    /// Publish MESSAGE (or each line of standard input) on TOPIC.
+    Pub(BusPubArgs),
+    /// Print the messages of topics matching PATTERN (`*`: one level, `**`: any depth).
+    Sub(BusSubArgs),
+    /// Send a request on TOPIC and print the first reply.
+    Req(BusReqArgs),
+    /// List the live nodes of a bus with the topics they publish, subscribe to and serve.
+    Ls(BusLsArgs),
+}
+
+/// `ipckit bus pub`.
+#[derive(Debug, Args)]
+pub struct BusPubArgs {
+    /// The bus, e.g. bus://local or bus://local/my-app?overflow=block.
+    pub url: String,
+    /// The topic, e.g. sensors/kitchen/temp.
+    pub topic: String,
+    /// The message; `-` or nothing: one message per line of standard input.
+    pub message: Option<String>,
+    /// Wait this long after joining before publishing (lets starting subscribers see us).
+    #[arg(long, value_name = "SECS", default_value = "0.2", value_parser = parse_seconds)]
+    pub wait: Duration,
+    /// Stay this long after the last message (subscribers read from our ring).
+    #[arg(long, value_name = "SECS", default_value = "0.2", value_parser = parse_seconds)]
+    pub linger: Duration,
+}
+
+/// `ipckit bus sub`.
+#[derive(Debug, Args)]
+pub struct BusSubArgs {
+    /// The bus, e.g. bus://local.
+    pub url: String,
+    /// The topic or pattern, e.g. sensors/*/temp or sensors/**.
+    pub pattern: String,
+    /// Stop after N messages (fail if fewer arrive before --timeout).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Stop after SECS seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub timeout: Option<Duration>,
+    /// Print only the payloads (not "TOPIC<TAB>").
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `ipckit bus req`.
+#[derive(Debug, Args)]
+pub struct BusReqArgs {
+    /// The bus, e.g. bus://local.
+    pub url: String,
+    /// The topic a responder serves.
+    pub topic: String,
+    /// The request.
+    pub message: String,
+    /// How long to wait for the reply.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
+    pub timeout: Duration,
+}
+
+/// `ipckit bus ls`.
+#[derive(Debug, Args)]
+pub struct BusLsArgs {
+    /// The bus, e.g. bus://local.
+    #[arg(default_value = "bus://local")]
+    pub url: String,
 }
 
 const LS_HELP: &str = "\

@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod cmd_bus;
 mod cmd_queue;
 mod cmd_recv;
 mod cmd_resources;
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         Command::Ls(args) => cmd_resources::ls(args),
         Command::Rm(args) => cmd_resources::rm(args),
         Command::Doctor => cmd_resources::doctor(),
+        Command::Bus(cmd) => cmd_bus::run(cmd),
         Command::QueueAppender(args) => match bench::run_appender(args) {
             Ok(()) => return ExitCode::SUCCESS,
             Err(report) => {

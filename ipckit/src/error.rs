@@ -143,6 +143,17 @@ pub enum Error {
         what: String,
     },
 
+    /// An existing file or directory ipckit was asked to trust could be controlled by another
+    /// user: it is owned by someone else, or others may write it, beyond what the URL's
+    /// `mode` grants (for example a `queue://` directory someone else prepared).
+    #[error("refusing to use {}: {reason}", path.display())]
+    UnsafePermissions {
+        /// The file or directory.
+        path: PathBuf,
+        /// Who owns it or who may write it.
+        reason: String,
+    },
+
     /// A descriptor the parent should have passed (an anonymous pipe or segment) is missing,
     /// malformed or already taken.
     #[error("nothing inherited: {0}")]
@@ -266,6 +277,19 @@ pub enum Error {
     StorageFull {
         /// The file that could not be written.
         path: PathBuf,
+    },
+
+    /// Writing a durable-queue file failed with an I/O error other than a full device (for
+    /// example `EIO` from a failing disk): the message was not written (any part of it that
+    /// reached the file is taken back before anyone can read it), and what was written before
+    /// stays readable.
+    #[error("writing {} failed: {source}; the message was not written", path.display())]
+    WriteFailed {
+        /// The file that could not be written.
+        path: PathBuf,
+        /// What the OS reported.
+        #[source]
+        source: io::Error,
     },
 
     /// `fdatasync` failed: the messages of this batch may not be on disk. The segment takes

@@ -42,6 +42,8 @@
 
 #[cfg(feature = "tokio")]
 pub mod aio;
+#[cfg(not(loom))]
+pub mod bus;
 mod connection;
 pub mod endpoint;
 mod error;
@@ -69,4 +71,5 @@ mod transport;
 pub use connection::{bind, connect, connect_timeout, connect_with, Connection, Listener};
 pub use endpoint::{Endpoint, Scheme, ToEndpoint, UrlError, WaitMode};
 pub use error::{Error, Result};
+pub use sys::PeerCredentials;
 pub use transport::{decode, MessageReceiver, MessageSender, TypedReceiver, TypedSender, Wait};

@@ -205,8 +205,8 @@ impl State {
         if durable && sync_old {
             let seg = self.segment(shared, t.cur_base)?;
             if let Err(e) = sys::fdatasync(seg.fd.as_fd()) {
+                ctl.failed_base().store(t.cur_base, Ordering::SeqCst);
                 ctl.sync_failures().fetch_add(1, Ordering::SeqCst);
-                ctl.failed_base().store(t.cur_base, Ordering::Release);
                 ctl.announce_sync();
                 return Err(sync_error(&seg.path, e));
             }
@@ -292,8 +292,12 @@ impl State {
             };
             let sync_started = Instant::now();
             if let Err(e) = sys::fdatasync(seg.fd.as_fd()) {
+                // The failed segment first, then the count: an appender that sees the new
+                // count (it reads the count, then the segment, under the append mutex, which
+                // this sync does not hold) then also sees which segment failed and starts a
+                // new one, so no record joins a segment after its sync failed.
+                ctl.failed_base().store(base, Ordering::SeqCst);
                 ctl.sync_failures().fetch_add(1, Ordering::SeqCst);
-                ctl.failed_base().store(base, Ordering::Release);
                 return Err(sync_error(&seg.path, e));
             }
             self.last_sync = sync_started.elapsed();

@@ -60,11 +60,49 @@ fn dir_mode(mode: u32) -> u32 {
     mode | ((mode & 0o444) >> 2)
 }
 
+/// Refuses a queue directory another user could control: one owned by someone other than
+/// this user (or root), or writable by group or others beyond what `mode` grants. Whoever
+/// can write the directory can forge records, wedge the control file or swap segments, so
+/// an existing directory is only trusted if nobody but the people the URL names could have
+/// prepared it. When `mode` itself lets the group (or everyone) write, those users may write
+/// the queue anyway, and a directory one of them created is accepted.
+pub(crate) fn check_dir_permissions(dir: &Path, mode: u32) -> Result<()> {
+    let (owner, bits) = sys::dir_owner_mode(dir)?;
+    let me = sys::effective_uid();
+    let unsafe_dir = |reason: String| Error::UnsafePermissions {
+        path: dir.to_owned(),
+        reason,
+    };
+    // Write access the URL grants to the group and to others.
+    let granted = mode & 0o022;
+    if owner != me && owner != 0 && granted == 0 {
+        return Err(unsafe_dir(format!(
+            "the directory is owned by uid {owner}, not by this user (uid {me}); another user could have prepared it"
+        )));
+    }
+    let extra = bits & 0o022 & !granted;
+    if extra != 0 {
+        let who = match extra {
+            0o020 => "its group",
+            0o002 => "everyone",
+            _ => "its group and everyone",
+        };
+        return Err(unsafe_dir(format!(
+            "the directory (mode {:o}) is writable by {who}, which the queue's mode {mode:o} does not grant; tighten it (chmod go-w) or ask for that access with ?mode=",
+            bits & 0o7777
+        )));
+    }
+    Ok(())
+}
+
 impl Shared {
     /// Opens (creating if needed) the queue in `dir` and brings the control file up to date.
     pub(crate) fn open(dir: &Path, opts: &QueueOptions) -> Result<(Shared, Option<Recovery>)> {
         sys::dir_create_all(dir, dir_mode(opts.mode))?;
-        sys::dir_create_all(&dir.join(GROUPS_DIR), dir_mode(opts.mode))?;
+        check_dir_permissions(dir, opts.mode)?;
+        let groups = dir.join(GROUPS_DIR);
+        sys::dir_create_all(&groups, dir_mode(opts.mode))?;
+        check_dir_permissions(&groups, opts.mode)?;
         let lock = sys::file_open_or_create(&dir.join(LOCK_NAME), opts.mode)?;
         sys::flock_exclusive(lock.as_fd())?;
         let opened = (|| match Ctl::open_current(dir)? {

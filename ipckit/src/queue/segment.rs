@@ -33,14 +33,16 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     Ok(bases)
 }
 
-/// Maps a failed write to a queue file: a full device is [`Error::StorageFull`].
+/// Maps a failed write to a queue file: a full device is [`Error::StorageFull`], any other
+/// error [`Error::WriteFailed`] naming the file (running out of descriptors aside).
 pub(crate) fn write_error(path: &Path, e: Errno) -> Error {
     match e {
         Errno::NOSPC | Errno::DQUOT | Errno::FBIG => Error::StorageFull {
             path: path.to_owned(),
         },
-        e => Error::Io {
-            op: "write to a queue file",
+        Errno::MFILE | Errno::NFILE => Error::os("write to a queue file", e),
+        e => Error::WriteFailed {
+            path: path.to_owned(),
             source: e.into(),
         },
     }

@@ -274,6 +274,162 @@ fn a_failed_sync_when_a_segment_is_closed_is_reported_too() {
     assert_eq!(list_segments(dir.path()).unwrap(), vec![1, 2]);
 }
 
+/// Reads everything there is, then checks nothing more comes: what the log holds.
+fn drain(c: &mut Consumer) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        match c.recv_timeout(&mut buf, Duration::from_millis(50)) {
+            Ok(_) => out.push(buf.clone()),
+            Err(Error::Timeout { .. }) => return out,
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_write_error_is_typed_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = QueueOptions::new();
+    let mut p = Producer::open(dir.path(), &opts).unwrap();
+    for i in 1..=3 {
+        p.send(&msg(i)).unwrap();
+    }
+    fault::inject(Op::Write, rustix::io::Errno::IO);
+    let e = p.send(b"not written").unwrap_err();
+    match &e {
+        Error::WriteFailed { path, source } => {
+            assert_eq!(path, &segment_path(dir.path(), 1));
+            assert_eq!(source.raw_os_error(), Some(libc::EIO));
+        }
+        e => panic!("expected WriteFailed, got {e:?}"),
+    }
+    assert_eq!(
+        p.send(&msg(4)).unwrap(),
+        4,
+        "the failed message took no number"
+    );
+    drop(p);
+    let p = Producer::open(dir.path(), &opts).unwrap();
+    assert!(p.recovery().is_none(), "nothing to cut: {:?}", p.recovery());
+    let mut c = Consumer::open(dir.path(), "g", &opts).unwrap();
+    assert_eq!(drain(&mut c), (1..=4).map(msg).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_torn_write_is_taken_back_before_anyone_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = QueueOptions::new();
+    let mut p = Producer::open(dir.path(), &opts).unwrap();
+    p.send(b"one").unwrap();
+    let seg = segment_path(dir.path(), 1);
+    let len = std::fs::metadata(&seg).unwrap().len();
+    fault::inject(Op::TornWrite, rustix::io::Errno::IO);
+    assert!(matches!(
+        p.send(&[7u8; 1000]),
+        Err(Error::WriteFailed { .. })
+    ));
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().len(),
+        len,
+        "part taken back"
+    );
+    assert_eq!(p.send(b"two").unwrap(), 2);
+    let mut c = Consumer::open(dir.path(), "g", &opts).unwrap();
+    assert_eq!(drain(&mut c), vec![b"one".to_vec(), b"two".to_vec()]);
+}
+
+#[test]
+fn a_torn_write_that_cannot_be_taken_back_is_repaired_by_the_next_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = QueueOptions::new();
+    let mut p = Producer::open(dir.path(), &opts).unwrap();
+    p.send(b"one").unwrap();
+    let seg = segment_path(dir.path(), 1);
+    let len = std::fs::metadata(&seg).unwrap().len();
+    fault::inject(Op::TornWrite, rustix::io::Errno::IO);
+    fault::inject(Op::Truncate, rustix::io::Errno::IO);
+    assert!(matches!(
+        p.send(&[7u8; 1000]),
+        Err(Error::WriteFailed { .. })
+    ));
+    assert!(
+        std::fs::metadata(&seg).unwrap().len() > len,
+        "the torn part is there"
+    );
+    // A consumer reads only what was published: the torn bytes are invisible to it.
+    let mut c = Consumer::open(dir.path(), "g", &opts).unwrap();
+    assert_eq!(drain(&mut c), vec![b"one".to_vec()]);
+    // The next holder of the append lock (another producer here) repairs first.
+    let mut q = Producer::open(dir.path(), &opts).unwrap();
+    assert_eq!(q.send(b"two").unwrap(), 2);
+    assert_eq!(p.send(b"three").unwrap(), 3);
+    assert_eq!(drain(&mut c), vec![b"two".to_vec(), b"three".to_vec()]);
+    drop((p, q, c));
+    ctl_missing_rebuilds(dir.path());
+    let p = Producer::open(dir.path(), &opts).unwrap();
+    assert!(p.recovery().is_none(), "no damage left: {:?}", p.recovery());
+}
+
+#[test]
+fn a_failed_group_commit_reaches_every_sender_it_covered() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = QueueOptions::new();
+    let mut a = Producer::open(dir.path(), &opts).unwrap();
+    a.send(b"synced").unwrap();
+    let (syncing_tx, syncing_rx) = std::sync::mpsc::channel();
+    let path = dir.path().to_owned();
+    let opts_a = opts.clone();
+    // A syncs for both: its fdatasync waits until B's record is in the log, then fails.
+    let a_thread = std::thread::spawn(move || {
+        let (watch, _) = Shared::open(&path, &opts_a).unwrap();
+        fault::inject_with(Op::Sync, move || {
+            syncing_tx.send(()).unwrap();
+            let until = Instant::now() + T;
+            while watch.ctl.last_seq() < 3 && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // B is now waiting for this sync (it holds the sync lock).
+            std::thread::sleep(Duration::from_millis(20));
+            rustix::io::Errno::IO
+        });
+        a.send(b"a").map(|_| a)
+    });
+    syncing_rx.recv_timeout(T).unwrap();
+    let mut b = Producer::open(dir.path(), &opts).unwrap();
+    let e = b.send(b"b").unwrap_err();
+    assert!(matches!(e, Error::SyncFailed { .. }), "B: {e}");
+    let e = a_thread.join().unwrap().unwrap_err();
+    assert!(matches!(e, Error::SyncFailed { .. }), "A: {e}");
+    // Never retried silently: what comes next goes to a new segment.
+    assert_eq!(b.send(b"after").unwrap(), 4);
+    assert_eq!(list_segments(dir.path()).unwrap(), vec![1, 4]);
+    let mut c = Consumer::open(dir.path(), "g", &opts).unwrap();
+    let got = drain(&mut c);
+    assert_eq!(
+        got,
+        [&b"synced"[..], b"a", b"b", b"after"].map(<[u8]>::to_vec)
+    );
+}
+
+#[test]
+fn a_failed_sync_while_creating_the_first_segment_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = QueueOptions::new();
+    fault::inject(Op::Sync, rustix::io::Errno::IO);
+    let e = Producer::open(dir.path(), &opts).unwrap_err();
+    assert!(matches!(e, Error::SyncFailed { .. }), "{e}");
+    assert_eq!(list_segments(dir.path()).unwrap(), Vec::<u64>::new());
+    let temporaries: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(temporaries.is_empty(), "{temporaries:?}");
+    let mut p = Producer::open(dir.path(), &opts).unwrap();
+    assert_eq!(p.send(b"one").unwrap(), 1);
+}
+
 #[test]
 fn sizes_are_enforced_on_both_sides() {
     let dir = tempfile::tempdir().unwrap();

@@ -97,9 +97,14 @@ impl Drop for SocketFile {
 
 /// Binds `fd` to the Unix socket `path`, replacing a stale socket file left by a dead process,
 /// then sets its permissions to `mode`.
+///
+/// The file is created no looser than `mode` (the socket's own mode is set before `bind`,
+/// see [`sys::bind_unix_with_mode`]), so there is no window in which the umask's
+/// permissions let another user connect; the `chmod` afterwards only restores bits the
+/// umask removed.
 fn bind_unix_path(fd: &OwnedFd, path: &Path, mode: u32) -> Result<SocketFile> {
     let addr = sys::unix_addr(path)?;
-    match sys::bind(fd.as_fd(), &addr) {
+    match sys::bind_unix_with_mode(fd.as_fd(), &addr, mode) {
         Ok(()) => {}
         Err(Error::AddressInUse { addr: text }) => {
             let st = rustix::fs::lstat(path).map_err(|e| Error::os("lstat", e))?;
@@ -115,7 +120,7 @@ fn bind_unix_path(fd: &OwnedFd, path: &Path, mode: u32) -> Result<SocketFile> {
             }
             tracing::debug!(path = %path.display(), "replacing stale socket file");
             let _ = rustix::fs::unlink(path);
-            sys::bind(fd.as_fd(), &addr)?;
+            sys::bind_unix_with_mode(fd.as_fd(), &addr, mode)?;
         }
         Err(e) => return Err(e),
     }

@@ -50,6 +50,18 @@ pub(crate) fn dir_create_all(path: &Path, mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// Owner (uid) and permission bits of the directory at `path` (following symbolic links, so
+/// a link is judged by what it points to).
+pub(crate) fn dir_owner_mode(path: &Path) -> Result<(u32, u32)> {
+    let st = rustix::fs::stat(path).map_err(|e| fs_error("stat", path, e))?;
+    Ok((st.st_uid, st.st_mode & 0o7777))
+}
+
+/// This process's effective user id.
+pub(crate) fn effective_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
 /// Opens a directory for `fsync` (making the names created in it durable).
 pub(crate) fn dir_open(path: &Path) -> Result<OwnedFd> {
     rustix::fs::open(
@@ -151,6 +163,13 @@ pub(crate) fn pwrite_all(
 ) -> std::result::Result<(), Errno> {
     #[cfg(test)]
     fault::take(fault::Op::Write)?;
+    #[cfg(test)]
+    if let Err(e) = fault::take(fault::Op::TornWrite) {
+        // A device error in the middle of the record: part of it reaches the file.
+        let part = [IoSlice::new(head), IoSlice::new(&body[..body.len() / 2])];
+        let _ = rustix::io::pwritev(fd, &part, offset);
+        return Err(e);
+    }
     let total = head.len() + body.len();
     let mut done = 0usize;
     while done < total {
@@ -199,6 +218,8 @@ pub(crate) fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> Result<u
 
 /// `ftruncate(2)`.
 pub(crate) fn truncate(fd: BorrowedFd<'_>, len: u64) -> std::result::Result<(), Errno> {
+    #[cfg(test)]
+    fault::take(fault::Op::Truncate)?;
     rustix::fs::ftruncate(fd, len)
 }
 
@@ -252,7 +273,8 @@ pub(crate) fn boot_id() -> String {
 }
 
 /// Fault injection for unit tests: the next matching call on this thread fails with the
-/// given error instead of reaching the kernel.
+/// given error instead of reaching the kernel (or, for [`fault::Op::TornWrite`], after
+/// writing part of its bytes).
 #[cfg(test)]
 pub(crate) mod fault {
     use std::cell::RefCell;
@@ -262,26 +284,47 @@ pub(crate) mod fault {
     /// Which call fails.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub(crate) enum Op {
+        /// `pwrite_all`, before writing anything.
         Write,
+        /// `pwrite_all`, after writing the header and half the body.
+        TornWrite,
+        /// `fdatasync`.
         Sync,
+        /// `ftruncate`.
+        Truncate,
+    }
+
+    /// What the failing call does: return an error, or first run a function (on the calling
+    /// thread, at the moment of the call) that returns it.
+    enum Fault {
+        Errno(Errno),
+        Call(Box<dyn FnOnce() -> Errno>),
     }
 
     thread_local! {
-        static PENDING: RefCell<Vec<(Op, Errno)>> = const { RefCell::new(Vec::new()) };
+        static PENDING: RefCell<Vec<(Op, Fault)>> = const { RefCell::new(Vec::new()) };
     }
 
     /// Makes the next `op` on this thread fail with `errno`.
     pub(crate) fn inject(op: Op, errno: Errno) {
-        PENDING.with(|p| p.borrow_mut().push((op, errno)));
+        PENDING.with(|p| p.borrow_mut().push((op, Fault::Errno(errno))));
+    }
+
+    /// Makes the next `op` on this thread call `f` (for example to wait until another thread
+    /// got somewhere) and fail with the error it returns.
+    pub(crate) fn inject_with(op: Op, f: impl FnOnce() -> Errno + 'static) {
+        PENDING.with(|p| p.borrow_mut().push((op, Fault::Call(Box::new(f)))));
     }
 
     pub(super) fn take(op: Op) -> Result<(), Errno> {
-        PENDING.with(|p| {
+        let fault = PENDING.with(|p| {
             let mut p = p.borrow_mut();
-            match p.iter().position(|(o, _)| *o == op) {
-                Some(i) => Err(p.remove(i).1),
-                None => Ok(()),
-            }
-        })
+            p.iter().position(|(o, _)| *o == op).map(|i| p.remove(i).1)
+        });
+        match fault {
+            None => Ok(()),
+            Some(Fault::Errno(e)) => Err(e),
+            Some(Fault::Call(f)) => Err(f()),
+        }
     }
 }

@@ -21,9 +21,9 @@ pub(crate) use fifo::{expect_fifo, make_fifo, open_fifo, remove_file_if};
 #[cfg(test)]
 pub(crate) use file::fault;
 pub(crate) use file::{
-    boot_id, dir_create_all, dir_list, dir_open, fdatasync, file_open_or_create, flock_exclusive,
-    fsync, funlock, path_info, pread, pread_full, pwrite_all, rename_noreplace, rename_replace,
-    truncate, try_flock_exclusive,
+    boot_id, dir_create_all, dir_list, dir_open, dir_owner_mode, effective_uid, fdatasync,
+    file_open_or_create, flock_exclusive, fsync, funlock, path_info, pread, pread_full, pwrite_all,
+    rename_noreplace, rename_replace, truncate, try_flock_exclusive,
 };
 pub use futex::{futex_wait, futex_wake, FutexWake};
 #[cfg(all(feature = "tokio", not(loom)))]
@@ -39,6 +39,7 @@ pub(crate) use shm::{
 };
 pub(crate) use signal::{block_in_thread, kill, parse_siginfo, pidfd, signalfd, sigqueue};
 pub use signal::{sigrtmin, SignalInfo};
+pub use socket::PeerCredentials;
 pub(crate) use socket::*;
 
 /// Counts this process's open file descriptors (entries of `/proc/self/fd`).

@@ -288,3 +288,121 @@ pub(crate) fn recv_datagram(
         Received { len, from }
     }))
 }
+
+/// Who is at the other end of a connected Unix stream or sequenced-packet socket, as the
+/// kernel recorded it when the connection was made (`SO_PEERCRED`): for the accepting side,
+/// the process that called `connect`; for the connecting side, the process that called
+/// `listen`. The kernel fills it in; the peer cannot choose it (except a privileged peer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerCredentials {
+    /// The peer's process id, as seen from this process's pid namespace: 0 when the peer
+    /// lives in a pid namespace this one cannot see into.
+    pub pid: u32,
+    /// The peer's effective user id (at connect/listen time).
+    pub uid: u32,
+    /// The peer's effective group id (at connect/listen time).
+    pub gid: u32,
+}
+
+/// `getsockopt(SO_PEERCRED)`.
+///
+/// Through libc rather than `rustix::net::sockopt::socket_peercred`: rustix returns a
+/// `UCred` whose `pid` is a non-zero type, but the kernel reports pid 0 for a peer in a pid
+/// namespace we cannot see (and for sockets without a peer), which that type cannot hold.
+pub(crate) fn peer_credentials(fd: BorrowedFd<'_>) -> Result<PeerCredentials> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY:
+    // - `fd` is a live descriptor for the duration of the call (borrowed);
+    // - `cred` is a writable `ucred` of `len` bytes, the size the kernel writes for
+    //   `SO_PEERCRED`, and `len` is a valid in/out length.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            std::ptr::addr_of_mut!(cred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(Error::os(
+            "getsockopt(SO_PEERCRED)",
+            Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO),
+        ));
+    }
+    Ok(PeerCredentials {
+        pid: u32::try_from(cred.pid).unwrap_or(0),
+        uid: cred.uid,
+        gid: cred.gid,
+    })
+}
+
+/// Binds a Unix socket to a path so that the file never has looser permissions than
+/// `mode`, whatever the umask.
+///
+/// Linux creates the socket file with the socket inode's mode masked by the umask
+/// (`unix_bind`: `S_IFSOCK | (inode->i_mode & ~umask)`), and a fresh socket inode is 0777 —
+/// so a plain `bind` makes a file that other users may connect to until a later `chmod`.
+/// Setting the socket inode's mode with `fchmod` *before* `bind` makes the file appear
+/// with `mode & ~umask`, never looser than `mode`; the caller then `chmod`s it to exactly
+/// `mode` (which only widens it to what was asked, if the umask removed bits). `fchmod` on
+/// the descriptor touches only this socket: unlike changing the umask, it is safe with other
+/// threads creating files at the same time.
+pub(crate) fn bind_unix_with_mode(fd: BorrowedFd<'_>, addr: &SockAddr, mode: u32) -> Result<()> {
+    rustix::fs::fchmod(fd, rustix::fs::Mode::from_raw_mode(mode & 0o777))
+        .map_err(|e| Error::os("fchmod (socket, before bind)", e))?;
+    bind(fd, addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn umask() -> u32 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            .unwrap_or(0o022)
+    }
+
+    /// The file `bind` creates already has the requested mode (minus the umask), before
+    /// any `chmod`: there is no moment at which it is 0777 & ~umask.
+    #[test]
+    fn socket_file_is_created_with_the_mode_not_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [0o600, 0o640, 0o000] {
+            let path = dir.path().join(format!("s{mode:o}"));
+            let addr = unix_addr(&path).unwrap();
+            let fd = socket_for(&addr, SockKind::Stream).unwrap();
+            bind_unix_with_mode(fd.as_fd(), &addr, mode).unwrap();
+            let st = rustix::fs::lstat(&path).unwrap();
+            assert_eq!(st.st_mode & 0o777, mode & !umask(), "mode {mode:o}");
+        }
+    }
+
+    #[test]
+    fn peer_credentials_of_a_socketpair_are_ours() {
+        let (a, _b) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let c = peer_credentials(a.as_fd()).unwrap();
+        assert_eq!(c.pid, std::process::id());
+        assert_eq!(c.uid, rustix::process::geteuid().as_raw());
+        assert_eq!(c.gid, rustix::process::getegid().as_raw());
+    }
+}

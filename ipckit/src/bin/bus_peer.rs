@@ -1,0 +1,124 @@
+//! Helper process for the bus tests (`ipckit/tests/bus_*.rs`).
+//!
+//! ```text
+//! ipckit-bus-peer pub URL TOPIC N INTERVAL_US   publish N messages (u64 counter, LE) on TOPIC,
+//!                                               one per INTERVAL_US; N = 0: forever
+//! ipckit-bus-peer stall URL PATTERN DEPTH       subscribe with the block policy and never read
+//! ipckit-bus-peer count URL PATTERN N           receive N messages, print "got N drops D"
+//! ipckit-bus-peer serve URL PATTERN             answer requests with "PID:" + the request
+//! ipckit-bus-peer malformed URL TOPIC           publish "before", a malformed slot, "after"
+//! ```
+//! Each prints "ready" once set up (and, for `pub`, after every 100 messages "sent N").
+//! Exit codes: 0 done, 2 usage, 3 an ipckit error (printed to stderr).
+
+use std::io::Write;
+use std::time::Duration;
+
+use ipckit::bus::{Bus, Overflow, SubscribeOptions};
+
+const T: Duration = Duration::from_secs(20);
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn main() {
+    // Never outlive a test that forgot us.
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(120));
+        std::process::exit(4);
+    });
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
+    let num = |i: usize| arg(i).parse::<u64>().unwrap_or(0);
+    let r = match arg(0) {
+        "pub" => publish(arg(1), arg(2), num(3), num(4)),
+        "stall" => stall(arg(1), arg(2), num(3) as u32),
+        "count" => count(arg(1), arg(2), num(3)),
+        "serve" => serve(arg(1), arg(2)),
+        "malformed" => malformed(arg(1), arg(2)),
+        _ => {
+            eprintln!("usage: see the source");
+            std::process::exit(2)
+        }
+    };
+    if let Err(e) = r {
+        eprintln!("ipckit-bus-peer: {e}");
+        std::process::exit(3);
+    }
+}
+
+fn publish(url: &str, topic: &str, n: u64, interval_us: u64) -> ipckit::Result<()> {
+    let bus = Bus::open(url)?;
+    say("ready");
+    let mut i = 0u64;
+    while n == 0 || i < n {
+        bus.publish(topic, &i.to_le_bytes())?;
+        i += 1;
+        if i % 100 == 0 {
+            say(&format!("sent {i}"));
+        }
+        if interval_us > 0 {
+            std::thread::sleep(Duration::from_micros(interval_us));
+        }
+    }
+    say("done");
+    std::thread::sleep(T);
+    Ok(())
+}
+
+fn stall(url: &str, pattern: &str, depth: u32) -> ipckit::Result<()> {
+    let bus = Bus::open(url)?;
+    let _sub = bus.subscribe_with(
+        pattern,
+        SubscribeOptions {
+            depth,
+            overflow: Overflow::Block,
+        },
+    )?;
+    say("ready");
+    std::thread::sleep(T * 3);
+    Ok(())
+}
+
+fn count(url: &str, pattern: &str, n: u64) -> ipckit::Result<()> {
+    let bus = Bus::open(url)?;
+    let mut sub = bus.subscribe(pattern)?;
+    say("ready");
+    for _ in 0..n {
+        sub.recv_timeout(T)?;
+    }
+    say(&format!("got {n} drops {}", sub.drops()));
+    Ok(())
+}
+
+fn serve(url: &str, pattern: &str) -> ipckit::Result<()> {
+    let bus = Bus::open(url)?;
+    let pid = std::process::id();
+    let _h = bus.serve(pattern, move |m| {
+        [format!("{pid}:").as_bytes(), m.payload()].concat()
+    })?;
+    say("ready");
+    std::thread::sleep(T * 3);
+    Ok(())
+}
+
+fn malformed(url: &str, topic: &str) -> ipckit::Result<()> {
+    let bus = Bus::open(url)?;
+    say("ready");
+    // Wait for the subscriber to read us (it attaches once we declare the topic).
+    bus.publish(topic, b"before")?;
+    std::thread::sleep(Duration::from_millis(200));
+    bus.publish_malformed(&[0xff; 64])?;
+    let mut raw = vec![0u8; 24];
+    raw[0..4].copy_from_slice(&u32::MAX.to_le_bytes()); // payload length beyond the slot
+    raw[4..6].copy_from_slice(&3u16.to_le_bytes());
+    raw[6] = 1;
+    bus.publish_malformed(&raw)?;
+    bus.publish(topic, b"after")?;
+    say("done");
+    std::thread::sleep(T);
+    Ok(())
+}

@@ -1,0 +1,1348 @@
+//! A publish/subscribe and request/reply bus between the processes of one machine, with no
+//! daemon: `bus://local` (or `bus://local/NAMESPACE`).
+//!
+//! ```
+//! use ipckit::bus::Bus;
+//! use std::time::Duration;
+//!
+//! let url = format!("bus://local/doc-{}", std::process::id());
+//! let bus = Bus::open(&url)?;                       // usually one per process
+//! let mut temps = bus.subscribe("sensors/*/temp")?;  // `*`: one level, `**`: any depth
+//! bus.publish("sensors/kitchen/temp", b"21.5")?;
+//! let msg = temps.recv_timeout(Duration::from_secs(5))?;
+//! assert_eq!((msg.topic(), msg.payload()), ("sensors/kitchen/temp", &b"21.5"[..]));
+//!
+//! let _echo = bus.serve("svc/echo", |req| req.payload().to_vec())?; // answers on a thread
+//! assert_eq!(bus.request("svc/echo", b"hi", Duration::from_secs(5))?, b"hi");
+//! # Ok::<(), ipckit::Error>(())
+//! ```
+//!
+//! ## How it works
+//! Each [`Bus`] is a *node*: an entry in the namespace's registry (a 0600 segment
+//! `/dev/shm/ipckit.bus.NS`, owned through a lock the kernel drops when the process dies) and
+//! a segment of its own holding a **broadcast ring** of the messages it publishes and a
+//! catalog of the topics it publishes, serves and subscribes to. A publish writes the message
+//! once into the node's ring (about one shared-memory send, however many subscribers read
+//! it) and wakes the nodes whose receivers sleep. A [`Subscriber`] finds, through the
+//! registry, the nodes that publish a matching topic, and reads their rings with a cursor of
+//! its own.
+//!
+//! ## Overflow
+//! Every subscription holds at most `depth` messages of each publisher it reads (default 64,
+//! `?depth=N`; never more than the publisher's ring, `?slots=`), with an explicit policy
+//! ([`Overflow`], `?overflow=drop|block`):
+//! - [`Overflow::DropOldest`] (default): a publisher never waits for the subscriber; when it
+//!   falls more than `depth` messages behind, the oldest are skipped and counted —
+//!   [`Subscriber::drops`] on the subscriber's side, [`Bus::stats`] on the publisher's. A
+//!   publisher's drop count covers all its messages the subscriber skipped, including those
+//!   on topics it does not match when the publisher mixes topics.
+//! - [`Overflow::Block`]: the publisher waits for room, at most its timeout (`?timeout_ms=`,
+//!   default 1 s; [`Bus::publish_with`]), and then fails with [`Error::Timeout`] having sent
+//!   nothing. A subscriber whose process died stops blocking anyone within 50 ms.
+//!
+//! ## Liveliness
+//! [`Bus::peers`] lists the live nodes with their topics; [`Bus::watch`] reports nodes
+//! joining, declaring topics and leaving (a crashed process is reported within about 100 ms,
+//! and its entry and segment are removed by whoever notices first).
+//!
+//! ## Trust
+//! Other nodes are other processes, maybe crashed or hostile: everything read from shared
+//! memory is bounds-checked and validated; a malformed message is [`Error::Corrupted`] for
+//! that message only, and the next receive goes on. Nothing here forms a Rust reference into
+//! memory another process writes except atomics.
+
+mod node;
+mod registry;
+mod topic;
+mod url;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::sys;
+use crate::transport::Wait;
+
+use node::{
+    NodeSeg, SlotHeader, SlotRead, CAT_PUBLISH, CAT_SERVE, CAT_SUBSCRIBE, KIND_MESSAGE, KIND_REPLY,
+    KIND_REQUEST, POLICY_BLOCK, POLICY_DROP,
+};
+pub use registry::{namespaces, remove_stale};
+use registry::{Registry, KIND_PUB, KIND_SERVE, KIND_SUB};
+pub use topic::{validate_topic, Pattern, TOPIC_MAX};
+pub use url::BusUrl;
+
+/// Longest a blocked call sleeps before it re-checks liveness and the registry.
+const SLICE: Duration = Duration::from_millis(50);
+/// How often a receiver re-reads the registry even when nothing was announced (to notice
+/// crashed publishers).
+const RESCAN: Duration = Duration::from_millis(100);
+
+/// What happens when a subscription is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overflow {
+    /// Skip the oldest messages and count them (the publisher never waits).
+    #[default]
+    DropOldest,
+    /// Make the publisher wait for room, up to its timeout.
+    Block,
+}
+
+/// Options of one subscription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Messages of each publisher the subscription holds (capped by the publisher's ring).
+    pub depth: u32,
+    /// What happens when it is full.
+    pub overflow: Overflow,
+}
+
+/// A received message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Message {
+    topic: String,
+    payload: Vec<u8>,
+    publisher: u64,
+    kind: u8,
+    corr: u64,
+    reply_to: u64,
+}
+
+impl Message {
+    /// The topic it was published on.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The bytes.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// The bytes, by value.
+    pub fn into_payload(self) -> Vec<u8> {
+        self.payload
+    }
+
+    /// The node (see [`Peer::node_id`]) that published it.
+    pub fn publisher(&self) -> u64 {
+        self.publisher
+    }
+
+    /// True for a request (as a responder of [`Bus::serve`] sees them).
+    pub fn is_request(&self) -> bool {
+        self.kind == KIND_REQUEST
+    }
+
+    /// Decodes a typed payload ([`Bus::publish_typed`]); a payload that is not a `T` is
+    /// [`Error::Decode`].
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
+        crate::decode(&self.payload)
+    }
+}
+
+/// Figures of one subscription reading this node, as the publisher sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReaderStats {
+    /// Its policy.
+    pub overflow: Overflow,
+    /// Its depth (capped by this node's ring).
+    pub depth: u32,
+    /// Messages published that it has not read yet.
+    pub lag: u64,
+    /// Messages it has received from this node.
+    pub delivered: u64,
+    /// This node's messages it skipped (drop policy), counted or pending.
+    pub drops: u64,
+}
+
+/// What a node has published and who reads it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BusStats {
+    /// Messages this node has published (requests and replies included).
+    pub published: u64,
+    /// Publishes that failed because a `block` subscriber stayed full.
+    pub timeouts: u64,
+    /// The subscriptions reading this node.
+    pub readers: Vec<ReaderStats>,
+}
+
+/// A live node of the bus and what it declared.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Peer {
+    /// Its id (unique per [`Bus::open`], not reused).
+    pub node_id: u64,
+    /// Its process.
+    pub pid: u32,
+    /// Topics it has published on (internal reply topics left out).
+    pub publishes: Vec<String>,
+    /// Patterns it serves requests on.
+    pub serves: Vec<String>,
+    /// Patterns it has subscribed to.
+    pub subscribes: Vec<String>,
+}
+
+/// What [`PeerWatch`] reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// A node opened the bus.
+    Joined(Peer),
+    /// A node started publishing on `topic`, serving it or subscribing to it.
+    Declared {
+        /// The node.
+        node_id: u64,
+        /// Its process.
+        pid: u32,
+        /// What it declared.
+        kind: Declaration,
+        /// The topic or pattern.
+        topic: String,
+    },
+    /// A node closed the bus or its process died.
+    Left(Peer),
+}
+
+/// What a node declared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Declaration {
+    /// It publishes on a topic.
+    Publishes,
+    /// It serves requests on a pattern.
+    Serves,
+    /// It subscribed to a pattern.
+    Subscribes,
+}
+
+/// The state of one node shared by its handles and subscribers.
+struct Shared {
+    url: BusUrl,
+    reg: Registry,
+    entry: usize,
+    node_id: u64,
+    writer: Mutex<Writer>,
+}
+
+struct Writer {
+    node: NodeSeg,
+    declared: HashSet<String>,
+    published: u64,
+    timeouts: u64,
+    last_reclaim: Instant,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.reg.release(self.entry);
+        self.reg.remove_if_unused();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn new_node_id() -> u64 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32).rotate_left(20))
+        .unwrap_or(0);
+    (u64::from(std::process::id()) << 32)
+        | u64::from(nanos.wrapping_add(NEXT.fetch_add(0x9e37_79b9, Ordering::Relaxed)))
+}
+
+fn reply_topic(node_id: u64) -> String {
+    format!("_ipckit/reply/{node_id:016x}")
+}
+
+impl Shared {
+    fn declare_locked(&self, w: &mut Writer, kind: u8, topic: &str) -> Result<()> {
+        let seq = w.node.write_seq().load(Ordering::Relaxed);
+        if !w.node.catalog_append(kind, seq, topic)? {
+            tracing::debug!(topic, "bus catalog full: topic not listed");
+        }
+        let bits = match kind {
+            CAT_PUBLISH => KIND_PUB,
+            CAT_SERVE => KIND_SERVE,
+            _ => KIND_SUB,
+        };
+        self.reg.add_kinds(self.entry, bits);
+        self.reg.bump();
+        self.reg.wake_all();
+        Ok(())
+    }
+
+    fn declare(&self, kind: u8, topic: &str) -> Result<()> {
+        let mut w = lock(&self.writer);
+        self.declare_locked(&mut w, kind, topic)
+    }
+
+    /// Publishes one message of `kind`.
+    fn send(
+        &self,
+        kind: u8,
+        topic: &str,
+        payload: &[u8],
+        corr: u64,
+        reply_to: u64,
+        wait: Wait,
+    ) -> Result<()> {
+        let mut w = lock(&self.writer);
+        if !w.declared.contains(topic) {
+            validate_topic(topic)?;
+            self.declare_locked(&mut w, CAT_PUBLISH, topic)?;
+            w.declared.insert(topic.to_owned());
+        }
+        let cap = w.node.capacity();
+        if topic.len() + payload.len() > cap {
+            return Err(Error::MessageTooLarge {
+                size: payload.len(),
+                max: cap - topic.len(),
+                transport: "bus (its publisher's slots; raise with ?max_msg=)",
+            });
+        }
+        let seq = w.node.write_seq().load(Ordering::Relaxed);
+        if let Err(e) = self.wait_for_room(&w, seq, wait) {
+            w.timeouts += 1;
+            return Err(e);
+        }
+        let h = SlotHeader {
+            len: payload.len() as u32,
+            topic_len: topic.len() as u16,
+            kind,
+            corr,
+            reply_to,
+        };
+        w.node.write_slot(seq, &h, topic.as_bytes(), payload);
+        w.published += 1;
+        fence(Ordering::SeqCst);
+        w.node.for_each_reader_entry(|e| self.reg.wake_node(e));
+        if w.published % 1024 == 0 && w.last_reclaim.elapsed() > RESCAN {
+            w.last_reclaim = Instant::now();
+            w.node.reclaim_dead_readers();
+        }
+        Ok(())
+    }
+
+    fn wait_for_room(&self, w: &Writer, seq: u64, wait: Wait) -> Result<()> {
+        let node = &w.node;
+        if node.blocking_reader(seq).is_none() {
+            return Ok(());
+        }
+        if wait == Wait::Never {
+            return Err(Error::WouldBlock);
+        }
+        let spin_until = Instant::now() + self.url.spin;
+        loop {
+            std::hint::spin_loop();
+            if node.blocking_reader(seq).is_none() {
+                return Ok(());
+            }
+            if Instant::now() >= spin_until {
+                break;
+            }
+        }
+        loop {
+            node.writer_waiting().store(1, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            let observed = node.space().load(Ordering::Relaxed);
+            if node.blocking_reader(seq).is_none() {
+                node.writer_waiting().store(0, Ordering::Relaxed);
+                return Ok(());
+            }
+            let slice = match wait.slice(SLICE) {
+                Ok(s) => s,
+                Err(e) => {
+                    node.writer_waiting().store(0, Ordering::Relaxed);
+                    return Err(e);
+                }
+            };
+            let woke = sys::futex_wait(node.space(), observed, Some(slice))?;
+            node.writer_waiting().store(0, Ordering::Relaxed);
+            if woke == sys::FutexWake::TimedOut {
+                node.reclaim_dead_readers();
+            }
+            if node.blocking_reader(seq).is_none() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A handle on a bus: publish, subscribe, request, serve. Cheap to clone (clones share one
+/// node); the node leaves the bus when the last handle, subscriber and responder are gone.
+#[derive(Clone)]
+pub struct Bus {
+    shared: Arc<Shared>,
+    replies: Arc<Mutex<Option<Replies>>>,
+    next_corr: Arc<AtomicU64>,
+    responders: Arc<Mutex<HashMap<String, (usize, u64)>>>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("namespace", &self.shared.url.namespace)
+            .field("node", &format_args!("{:016x}", self.shared.node_id))
+            .finish()
+    }
+}
+
+struct Replies {
+    sub: Subscriber,
+    stash: HashMap<u64, Vec<u8>>,
+}
+
+impl Bus {
+    /// Joins the bus the URL names: `bus://local` or `bus://local/NAMESPACE`, with
+    /// `?depth=N&overflow=drop|block` (subscription defaults), `timeout_ms=N` (how long a
+    /// publish waits for a `block` subscriber), `slots=N` and `max_msg=SIZE` (this node's
+    /// ring), `spin_us=N` (how long a receive spins before it sleeps).
+    pub fn open(url: &str) -> Result<Bus> {
+        let url = BusUrl::parse(url)?;
+        let reg = Registry::open(&url.namespace)?;
+        let node_id = new_node_id();
+        let node = NodeSeg::create(&url.namespace, node_id, url.slots, url.slot_bytes)?;
+        let entry = reg.claim(node_id)?;
+        let shared = Shared {
+            url,
+            reg,
+            entry,
+            node_id,
+            writer: Mutex::new(Writer {
+                node,
+                declared: HashSet::new(),
+                published: 0,
+                timeouts: 0,
+                last_reclaim: Instant::now(),
+            }),
+        };
+        Ok(Bus {
+            shared: Arc::new(shared),
+            replies: Arc::new(Mutex::new(None)),
+            next_corr: Arc::new(AtomicU64::new(1)),
+            responders: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// This node's id (as [`Message::publisher`] and [`Peer::node_id`] give it).
+    pub fn node_id(&self) -> u64 {
+        self.shared.node_id
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        self.shared.reg.namespace()
+    }
+
+    /// The largest payload this node can publish on `topic`.
+    pub fn max_message_size(&self, topic: &str) -> usize {
+        lock(&self.shared.writer)
+            .node
+            .capacity()
+            .saturating_sub(topic.len())
+    }
+
+    /// Publishes `payload` on `topic`, waiting for `block` subscribers at most the URL's
+    /// `timeout_ms` (default 1 s).
+    pub fn publish(&self, topic: &str, payload: &[u8]) -> Result<()> {
+        self.publish_with(topic, payload, Wait::timeout(self.shared.url.timeout))
+    }
+
+    /// Publishes, waiting for `block` subscribers as `wait` allows ([`Wait::Never`]: fail
+    /// with [`Error::WouldBlock`] at once). On failure nothing was sent to anyone.
+    pub fn publish_with(&self, topic: &str, payload: &[u8], wait: Wait) -> Result<()> {
+        self.shared.send(KIND_MESSAGE, topic, payload, 0, 0, wait)
+    }
+
+    /// Publishes a value (serde + postcard); receivers use [`Message::decode`].
+    pub fn publish_typed<T: Serialize + ?Sized>(&self, topic: &str, value: &T) -> Result<()> {
+        let bytes = postcard::to_stdvec(value).map_err(Error::Encode)?;
+        self.publish(topic, &bytes)
+    }
+
+    /// Subscribes to a topic or pattern with the URL's depth and overflow policy.
+    pub fn subscribe(&self, pattern: &str) -> Result<Subscriber> {
+        self.subscribe_with(
+            pattern,
+            SubscribeOptions {
+                depth: self.shared.url.depth,
+                overflow: self.shared.url.overflow,
+            },
+        )
+    }
+
+    /// Subscribes with explicit options. The subscriber receives what matching publishers
+    /// publish from now on.
+    pub fn subscribe_with(&self, pattern: &str, opts: SubscribeOptions) -> Result<Subscriber> {
+        let pattern = Pattern::parse(pattern)?;
+        if !pattern.as_str().starts_with(topic::RESERVED_PREFIX) {
+            self.shared.declare(CAT_SUBSCRIBE, pattern.as_str())?;
+        }
+        Subscriber::new(self.shared.clone(), pattern, opts, &[KIND_MESSAGE])
+    }
+
+    /// Answers requests on `pattern` with `handler` on a thread of its own until the returned
+    /// handle is dropped. Requests wait in a subscription with the URL's depth and policy.
+    pub fn serve<F>(&self, pattern: &str, mut handler: F) -> Result<ServeHandle>
+    where
+        F: FnMut(&Message) -> Vec<u8> + Send + 'static,
+    {
+        let p = Pattern::parse(pattern)?;
+        let opts = SubscribeOptions {
+            depth: self.shared.url.depth,
+            overflow: self.shared.url.overflow,
+        };
+        let mut sub = Subscriber::new(self.shared.clone(), p, opts, &[KIND_REQUEST])?;
+        self.shared.declare(CAT_SERVE, pattern)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = self.shared.clone();
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("ipckit-bus-serve {pattern}"))
+            .spawn(move || {
+                let mut msg = Message::default();
+                while !stop2.load(Ordering::Relaxed) {
+                    match sub.recv_into_with(&mut msg, Wait::timeout(SLICE)) {
+                        Ok(()) => {
+                            let reply = handler(&msg);
+                            let topic = reply_topic(msg.reply_to);
+                            if let Err(e) = shared.send(
+                                KIND_REPLY,
+                                &topic,
+                                &reply,
+                                msg.corr,
+                                0,
+                                Wait::timeout(shared.url.timeout),
+                            ) {
+                                tracing::warn!(error = %e, "bus responder could not reply");
+                            }
+                        }
+                        Err(Error::Timeout { .. } | Error::Corrupted(_)) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "bus responder");
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::Io {
+                op: "spawn the responder thread",
+                source: e,
+            })?;
+        Ok(ServeHandle {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Sends a request on `topic` and waits at most `timeout` for the first reply. With no
+    /// live responder serving the topic it fails at once with
+    /// [`Error::ConnectionRefused`]; with one that does not answer in time, [`Error::Timeout`].
+    pub fn request(&self, topic: &str, payload: &[u8], timeout: Duration) -> Result<Vec<u8>> {
+        validate_topic(topic)?;
+        let deadline = Wait::timeout(timeout);
+        self.check_responder(topic)?;
+        let corr = self.next_corr.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut r = lock(&self.replies);
+            if r.is_none() {
+                let p = Pattern::parse(&reply_topic(self.shared.node_id))?;
+                let opts = SubscribeOptions {
+                    depth: self.shared.url.slots,
+                    overflow: Overflow::DropOldest,
+                };
+                *r = Some(Replies {
+                    sub: Subscriber::new(self.shared.clone(), p, opts, &[KIND_REPLY])?,
+                    stash: HashMap::new(),
+                });
+            }
+        }
+        self.shared.send(
+            KIND_REQUEST,
+            topic,
+            payload,
+            corr,
+            self.shared.node_id,
+            deadline,
+        )?;
+        let mut msg = Message::default();
+        loop {
+            let mut guard = lock(&self.replies);
+            let r = guard.as_mut().expect("created above");
+            if let Some(v) = r.stash.remove(&corr) {
+                return Ok(v);
+            }
+            let slice = deadline
+                .slice(Duration::from_millis(10))
+                .map_err(|_| Error::Timeout {
+                    after: Some(timeout),
+                })?;
+            match r.sub.recv_into_with(&mut msg, Wait::timeout(slice)) {
+                Ok(()) if msg.corr == corr => return Ok(std::mem::take(&mut msg.payload)),
+                Ok(()) => {
+                    if r.stash.len() >= 1024 {
+                        // Replies nobody waits for any more (their requests timed out).
+                        r.stash.clear();
+                    }
+                    r.stash.insert(msg.corr, std::mem::take(&mut msg.payload));
+                }
+                Err(Error::Timeout { .. } | Error::Corrupted(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// [`request`](Self::request) with a typed request and reply.
+    pub fn request_typed<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
+        &self,
+        topic: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp> {
+        let bytes = postcard::to_stdvec(req).map_err(Error::Encode)?;
+        crate::decode(&self.request(topic, &bytes, timeout)?)
+    }
+
+    /// [`request`](Self::request) from async code (runs on tokio's blocking pool).
+    #[cfg(feature = "tokio")]
+    pub async fn request_async(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>> {
+        let (bus, topic, payload) = (self.clone(), topic.to_owned(), payload.to_vec());
+        tokio::task::spawn_blocking(move || bus.request(&topic, &payload, timeout))
+            .await
+            .map_err(|e| Error::Io {
+                op: "bus request task",
+                source: std::io::Error::other(e),
+            })?
+    }
+
+    /// Finds a live responder for `topic` (cached per topic while it lives).
+    fn check_responder(&self, topic: &str) -> Result<()> {
+        let reg = &self.shared.reg;
+        let own = Some(self.shared.entry);
+        if let Some(&(idx, node)) = lock(&self.responders).get(topic) {
+            if reg.is_live(idx, node, own) {
+                return Ok(());
+            }
+        }
+        for v in reg.scan(own) {
+            if v.kinds & KIND_SERVE == 0 {
+                continue;
+            }
+            let Ok(seg) = open_node(&self.shared, v.node_id) else {
+                continue;
+            };
+            let (cat, _) = seg.catalog(0);
+            let serves = cat.iter().any(|c| {
+                c.kind == CAT_SERVE && Pattern::parse(&c.topic).is_ok_and(|p| p.matches(topic))
+            });
+            if serves {
+                lock(&self.responders).insert(topic.to_owned(), (v.idx, v.node_id));
+                return Ok(());
+            }
+        }
+        Err(Error::ConnectionRefused {
+            addr: format!("bus://local/{} topic {topic}", self.namespace()),
+            reason: "no live responder serves this topic",
+        })
+    }
+
+    /// The live nodes of this namespace (this one included) and what they declared.
+    pub fn peers(&self) -> Vec<Peer> {
+        let mut cache = HashMap::new();
+        collect_peers(&self.shared.reg, Some(self.shared.entry), &mut cache)
+    }
+
+    /// Watches nodes joining, declaring and leaving (the liveliness of publishers and
+    /// responders).
+    pub fn watch(&self) -> PeerWatch {
+        let mut w = PeerWatch {
+            shared: self.shared.clone(),
+            cache: HashMap::new(),
+            known: HashMap::new(),
+            queue: VecDeque::new(),
+        };
+        for p in w.refresh_peers() {
+            w.known.insert(p.node_id, p);
+        }
+        w
+    }
+
+    /// What this node published and how its readers keep up.
+    pub fn stats(&self) -> BusStats {
+        let w = lock(&self.shared.writer);
+        BusStats {
+            published: w.published,
+            timeouts: w.timeouts,
+            readers: w.node.readers(),
+        }
+    }
+
+    /// Writes `raw` as the body of the next message of this node, bypassing every check:
+    /// for tests of how receivers handle malformed messages.
+    #[doc(hidden)]
+    pub fn publish_malformed(&self, raw: &[u8]) -> Result<()> {
+        let w = lock(&self.shared.writer);
+        let seq = w.node.write_seq().load(Ordering::Relaxed);
+        w.node.write_raw_slot(seq, raw)?;
+        fence(Ordering::SeqCst);
+        w.node
+            .for_each_reader_entry(|e| self.shared.reg.wake_node(e));
+        Ok(())
+    }
+}
+
+/// The live nodes of the bus `url` names, without joining it (for `ipckit bus ls`). An
+/// empty list if nobody has opened it.
+pub fn list(url: &str) -> Result<Vec<Peer>> {
+    let url = BusUrl::parse(url)?;
+    let reg = match Registry::open_existing(&url.namespace) {
+        Ok(r) => r,
+        Err(Error::NotFound { .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut cache = HashMap::new();
+    Ok(collect_peers(&reg, None, &mut cache))
+}
+
+fn open_node(shared: &Shared, node_id: u64) -> Result<NodeSeg> {
+    NodeSeg::open(shared.reg.namespace(), node_id)
+}
+
+type PeerCache = HashMap<u64, (NodeSeg, usize, Peer)>;
+
+fn collect_peers(reg: &Registry, own: Option<usize>, cache: &mut PeerCache) -> Vec<Peer> {
+    let views = reg.scan(own);
+    cache.retain(|id, _| views.iter().any(|v| v.node_id == *id));
+    let mut out = Vec::new();
+    for v in views {
+        let (seg, off, peer) = match cache.entry(v.node_id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let Ok(seg) = NodeSeg::open(reg.namespace(), v.node_id) else {
+                    continue;
+                };
+                let peer = Peer {
+                    node_id: v.node_id,
+                    pid: v.pid,
+                    ..Peer::default()
+                };
+                e.insert((seg, 0, peer))
+            }
+        };
+        let (cat, end) = seg.catalog(*off);
+        *off = end;
+        for c in cat {
+            if c.topic.starts_with(topic::RESERVED_PREFIX) {
+                continue;
+            }
+            let list = match c.kind {
+                CAT_PUBLISH => &mut peer.publishes,
+                CAT_SERVE => &mut peer.serves,
+                _ => &mut peer.subscribes,
+            };
+            if !list.contains(&c.topic) {
+                list.push(c.topic);
+            }
+        }
+        out.push(peer.clone());
+    }
+    out
+}
+
+/// Reports changes among the nodes of a bus: see [`Bus::watch`].
+pub struct PeerWatch {
+    shared: Arc<Shared>,
+    cache: PeerCache,
+    known: HashMap<u64, Peer>,
+    queue: VecDeque<PeerEvent>,
+}
+
+impl std::fmt::Debug for PeerWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerWatch")
+            .field("known", &self.known.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerWatch {
+    fn refresh_peers(&mut self) -> Vec<Peer> {
+        collect_peers(&self.shared.reg, Some(self.shared.entry), &mut self.cache)
+    }
+
+    /// The nodes known at the last look.
+    pub fn peers(&self) -> Vec<Peer> {
+        self.known.values().cloned().collect()
+    }
+
+    fn diff(&mut self) {
+        let now = self.refresh_peers();
+        for p in &now {
+            match self.known.get(&p.node_id) {
+                None => self.queue.push_back(PeerEvent::Joined(p.clone())),
+                Some(old) => {
+                    let news = [
+                        (Declaration::Publishes, &old.publishes, &p.publishes),
+                        (Declaration::Serves, &old.serves, &p.serves),
+                        (Declaration::Subscribes, &old.subscribes, &p.subscribes),
+                    ];
+                    for (kind, before, after) in news {
+                        for t in after.iter().filter(|t| !before.contains(t)) {
+                            self.queue.push_back(PeerEvent::Declared {
+                                node_id: p.node_id,
+                                pid: p.pid,
+                                kind,
+                                topic: t.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        let gone: Vec<u64> = self
+            .known
+            .keys()
+            .filter(|id| !now.iter().any(|p| p.node_id == **id))
+            .copied()
+            .collect();
+        for id in gone {
+            if let Some(p) = self.known.remove(&id) {
+                self.queue.push_back(PeerEvent::Left(p));
+            }
+        }
+        for p in now {
+            self.known.insert(p.node_id, p);
+        }
+    }
+
+    /// The next event, waiting at most `timeout`.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<PeerEvent> {
+        self.next_with(Wait::timeout(timeout))
+    }
+
+    /// The next event, waiting as `wait` allows.
+    pub fn next_with(&mut self, wait: Wait) -> Result<PeerEvent> {
+        loop {
+            if let Some(e) = self.queue.pop_front() {
+                return Ok(e);
+            }
+            let g = self.shared.reg.generation().load(Ordering::Acquire);
+            self.diff();
+            if let Some(e) = self.queue.pop_front() {
+                return Ok(e);
+            }
+            let slice = wait.slice(SLICE)?;
+            sys::futex_wait(self.shared.reg.generation(), g, Some(slice))?;
+        }
+    }
+}
+
+/// Stops a responder of [`Bus::serve`] when dropped.
+#[derive(Debug)]
+pub struct ServeHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for ServeHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One publisher's ring as a subscription reads it.
+struct Attachment {
+    node_id: u64,
+    entry: usize,
+    seg: NodeSeg,
+    slot: usize,
+    cursor: u64,
+    drops: u64,
+    delivered: u64,
+    gone: bool,
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.seg.release_reader(self.slot);
+    }
+}
+
+/// Receives the messages of one subscription ([`Bus::subscribe`]).
+pub struct Subscriber {
+    shared: Arc<Shared>,
+    pattern: Pattern,
+    policy: u32,
+    depth: u32,
+    kinds: &'static [u8],
+    atts: Vec<Attachment>,
+    /// Publishing nodes not attached (no matching topic yet): their segment and how much of
+    /// their catalog has been read.
+    seen: HashMap<u64, (NodeSeg, usize)>,
+    last_gen: u32,
+    last_scan: Instant,
+    polls: u32,
+    next: usize,
+    buf: Vec<u8>,
+    /// Drops of attachments already gone.
+    past_drops: u64,
+    delivered: u64,
+    corrupted: u64,
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("pattern", &self.pattern.as_str())
+            .field("publishers", &self.atts.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscriber {
+    fn new(
+        shared: Arc<Shared>,
+        pattern: Pattern,
+        opts: SubscribeOptions,
+        kinds: &'static [u8],
+    ) -> Result<Subscriber> {
+        let mut s = Subscriber {
+            policy: match opts.overflow {
+                Overflow::DropOldest => POLICY_DROP,
+                Overflow::Block => POLICY_BLOCK,
+            },
+            depth: opts.depth.max(1),
+            shared,
+            pattern,
+            kinds,
+            atts: Vec::new(),
+            seen: HashMap::new(),
+            last_gen: 0,
+            last_scan: Instant::now(),
+            polls: 0,
+            next: 0,
+            buf: Vec::new(),
+            past_drops: 0,
+            delivered: 0,
+            corrupted: 0,
+        };
+        s.scan(true)?;
+        Ok(s)
+    }
+
+    /// The pattern.
+    pub fn pattern(&self) -> &str {
+        self.pattern.as_str()
+    }
+
+    /// Messages this subscription skipped because it was full (drop policy) or overtaken.
+    pub fn drops(&self) -> u64 {
+        self.past_drops + self.atts.iter().map(|a| a.drops).sum::<u64>()
+    }
+
+    /// Messages received.
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    /// Malformed messages met (each was reported once as [`Error::Corrupted`]).
+    pub fn corrupted(&self) -> u64 {
+        self.corrupted
+    }
+
+    /// The nodes this subscription currently reads (publishers of matching topics).
+    pub fn publishers(&self) -> Vec<u64> {
+        self.atts
+            .iter()
+            .filter(|a| !a.gone)
+            .map(|a| a.node_id)
+            .collect()
+    }
+
+    /// Looks for new publishers and gone ones.
+    fn scan(&mut self, initial: bool) -> Result<()> {
+        let shared = self.shared.clone();
+        self.last_gen = shared.reg.generation().load(Ordering::Acquire);
+        self.last_scan = Instant::now();
+        let views = shared.reg.scan(Some(shared.entry));
+        for a in &mut self.atts {
+            if !views
+                .iter()
+                .any(|v| v.node_id == a.node_id && v.idx == a.entry)
+            {
+                a.gone = true;
+            }
+        }
+        self.seen
+            .retain(|id, _| views.iter().any(|v| v.node_id == *id));
+        for v in views {
+            if self.atts.iter().any(|a| a.node_id == v.node_id) {
+                continue;
+            }
+            let seg = match self.seen.remove(&v.node_id) {
+                Some((seg, _)) => seg,
+                None => match open_node(&shared, v.node_id) {
+                    Ok(seg) => seg,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "bus: cannot open a node yet");
+                        continue;
+                    }
+                },
+            };
+            let w = seg.write_seq().load(Ordering::Acquire);
+            // Nodes there when we subscribed: what they publish from now on. Nodes that
+            // joined later: everything they published (what the ring still holds, the rest
+            // counted as drops).
+            let start = if initial { w } else { 0 };
+            let depth = self.depth.min(seg.slots());
+            match seg.claim_reader(shared.entry, self.policy, depth, start)? {
+                Some(slot) => self.atts.push(Attachment {
+                    node_id: v.node_id,
+                    entry: v.idx,
+                    seg,
+                    slot,
+                    cursor: start,
+                    drops: 0,
+                    delivered: 0,
+                    gone: false,
+                }),
+                None => {
+                    tracing::warn!(
+                        node = format_args!("{:016x}", v.node_id),
+                        "bus: the node has no free reader slot (64 subscriptions read it)"
+                    );
+                    self.seen.insert(v.node_id, (seg, 0));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the next message of attachment `i`, if any.
+    fn read_from(&mut self, i: usize, msg: &mut Message) -> Result<bool> {
+        let a = &mut self.atts[i];
+        loop {
+            let w = a.seg.write_seq().load(Ordering::Acquire);
+            if a.cursor > w {
+                a.cursor = w;
+            }
+            if a.cursor == w {
+                return Ok(false);
+            }
+            let slots = u64::from(a.seg.slots());
+            let keep = if self.policy == POLICY_DROP {
+                u64::from(self.depth).min(slots)
+            } else {
+                slots
+            };
+            if w - a.cursor > keep {
+                let skip = w - keep - a.cursor;
+                a.drops += skip;
+                a.cursor += skip;
+            }
+            match a.seg.read_slot(a.cursor, &mut self.buf) {
+                SlotRead::NotYet => return Ok(false),
+                SlotRead::Overwritten => {
+                    a.drops += 1;
+                    a.cursor += 1;
+                }
+                SlotRead::Corrupt(why) => {
+                    a.cursor += 1;
+                    a.seg.set_cursor(a.slot, a.cursor, a.delivered, a.drops);
+                    self.corrupted += 1;
+                    return Err(Error::Corrupted(why));
+                }
+                SlotRead::Message(h) => {
+                    a.cursor += 1;
+                    let tl = h.topic_len as usize;
+                    let topic = std::str::from_utf8(&self.buf[..tl]);
+                    let wanted = self.kinds.contains(&h.kind)
+                        && topic.is_ok_and(|t| self.pattern.matches(t));
+                    if wanted {
+                        a.delivered += 1;
+                    }
+                    a.seg.set_cursor(a.slot, a.cursor, a.delivered, a.drops);
+                    let Ok(topic) = topic else {
+                        self.corrupted += 1;
+                        return Err(Error::Corrupted(format!(
+                            "a message of node {:016x} has a topic that is not UTF-8",
+                            a.node_id
+                        )));
+                    };
+                    if !(KIND_MESSAGE..=KIND_REPLY).contains(&h.kind) {
+                        self.corrupted += 1;
+                        return Err(Error::Corrupted(format!(
+                            "a message of node {:016x} has kind {}",
+                            a.node_id, h.kind
+                        )));
+                    }
+                    if !wanted {
+                        continue;
+                    }
+                    msg.topic.clear();
+                    msg.topic.push_str(topic);
+                    msg.payload.clear();
+                    msg.payload.extend_from_slice(&self.buf[tl..]);
+                    msg.publisher = a.node_id;
+                    msg.kind = h.kind;
+                    msg.corr = h.corr;
+                    msg.reply_to = h.reply_to;
+                    self.delivered += 1;
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    /// One look at every publisher (and at the registry when it changed).
+    fn poll_once(&mut self, msg: &mut Message) -> Result<bool> {
+        self.polls = self.polls.wrapping_add(1);
+        let gen = self.shared.reg.generation().load(Ordering::Acquire);
+        if gen != self.last_gen || (self.polls % 64 == 0 && self.last_scan.elapsed() > RESCAN) {
+            self.scan(false)?;
+        }
+        let n = self.atts.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            if self.read_from(i, msg)? {
+                self.next = (i + 1) % n;
+                return Ok(true);
+            }
+        }
+        // Publishers that left and whose messages have all been read.
+        let before = self.atts.len();
+        let mut past = 0;
+        self.atts.retain(|a| {
+            let done = a.gone && a.cursor >= a.seg.write_seq().load(Ordering::Acquire);
+            if done {
+                past += a.drops;
+            }
+            !done
+        });
+        self.past_drops += past;
+        if self.atts.len() != before {
+            self.next = 0;
+        }
+        Ok(false)
+    }
+
+    /// The next message, waiting as long as it takes.
+    pub fn recv(&mut self) -> Result<Message> {
+        self.recv_with(Wait::Forever)
+    }
+
+    /// The next message if one is there, else [`Error::WouldBlock`].
+    pub fn try_recv(&mut self) -> Result<Message> {
+        self.recv_with(Wait::Never)
+    }
+
+    /// The next message, waiting at most `timeout`, else [`Error::Timeout`].
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message> {
+        self.recv_with(Wait::timeout(timeout))
+    }
+
+    /// The next message, waiting as `wait` allows.
+    pub fn recv_with(&mut self, wait: Wait) -> Result<Message> {
+        let mut m = Message::default();
+        self.recv_into_with(&mut m, wait)?;
+        Ok(m)
+    }
+
+    /// The next message decoded as a `T` (a payload that is not a `T` is [`Error::Decode`],
+    /// and the subscription goes on).
+    pub fn recv_typed_timeout<T: DeserializeOwned>(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<(String, T)> {
+        let m = self.recv_timeout(timeout)?;
+        let v = m.decode()?;
+        Ok((m.topic, v))
+    }
+
+    /// The core receive: fills `msg` (reusing its buffers), waiting as `wait` allows.
+    pub fn recv_into_with(&mut self, msg: &mut Message, wait: Wait) -> Result<()> {
+        if self.poll_once(msg)? {
+            return Ok(());
+        }
+        if wait == Wait::Never {
+            return Err(Error::WouldBlock);
+        }
+        let spin_until = Instant::now() + self.shared.url.spin;
+        while Instant::now() < spin_until {
+            for _ in 0..16 {
+                std::hint::spin_loop();
+            }
+            if self.poll_once(msg)? {
+                return Ok(());
+            }
+        }
+        let shared = self.shared.clone();
+        let (doorbell, sleepers) = (
+            shared.reg.doorbell(shared.entry),
+            shared.reg.sleepers(shared.entry),
+        );
+        loop {
+            sleepers.fetch_add(1, Ordering::Relaxed);
+            let _awake = Sleeping(sleepers);
+            fence(Ordering::SeqCst);
+            let observed = doorbell.load(Ordering::Relaxed);
+            if self.poll_once(msg)? {
+                return Ok(());
+            }
+            let slice = wait.slice(SLICE)?;
+            sys::futex_wait(doorbell, observed, Some(slice))?;
+            if self.poll_once(msg)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The next message, from async code: sleeps on the same doorbell through the futex
+    /// watcher (no thread per receiver, no CPU while idle).
+    #[cfg(feature = "tokio")]
+    pub async fn recv_async(&mut self) -> Result<Message> {
+        let mut msg = Message::default();
+        let shared = self.shared.clone();
+        let (doorbell, sleepers) = (
+            shared.reg.doorbell(shared.entry),
+            shared.reg.sleepers(shared.entry),
+        );
+        loop {
+            if self.poll_once(&mut msg)? {
+                return Ok(msg);
+            }
+            sleepers.fetch_add(1, Ordering::Relaxed);
+            let _awake = Sleeping(sleepers);
+            fence(Ordering::SeqCst);
+            let observed = doorbell.load(Ordering::Relaxed);
+            if self.poll_once(&mut msg)? {
+                return Ok(msg);
+            }
+            let _ = tokio::time::timeout(SLICE, sys::futex_watch(doorbell, observed)).await;
+        }
+    }
+}
+
+/// Counts a receiver out of its node's sleepers when it wakes (or its future is dropped).
+struct Sleeping<'a>(&'a AtomicU32);
+
+impl Drop for Sleeping<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(tag: &str) -> String {
+        format!("bus://local/t-{tag}-{}", std::process::id())
+    }
+
+    #[test]
+    fn publish_subscribe_in_one_process() {
+        let bus = Bus::open(&url("ps")).unwrap();
+        let mut all = bus.subscribe("a/**").unwrap();
+        let mut one = bus.subscribe("a/*/c").unwrap();
+        bus.publish("a/b/c", b"1").unwrap();
+        bus.publish("a/x", b"2").unwrap();
+        bus.publish("b/b/c", b"3").unwrap();
+        let t = Duration::from_secs(2);
+        assert_eq!(all.recv_timeout(t).unwrap().payload(), b"1");
+        assert_eq!(all.recv_timeout(t).unwrap().payload(), b"2");
+        assert_eq!(one.recv_timeout(t).unwrap().payload(), b"1");
+        assert!(matches!(one.try_recv(), Err(Error::WouldBlock)));
+        assert!(matches!(all.try_recv(), Err(Error::WouldBlock)));
+    }
+
+    #[test]
+    fn drop_oldest_counts_on_both_sides() {
+        let bus = Bus::open(&url("drop")).unwrap();
+        let mut sub = bus
+            .subscribe_with(
+                "d",
+                SubscribeOptions {
+                    depth: 4,
+                    overflow: Overflow::DropOldest,
+                },
+            )
+            .unwrap();
+        for i in 0..10u8 {
+            bus.publish("d", &[i]).unwrap();
+        }
+        assert_eq!(bus.stats().readers[0].drops, 6);
+        let got: Vec<u8> = (0..4)
+            .map(|_| sub.try_recv().unwrap().payload()[0])
+            .collect();
+        assert_eq!(got, [6, 7, 8, 9]);
+        assert_eq!(sub.drops(), 6);
+        assert_eq!(bus.stats().readers[0].drops, 6);
+    }
+
+    #[test]
+    fn block_policy_times_out_the_publisher() {
+        let bus = Bus::open(&url("block")).unwrap();
+        let mut sub = bus
+            .subscribe_with(
+                "k",
+                SubscribeOptions {
+                    depth: 2,
+                    overflow: Overflow::Block,
+                },
+            )
+            .unwrap();
+        bus.publish("k", b"1").unwrap();
+        bus.publish("k", b"2").unwrap();
+        let r = bus.publish_with("k", b"3", Wait::timeout(Duration::from_millis(20)));
+        assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+        assert_eq!(sub.try_recv().unwrap().payload(), b"1");
+        bus.publish("k", b"3").unwrap();
+        assert_eq!(sub.drops(), 0);
+    }
+
+    #[test]
+    fn request_reply_and_no_responder() {
+        let bus = Bus::open(&url("rr")).unwrap();
+        let t = Duration::from_secs(5);
+        assert!(matches!(
+            bus.request("svc/none", b"x", t),
+            Err(Error::ConnectionRefused { .. })
+        ));
+        let _h = bus
+            .serve("svc/*", |m| [m.topic().as_bytes(), m.payload()].concat())
+            .unwrap();
+        assert_eq!(bus.request("svc/a", b"!", t).unwrap(), b"svc/a!");
+        assert_eq!(bus.request("svc/b", b"?", t).unwrap(), b"svc/b?");
+        let peers = bus.peers();
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers[0].serves, ["svc/*"]);
+    }
+
+    #[test]
+    fn malformed_slot_is_a_typed_error() {
+        let bus = Bus::open(&url("bad")).unwrap();
+        let mut sub = bus.subscribe("m").unwrap();
+        bus.publish("m", b"ok").unwrap();
+        bus.publish_malformed(&[0xff; 64]).unwrap();
+        bus.publish("m", b"after").unwrap();
+        let t = Duration::from_secs(1);
+        assert_eq!(sub.recv_timeout(t).unwrap().payload(), b"ok");
+        assert!(matches!(sub.recv_timeout(t), Err(Error::Corrupted(_))));
+        assert_eq!(sub.recv_timeout(t).unwrap().payload(), b"after");
+    }
+}

@@ -1,0 +1,549 @@
+//! A node's segment (`/dev/shm/ipckit.bus.NS.n.ID`): what one [`super::Bus`] publishes.
+//!
+//! ```text
+//! 0      header (128 B): geometry, node id, write sequence, the writer's futex word
+//! 128    64 reader slots (64 B each): one per subscription reading this node
+//! 4224   catalog (64 KiB): the topics the node publishes, serves and subscribes to
+//! 69760  ring: `slots` slots of `slot_bytes`, message `seq` in slot `seq % slots`
+//! ```
+//!
+//! The ring is a broadcast ring: the publisher writes each message once, however many
+//! subscriptions read it; every reader has its own cursor. A slot is guarded by a sequence
+//! stamp (`2*seq+1` while being written, `2*seq+2` once complete), so a reader that was
+//! overtaken sees it and counts a drop instead of reading a torn message. A reader with the
+//! `block` policy makes the writer wait (with a timeout) until it has room; a `drop` reader
+//! never does.
+//!
+//! Readers and writer are different processes that may crash or lie: every offset, length
+//! and cursor read from the segment is checked before use, and all access goes through the
+//! bounds-checked [`SharedBytes`] copies and atomics.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+use crate::shm::{Segment, SharedBytes};
+use crate::sys;
+
+use super::registry::node_name;
+use super::topic::TOPIC_MAX;
+
+/// Bytes of a slot before the topic.
+pub(crate) const SLOT_HEADER: usize = 32;
+/// Reader slots of a node.
+pub(crate) const READERS: usize = 64;
+
+const H_SLOTS: usize = 0;
+const H_SLOT_BYTES: usize = 4;
+const H_NODE: usize = 8;
+const H_WRITE_SEQ: usize = 16;
+const H_SPACE: usize = 24;
+const H_WRITER_WAITING: usize = 28;
+const H_ACTIVE: usize = 32;
+const H_CATALOG_LEN: usize = 40;
+
+const OFF_READERS: usize = 128;
+const READER: usize = 64;
+const R_STATE: usize = 0;
+const R_ENTRY: usize = 4;
+const R_CURSOR: usize = 8;
+const R_DROPS: usize = 16;
+const R_DEPTH: usize = 24;
+const R_POLICY: usize = 28;
+const R_DELIVERED: usize = 32;
+
+const OFF_CATALOG: usize = OFF_READERS + READERS * READER;
+pub(crate) const CATALOG_BYTES: usize = 64 * 1024;
+const OFF_RING: usize = OFF_CATALOG + CATALOG_BYTES;
+
+/// Lock bytes of the reader slots, held by the reading process on its own descriptor.
+const LOCK_READER: u64 = 1 << 41;
+
+/// Reader policies (as stored).
+pub(crate) const POLICY_DROP: u32 = 0;
+pub(crate) const POLICY_BLOCK: u32 = 1;
+
+/// Message kinds (as stored in the slot).
+pub(crate) const KIND_MESSAGE: u8 = 1;
+pub(crate) const KIND_REQUEST: u8 = 2;
+pub(crate) const KIND_REPLY: u8 = 3;
+
+/// Catalog record kinds.
+pub(crate) const CAT_PUBLISH: u8 = 1;
+pub(crate) const CAT_SERVE: u8 = 2;
+pub(crate) const CAT_SUBSCRIBE: u8 = 3;
+
+/// Marks the node layout.
+struct BusNodeV1;
+
+/// The fixed part of a slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SlotHeader {
+    pub len: u32,
+    pub topic_len: u16,
+    pub kind: u8,
+    pub corr: u64,
+    pub reply_to: u64,
+}
+
+impl SlotHeader {
+    fn encode(&self) -> [u8; SLOT_HEADER - 8] {
+        let mut b = [0u8; SLOT_HEADER - 8];
+        b[0..4].copy_from_slice(&self.len.to_le_bytes());
+        b[4..6].copy_from_slice(&self.topic_len.to_le_bytes());
+        b[6] = self.kind;
+        b[8..16].copy_from_slice(&self.corr.to_le_bytes());
+        b[16..24].copy_from_slice(&self.reply_to.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8; SLOT_HEADER - 8]) -> SlotHeader {
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        SlotHeader {
+            len: u32::from_le_bytes(b[0..4].try_into().expect("4 bytes")),
+            topic_len: u16::from_le_bytes([b[4], b[5]]),
+            kind: b[6],
+            corr: u64_at(8),
+            reply_to: u64_at(16),
+        }
+    }
+}
+
+/// One catalog record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CatalogEntry {
+    pub kind: u8,
+    /// The node's write sequence when it declared the topic (its first message on it).
+    pub seq: u64,
+    pub topic: String,
+}
+
+/// What reading slot `seq` found.
+pub(crate) enum SlotRead {
+    /// The message (header; topic and payload are in the buffer: topic first).
+    Message(SlotHeader),
+    /// The writer has not finished it yet.
+    NotYet,
+    /// The writer overwrote it before (or while) we read: the reader was overtaken.
+    Overwritten,
+    /// The slot holds something impossible.
+    Corrupt(String),
+}
+
+/// A node segment, mapped, with its checked geometry.
+pub(crate) struct NodeSeg {
+    seg: Segment,
+    slots: u32,
+    slot_bytes: u32,
+    node_id: u64,
+}
+
+impl std::fmt::Debug for NodeSeg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeSeg")
+            .field("node", &format_args!("{:016x}", self.node_id))
+            .field("slots", &self.slots)
+            .field("slot_bytes", &self.slot_bytes)
+            .finish()
+    }
+}
+
+fn ring_len(slots: u32, slot_bytes: u32) -> usize {
+    OFF_RING + slots as usize * slot_bytes as usize
+}
+
+impl NodeSeg {
+    /// Creates this process's node segment (removed when dropped).
+    pub(crate) fn create(
+        namespace: &str,
+        node_id: u64,
+        slots: u32,
+        slot_bytes: u32,
+    ) -> Result<NodeSeg> {
+        let seg = Segment::builder(&node_name(namespace, node_id))
+            .size(ring_len(slots, slot_bytes))
+            .typed::<BusNodeV1>()
+            .create()?;
+        seg.write(H_SLOTS, &slots)?;
+        seg.write(H_SLOT_BYTES, &slot_bytes)?;
+        seg.write(H_NODE, &node_id)?;
+        Ok(NodeSeg {
+            seg,
+            slots,
+            slot_bytes,
+            node_id,
+        })
+    }
+
+    /// Opens another node's segment and checks its geometry.
+    pub(crate) fn open(namespace: &str, node_id: u64) -> Result<NodeSeg> {
+        let name = node_name(namespace, node_id);
+        let seg = Segment::builder(&name).typed::<BusNodeV1>().open()?;
+        let slots: u32 = seg.read(H_SLOTS)?;
+        let slot_bytes: u32 = seg.read(H_SLOT_BYTES)?;
+        let id: u64 = seg.read(H_NODE)?;
+        let ok = slots.is_power_of_two()
+            && (16..=65536).contains(&slots)
+            && slot_bytes.is_power_of_two()
+            && (512..=32 << 20).contains(&slot_bytes)
+            && (slots as u64) * (slot_bytes as u64) <= 1 << 34
+            && seg.len() == ring_len(slots, slot_bytes)
+            && id == node_id;
+        if !ok {
+            return Err(Error::Corrupted(format!(
+                "bus node {name}: {slots} slots of {slot_bytes} bytes, node {id:016x}, \
+                 segment of {} bytes",
+                seg.len()
+            )));
+        }
+        Ok(NodeSeg {
+            seg,
+            slots,
+            slot_bytes,
+            node_id,
+        })
+    }
+
+    pub(crate) fn slots(&self) -> u32 {
+        self.slots
+    }
+
+    /// The largest topic + payload a slot carries.
+    pub(crate) fn capacity(&self) -> usize {
+        self.slot_bytes as usize - SLOT_HEADER
+    }
+
+    fn u32_at(&self, off: usize) -> &AtomicU32 {
+        self.seg
+            .atomic_u32(off)
+            .expect("node header offsets are constants inside the checked segment")
+    }
+
+    fn u64_at(&self, off: usize) -> &AtomicU64 {
+        self.seg
+            .atomic_u64(off)
+            .expect("node header offsets are constants inside the checked segment")
+    }
+
+    /// Messages published so far (the next one's sequence number).
+    pub(crate) fn write_seq(&self) -> &AtomicU64 {
+        self.u64_at(H_WRITE_SEQ)
+    }
+
+    /// The word readers bump when they make room for a waiting writer.
+    pub(crate) fn space(&self) -> &AtomicU32 {
+        self.u32_at(H_SPACE)
+    }
+
+    pub(crate) fn writer_waiting(&self) -> &AtomicU32 {
+        self.u32_at(H_WRITER_WAITING)
+    }
+
+    /// Bit `i` set: reader slot `i` is in use.
+    pub(crate) fn active(&self) -> &AtomicU64 {
+        self.u64_at(H_ACTIVE)
+    }
+
+    fn reader_u32(&self, i: usize, field: usize) -> &AtomicU32 {
+        assert!(i < READERS);
+        self.u32_at(OFF_READERS + i * READER + field)
+    }
+
+    fn reader_u64(&self, i: usize, field: usize) -> &AtomicU64 {
+        assert!(i < READERS);
+        self.u64_at(OFF_READERS + i * READER + field)
+    }
+
+    // ---- the catalog ------------------------------------------------------------------
+
+    /// Appends a record; false if the catalog is full (the topic still works, it is just
+    /// not listed). Only the owning node writes its catalog.
+    pub(crate) fn catalog_append(&self, kind: u8, seq: u64, topic: &str) -> Result<bool> {
+        let len_word = self.u32_at(H_CATALOG_LEN);
+        let used = len_word.load(Ordering::Relaxed) as usize;
+        let rec = 10 + topic.len();
+        if topic.len() > TOPIC_MAX || used + rec > CATALOG_BYTES {
+            return Ok(false);
+        }
+        let off = OFF_CATALOG + used;
+        self.seg.write(off, &kind)?;
+        self.seg.write(off + 1, &(topic.len() as u8))?;
+        self.seg.write(off + 2, &seq)?;
+        self.seg.write_bytes(off + 10, topic.as_bytes())?;
+        len_word.store((used + rec) as u32, Ordering::Release);
+        Ok(true)
+    }
+
+    /// The catalog records from byte `from` on, and the byte offset after the last one read.
+    /// Stops at the first malformed record.
+    pub(crate) fn catalog(&self, from: usize) -> (Vec<CatalogEntry>, usize) {
+        let end = (self.u32_at(H_CATALOG_LEN).load(Ordering::Acquire) as usize).min(CATALOG_BYTES);
+        let mut out = Vec::new();
+        let mut pos = from;
+        while pos + 10 <= end {
+            let off = OFF_CATALOG + pos;
+            let (Ok(kind), Ok(len), Ok(seq)) = (
+                self.seg.read::<u8>(off),
+                self.seg.read::<u8>(off + 1),
+                self.seg.read::<u64>(off + 2),
+            ) else {
+                break;
+            };
+            let len = len as usize;
+            if pos + 10 + len > end || !(CAT_PUBLISH..=CAT_SUBSCRIBE).contains(&kind) {
+                break;
+            }
+            let mut buf = vec![0u8; len];
+            if self.seg.read_bytes(off + 10, &mut buf).is_err() {
+                break;
+            }
+            let Ok(topic) = String::from_utf8(buf) else {
+                break;
+            };
+            out.push(CatalogEntry { kind, seq, topic });
+            pos += 10 + len;
+        }
+        (out, pos)
+    }
+
+    // ---- the ring: writer side --------------------------------------------------------
+
+    fn slot_off(&self, seq: u64) -> usize {
+        OFF_RING + (seq & u64::from(self.slots - 1)) as usize * self.slot_bytes as usize
+    }
+
+    /// Writes message `seq` (the caller is the only writer and has checked the sizes).
+    pub(crate) fn write_slot(&self, seq: u64, h: &SlotHeader, topic: &[u8], payload: &[u8]) {
+        let off = self.slot_off(seq);
+        let stamp = self.u64_at(off);
+        stamp.store(2 * seq + 1, Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Release);
+        let checked = (|| {
+            self.seg.write_bytes(off + 8, &h.encode())?;
+            self.seg.write_bytes(off + SLOT_HEADER, topic)?;
+            self.seg
+                .write_bytes(off + SLOT_HEADER + topic.len(), payload)
+        })();
+        debug_assert!(checked.is_ok(), "sizes are checked before writing");
+        stamp.store(2 * seq + 2, Ordering::Release);
+        self.write_seq().store(seq + 1, Ordering::Release);
+    }
+
+    /// Writes arbitrary bytes as the body of message `seq` with a valid stamp (tests of
+    /// malformed messages only).
+    pub(crate) fn write_raw_slot(&self, seq: u64, raw: &[u8]) -> Result<()> {
+        let off = self.slot_off(seq);
+        let n = raw.len().min(self.slot_bytes as usize - 8);
+        let stamp = self.u64_at(off);
+        stamp.store(2 * seq + 1, Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Release);
+        self.seg.write_bytes(off + 8, &raw[..n])?;
+        stamp.store(2 * seq + 2, Ordering::Release);
+        self.write_seq().store(seq + 1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Which block-policy reader has no room for message `seq`, if any.
+    pub(crate) fn blocking_reader(&self, seq: u64) -> Option<usize> {
+        let mut mask = self.active().load(Ordering::Acquire);
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if self.reader_u32(i, R_STATE).load(Ordering::Acquire) != 1
+                || self.reader_u32(i, R_POLICY).load(Ordering::Relaxed) != POLICY_BLOCK
+            {
+                continue;
+            }
+            // A cursor ahead of the writer is a lie: treat it as caught up.
+            let cursor = self
+                .reader_u64(i, R_CURSOR)
+                .load(Ordering::Acquire)
+                .min(seq);
+            let depth = u64::from(self.reader_u32(i, R_DEPTH).load(Ordering::Relaxed))
+                .clamp(1, u64::from(self.slots));
+            if seq - cursor >= depth {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// The registry entries of the nodes reading this one (to wake them).
+    pub(crate) fn for_each_reader_entry(&self, mut f: impl FnMut(usize)) {
+        let mut mask = self.active().load(Ordering::Acquire);
+        let mut last = usize::MAX;
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let e = self.reader_u32(i, R_ENTRY).load(Ordering::Relaxed) as usize;
+            if e != last {
+                f(e);
+                last = e;
+            }
+        }
+    }
+
+    /// Frees the reader slots whose process has gone (their lock is free). Returns how many.
+    pub(crate) fn reclaim_dead_readers(&self) -> usize {
+        let mut n = 0;
+        let mut mask = self.active().load(Ordering::Acquire);
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let held =
+                sys::ofd_locked_by_other(self.seg.fd(), LOCK_READER + i as u64, 1).unwrap_or(true);
+            if !held {
+                self.reader_u32(i, R_STATE).store(0, Ordering::Release);
+                self.active().fetch_and(!(1u64 << i), Ordering::AcqRel);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Per-reader figures, for [`super::Bus::stats`].
+    pub(crate) fn readers(&self) -> Vec<super::ReaderStats> {
+        let seq = self.write_seq().load(Ordering::Acquire);
+        let mut out = Vec::new();
+        let mut mask = self.active().load(Ordering::Acquire);
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let policy = self.reader_u32(i, R_POLICY).load(Ordering::Relaxed);
+            let depth = u64::from(self.reader_u32(i, R_DEPTH).load(Ordering::Relaxed))
+                .clamp(1, u64::from(self.slots));
+            let cursor = self
+                .reader_u64(i, R_CURSOR)
+                .load(Ordering::Relaxed)
+                .min(seq);
+            let lag = seq - cursor;
+            // Messages a drop reader will find overwritten, but has not counted yet.
+            let pending_drops = if policy == POLICY_DROP {
+                lag.saturating_sub(depth)
+            } else {
+                0
+            };
+            out.push(super::ReaderStats {
+                overflow: if policy == POLICY_BLOCK {
+                    super::Overflow::Block
+                } else {
+                    super::Overflow::DropOldest
+                },
+                depth: depth as u32,
+                lag,
+                delivered: self.reader_u64(i, R_DELIVERED).load(Ordering::Relaxed),
+                drops: self.reader_u64(i, R_DROPS).load(Ordering::Relaxed) + pending_drops,
+            });
+        }
+        out
+    }
+
+    // ---- the ring: reader side --------------------------------------------------------
+
+    /// Claims a reader slot for a subscription of the node at registry entry `entry`.
+    pub(crate) fn claim_reader(
+        &self,
+        entry: usize,
+        policy: u32,
+        depth: u32,
+        cursor: u64,
+    ) -> Result<Option<usize>> {
+        for i in 0..READERS {
+            if !sys::ofd_lock(self.seg.fd(), LOCK_READER + i as u64, 1, true)? {
+                continue;
+            }
+            self.reader_u32(i, R_ENTRY)
+                .store(entry as u32, Ordering::Relaxed);
+            self.reader_u32(i, R_POLICY)
+                .store(policy, Ordering::Relaxed);
+            self.reader_u32(i, R_DEPTH).store(depth, Ordering::Relaxed);
+            self.reader_u64(i, R_CURSOR)
+                .store(cursor, Ordering::Relaxed);
+            self.reader_u64(i, R_DROPS).store(0, Ordering::Relaxed);
+            self.reader_u64(i, R_DELIVERED).store(0, Ordering::Relaxed);
+            self.reader_u32(i, R_STATE).store(1, Ordering::Release);
+            self.active().fetch_or(1u64 << i, Ordering::AcqRel);
+            return Ok(Some(i));
+        }
+        Ok(None)
+    }
+
+    /// Gives a reader slot back (its lock goes with this mapping's descriptor).
+    pub(crate) fn release_reader(&self, i: usize) {
+        self.reader_u32(i, R_STATE).store(0, Ordering::Release);
+        self.active().fetch_and(!(1u64 << i), Ordering::AcqRel);
+        self.notify_writer();
+    }
+
+    /// Publishes reader `i`'s progress; wakes the writer if it waits for room.
+    #[inline]
+    pub(crate) fn set_cursor(&self, i: usize, cursor: u64, delivered: u64, drops: u64) {
+        self.reader_u64(i, R_CURSOR)
+            .store(cursor, Ordering::Release);
+        self.reader_u64(i, R_DELIVERED)
+            .store(delivered, Ordering::Relaxed);
+        self.reader_u64(i, R_DROPS).store(drops, Ordering::Relaxed);
+        self.notify_writer();
+    }
+
+    #[inline]
+    fn notify_writer(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.writer_waiting().load(Ordering::Relaxed) != 0 {
+            let s = self.space();
+            s.fetch_add(1, Ordering::Release);
+            sys::futex_wake(s, u32::MAX);
+        }
+    }
+
+    /// Reads message `seq`: the header, and topic + payload into `buf`.
+    pub(crate) fn read_slot(&self, seq: u64, buf: &mut Vec<u8>) -> SlotRead {
+        let off = self.slot_off(seq);
+        let stamp = self.u64_at(off);
+        let want = 2 * seq + 2;
+        let s1 = stamp.load(Ordering::Acquire);
+        if s1 != want {
+            return if s1 > want {
+                SlotRead::Overwritten
+            } else if s1 == want - 1 {
+                SlotRead::NotYet
+            } else {
+                // Older than expected although the writer says it is published.
+                SlotRead::Corrupt(format!("slot of message {seq} has stamp {s1}"))
+            };
+        }
+        let mut raw = [0u8; SLOT_HEADER - 8];
+        if self.seg.read_bytes(off + 8, &mut raw).is_err() {
+            return SlotRead::Corrupt("slot outside the segment".into());
+        }
+        let h = SlotHeader::decode(&raw);
+        let total = h.topic_len as usize + h.len as usize;
+        if h.topic_len == 0 || h.topic_len as usize > TOPIC_MAX || total > self.capacity() {
+            return self.recheck(
+                stamp,
+                s1,
+                SlotRead::Corrupt(format!(
+                    "message {seq}: topic of {} bytes and payload of {} bytes in a slot of {}",
+                    h.topic_len,
+                    h.len,
+                    self.capacity()
+                )),
+            );
+        }
+        buf.clear();
+        buf.resize(total, 0);
+        if self.seg.read_bytes(off + SLOT_HEADER, buf).is_err() {
+            return SlotRead::Corrupt("slot outside the segment".into());
+        }
+        self.recheck(stamp, s1, SlotRead::Message(h))
+    }
+
+    /// A read is valid only if the stamp did not move meanwhile.
+    fn recheck(&self, stamp: &AtomicU64, s1: u64, what: SlotRead) -> SlotRead {
+        std::sync::atomic::fence(Ordering::Acquire);
+        if stamp.load(Ordering::Relaxed) != s1 {
+            SlotRead::Overwritten
+        } else {
+            what
+        }
+    }
+}

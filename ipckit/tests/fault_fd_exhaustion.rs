@@ -64,17 +64,26 @@ fn exhaust_and_recover(url: &str) {
     if let Err(e) = ipckit::pipe::duplex() {
         assert!(is_fd_error(&e), "pipe::duplex under exhaustion: {e:?}");
     }
-    // Free some descriptors: everything works again.
+    // Free some descriptors: everything works again. Half the pairs are dropped; if the
+    // limit bit on `accept`, the last client's connection still waits in the backlog and
+    // must be accepted now (with its peer still open) so that it pairs with its client.
     let keep = clients.len() / 2;
-    clients.truncate(keep);
-    accepted.truncate(keep.min(accepted.len()));
-    while accepted.len() < clients.len() {
-        accepted.push(
-            listener
-                .accept_timeout(LONG)
-                .expect("accept the backlog after recovery"),
+    let mut dropped = clients.split_off(keep);
+    let pending = dropped.len() - accepted.len().saturating_sub(keep);
+    accepted.truncate(keep);
+    let first_pending = dropped.len() - pending;
+    for (i, client) in dropped.iter_mut().enumerate().skip(first_pending) {
+        let mut s = listener
+            .accept_timeout(LONG)
+            .expect("accept the backlog after recovery");
+        client.send_timeout(b"late", LONG).unwrap();
+        assert_eq!(
+            s.recv_timeout(LONG).unwrap(),
+            b"late",
+            "{url}: backlog connection {i}"
         );
     }
+    drop(dropped);
     let mut c = ipckit::connect_timeout(url.as_str(), LONG).expect("connect after recovery");
     let mut s = listener
         .accept_timeout(LONG)
@@ -93,9 +102,19 @@ fn child() {
     let dir = common::tempdir();
     let open = common::fd_count() as u64;
     set_nofile(open + 24);
-    exhaust_and_recover(&format!("unix://{}/fd.sock", dir.path().display()));
-    exhaust_and_recover("tcp://127.0.0.1:0");
-    exhaust_and_recover(&format!("shm://ipckit-fault-fd-{}", std::process::id()));
+    // A connection takes descriptors on both sides, so whether `connect` or `accept` meets
+    // the limit first depends on what is open already: run each transport twice, the
+    // second time with one more descriptor held, so both paths are exercised whatever the
+    // environment left open.
+    for shift in [false, true] {
+        let _held = shift.then(|| std::fs::File::open("/dev/null").unwrap());
+        exhaust_and_recover(&format!("unix://{}/fd-{shift}.sock", dir.path().display()));
+        exhaust_and_recover("tcp://127.0.0.1:0");
+        exhaust_and_recover(&format!(
+            "shm://ipckit-fault-fd-{}-{shift}",
+            std::process::id()
+        ));
+    }
     // Creating endpoints under exhaustion: typed errors, then success.
     let mut hog = Vec::new();
     loop {

@@ -1175,8 +1175,14 @@ impl ShmListener {
                     continue;
                 }
                 let id = slot.conn_id.load(Ordering::Relaxed);
-                slot.state.store(SLOT_EMPTY, Ordering::Release);
-                if let Some(conn) = self.attach(id)? {
+                // Only this listener (it holds the server lock) takes slots, so the slot can
+                // stay READY while the connection is attached. Out of descriptors, it stays
+                // posted, like a kernel backlog: a later accept takes it once some are free.
+                let attached = self.attach(id);
+                if !matches!(attached, Err(Error::TooManyOpenFiles { .. })) {
+                    slot.state.store(SLOT_EMPTY, Ordering::Release);
+                }
+                if let Some(conn) = attached? {
                     return Ok(Inner::Shm(Box::new(conn)));
                 }
             }

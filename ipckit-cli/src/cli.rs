@@ -422,6 +422,9 @@ pub struct PeerArgs {
     /// Endpoint to bind (the peer's own FIFO for fifo).
     #[arg(long)]
     pub bind: Option<Endpoint>,
+    /// Bus URL (the bus mechanisms).
+    #[arg(long)]
+    pub bus: Option<String>,
     /// CPU to pin to.
     #[arg(long)]
     pub cpu: Option<usize>,

@@ -42,11 +42,23 @@ pub enum Mechanism {
     RpcShm,
     /// A signal to the peer and one back (SIGUSR1; no payload).
     Signal,
+    /// `ipckit::bus` on `bus://local`: pub→sub round trip through two topics, and one
+    /// publisher streaming to one subscriber.
+    BusLocal,
+    /// One bus publisher streaming to 2 subscriber processes (messages delivered in total).
+    #[value(name = "bus-fanout-2")]
+    BusFanout2,
+    /// One bus publisher streaming to 4 subscriber processes.
+    #[value(name = "bus-fanout-4")]
+    BusFanout4,
+    /// One bus publisher streaming to 8 subscriber processes.
+    #[value(name = "bus-fanout-8")]
+    BusFanout8,
 }
 
 impl Mechanism {
     /// Every mechanism, in the order the benchmark runs them.
-    pub const ALL: [Mechanism; 18] = [
+    pub const ALL: [Mechanism; 22] = [
         Mechanism::Pipe,
         Mechanism::Fifo,
         Mechanism::Unix,
@@ -65,6 +77,10 @@ impl Mechanism {
         Mechanism::RpcUnix,
         Mechanism::RpcShm,
         Mechanism::Signal,
+        Mechanism::BusLocal,
+        Mechanism::BusFanout2,
+        Mechanism::BusFanout4,
+        Mechanism::BusFanout8,
     ];
 
     /// The command-line name.
@@ -88,6 +104,10 @@ impl Mechanism {
             Mechanism::RpcUnix => "rpc-unix",
             Mechanism::RpcShm => "rpc-shm",
             Mechanism::Signal => "signal",
+            Mechanism::BusLocal => "bus-local",
+            Mechanism::BusFanout2 => "bus-fanout-2",
+            Mechanism::BusFanout4 => "bus-fanout-4",
+            Mechanism::BusFanout8 => "bus-fanout-8",
         }
     }
 
@@ -111,6 +131,11 @@ impl Mechanism {
             Mechanism::RpcShm => Scheme::Shm,
             // Signals have no scheme; the pipe is the nearest kernel notification path.
             Mechanism::Signal => Scheme::Pipe,
+            // The local bus is rings in shared memory.
+            Mechanism::BusLocal
+            | Mechanism::BusFanout2
+            | Mechanism::BusFanout4
+            | Mechanism::BusFanout8 => Scheme::Shm,
         }
     }
 
@@ -120,6 +145,17 @@ impl Mechanism {
         matches!(
             self,
             Mechanism::RpcUnix | Mechanism::RpcShm | Mechanism::Signal
+        ) || self.is_bus()
+    }
+
+    /// True for the `ipckit::bus` mechanisms (measured by [`super::bus`]).
+    pub fn is_bus(self) -> bool {
+        matches!(
+            self,
+            Mechanism::BusLocal
+                | Mechanism::BusFanout2
+                | Mechanism::BusFanout4
+                | Mechanism::BusFanout8
         )
     }
 

@@ -7,6 +7,7 @@
 
 mod aggregate;
 mod append;
+mod bus;
 mod case;
 mod channel;
 mod claims;

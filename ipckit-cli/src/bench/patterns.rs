@@ -58,6 +58,9 @@ impl<'de> serde::Deserialize<'de> for Payload {
 
 /// Measures a pattern mechanism into `outcome`.
 pub fn measure(outcome: &mut Outcome, settings: &Settings) -> Result<(), String> {
+    if outcome.mech.is_bus() {
+        return super::bus::measure(outcome, settings);
+    }
     let (mech, size) = (outcome.mech, outcome.size);
     let dir = tempfile::Builder::new()
         .prefix("ipckit-bench-")
@@ -122,7 +125,7 @@ pub fn measure(outcome: &mut Outcome, settings: &Settings) -> Result<(), String>
 
 /// Times `round_trip` as the message ping-pong does: a warm-up, then `plan.iters` samples or
 /// until the time cap.
-fn time_round_trips(
+pub(super) fn time_round_trips(
     plan: Plan,
     mut round_trip: impl FnMut(u64) -> Result<(), String>,
 ) -> Result<RoundTrips, String> {
@@ -182,6 +185,7 @@ fn signal_round_trips(mut rx: SignalReceiver, peer: u32, plan: Plan) -> Result<R
 pub fn run_peer(args: &PeerArgs) -> Result<(), String> {
     match args.mech {
         Mechanism::Signal => signal_peer(args.parent_pid),
+        m if m.is_bus() => super::bus::run_peer(args),
         _ => {
             let url = args
                 .bind

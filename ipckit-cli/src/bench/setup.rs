@@ -64,12 +64,16 @@ fn path_url(scheme: &str, dir: &Path, name: &str, size: usize) -> ipckit::Result
 pub fn prepare(mech: Mechanism, size: usize, dir: &Path) -> ipckit::Result<Prepared> {
     let scheme = mech.scheme().as_str();
     match mech {
-        Mechanism::RpcUnix | Mechanism::RpcShm | Mechanism::Signal => {
-            Err(ipckit::Error::Unsupported {
-                op: "the message ping-pong",
-                what: "a pattern mechanism (measured by bench/patterns.rs)",
-            })
-        }
+        Mechanism::RpcUnix
+        | Mechanism::RpcShm
+        | Mechanism::Signal
+        | Mechanism::BusLocal
+        | Mechanism::BusFanout2
+        | Mechanism::BusFanout4
+        | Mechanism::BusFanout8 => Err(ipckit::Error::Unsupported {
+            op: "the message ping-pong",
+            what: "a pattern mechanism (measured by bench/patterns.rs)",
+        }),
         Mechanism::Pipe => {
             let (conn, child_end) = ipckit::pipe::duplex()?;
             Ok(Prepared {

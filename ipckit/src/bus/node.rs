@@ -476,13 +476,26 @@ impl NodeSeg {
 
     /// Publishes reader `i`'s progress; wakes the writer if it waits for room.
     #[inline]
-    pub(crate) fn set_cursor(&self, i: usize, cursor: u64, delivered: u64, drops: u64) {
+    /// Publishes reader `i`'s position; `wake_writer`: whether a publisher waiting for room
+    /// should be woken now (the caller wakes it only once it has made room for a batch, not
+    /// for every message: a publisher woken for one slot blocks again at once, and the two
+    /// processes then pay a wake-up per message).
+    pub(crate) fn set_cursor(
+        &self,
+        i: usize,
+        cursor: u64,
+        delivered: u64,
+        drops: u64,
+        wake_writer: bool,
+    ) {
         self.reader_u64(i, R_CURSOR)
             .store(cursor, Ordering::Release);
         self.reader_u64(i, R_DELIVERED)
             .store(delivered, Ordering::Relaxed);
         self.reader_u64(i, R_DROPS).store(drops, Ordering::Relaxed);
-        self.notify_writer();
+        if wake_writer {
+            self.notify_writer();
+        }
     }
 
     #[inline]

@@ -150,6 +150,12 @@ impl Registry {
         self.entry_u32(idx, E_DOORBELL)
     }
 
+    /// Arms node `idx`'s doorbell before a receiver sleeps on it; returns the value to wait
+    /// on (see `wake_node`). Call before the fence that precedes the last look for messages.
+    pub(crate) fn arm(&self, idx: usize) -> u32 {
+        self.doorbell(idx).fetch_or(1, Ordering::Relaxed) | 1
+    }
+
     /// How many receivers of the node sleep (or are about to) on its doorbell.
     pub(crate) fn sleepers(&self, idx: usize) -> &AtomicU32 {
         self.entry_u32(idx, E_SLEEPERS)
@@ -216,9 +222,20 @@ impl Registry {
         if idx >= ENTRIES {
             return;
         }
-        if self.sleepers(idx).load(Ordering::Relaxed) != 0 {
-            let d = self.doorbell(idx);
-            d.fetch_add(1, Ordering::Release);
+        if self.sleepers(idx).load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        // One wake-up per sleep: receivers arm the doorbell (make it odd, `arm`) before they
+        // sleep; the first publisher to find it armed disarms it (odd → even, which also
+        // changes the word so a receiver about to sleep does not) and wakes them. Later
+        // publishers find it disarmed and make no system call until a receiver sleeps again:
+        // otherwise every publish would pay one futex_wake per sleeping subscriber node.
+        let d = self.doorbell(idx);
+        let v = d.load(Ordering::Relaxed);
+        if v & 1 == 1
+            && d.compare_exchange(v, v.wrapping_add(1), Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+        {
             sys::futex_wake(d, u32::MAX);
         }
     }

@@ -60,7 +60,8 @@
 //! [`Bus::stats`] gives what it published, and drops are counted on the subscriber's side.
 //!
 //! ## Request/reply
-//! [`Bus::serve`] declares a zenoh queryable and answers on a thread of its own;
+//! [`Bus::serve`] declares a zenoh queryable and answers on a thread of its own (requests
+//! wait in a queue of the URL's `depth`; when it is full, zenoh's reception waits for room);
 //! [`Bus::request`] is a zenoh `get` that takes the first reply, waiting at most its timeout
 //! ([`ipckit::Error::Timeout`]), or fails with [`ipckit::Error::ConnectionRefused`] when no
 //! responder serves the topic.
@@ -299,24 +300,6 @@ impl Inner {
         })
     }
 
-    fn message(
-        &self,
-        key: &KeyExpr<'_>,
-        payload: &ZBytes,
-        att: Option<&ZBytes>,
-    ) -> Result<Message> {
-        let (kind, publisher) = read_attachment(att)
-            .map_err(Error::Corrupted)?
-            .unwrap_or((KIND_MESSAGE, 0));
-        let topic = key.as_str().get(self.prefix_len()..).unwrap_or_default();
-        Ok(Message {
-            topic: topic.to_owned(),
-            payload: payload.to_bytes().into_owned(),
-            publisher,
-            request: kind == KIND_REQUEST,
-        })
-    }
-
     /// Declares a liveliness token for what this node does.
     fn declare(&self, kind: Declaration, topic: &str) -> Result<LivelinessToken> {
         let k = match kind {
@@ -331,6 +314,26 @@ impl Inner {
             .wait()
             .map_err(|e| zerr("declare a liveliness token", e))
     }
+}
+
+/// A message from what zenoh delivered; `prefix_len` is the length of the namespace prefix
+/// (`NS/`) of the key.
+fn message(
+    prefix_len: usize,
+    key: &KeyExpr<'_>,
+    payload: &ZBytes,
+    att: Option<&ZBytes>,
+) -> Result<Message> {
+    let (kind, publisher) = read_attachment(att)
+        .map_err(Error::Corrupted)?
+        .unwrap_or((KIND_MESSAGE, 0));
+    let topic = key.as_str().get(prefix_len..).unwrap_or_default();
+    Ok(Message {
+        topic: topic.to_owned(),
+        payload: payload.to_bytes().into_owned(),
+        publisher,
+        request: kind == KIND_REQUEST,
+    })
 }
 
 /// What a liveliness token says: a node (`decl` none) or one of its declarations.
@@ -514,17 +517,23 @@ impl Bus {
             opts.overflow,
             self.inner.url.timeout,
         ));
-        let (q, inner) = (queue.clone(), Arc::downgrade(&self.inner));
+        // The callback holds no handle on the bus: the session never closes from inside
+        // one of zenoh's threads.
+        let (q, prefix) = (queue.clone(), self.inner.prefix_len());
         let sub = self
             .inner
             .session
             .declare_subscriber(key)
             .callback(move |sample: Sample| {
-                let Some(inner) = inner.upgrade() else { return };
                 if sample.kind() != SampleKind::Put {
                     return;
                 }
-                q.push(inner.message(sample.key_expr(), sample.payload(), sample.attachment()));
+                q.push(message(
+                    prefix,
+                    sample.key_expr(),
+                    sample.payload(),
+                    sample.attachment(),
+                ));
             })
             .wait()
             .map_err(|e| zerr("declare a zenoh subscriber", e))?;
@@ -558,7 +567,7 @@ impl Bus {
         let token = self.inner.declare(Declaration::Serves, pattern)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
-        let inner = self.inner.clone();
+        let (inner, prefix) = (self.inner.clone(), self.inner.prefix_len());
         let thread = std::thread::Builder::new()
             .name(format!("ipckit-zenoh-serve {pattern}"))
             .spawn(move || {
@@ -571,7 +580,7 @@ impl Bus {
                     };
                     let empty = ZBytes::default();
                     let payload = query.payload().unwrap_or(&empty);
-                    match inner.message(query.key_expr(), payload, query.attachment()) {
+                    match message(prefix, query.key_expr(), payload, query.attachment()) {
                         Ok(mut msg) => {
                             msg.request = true;
                             let reply = handler(&msg);

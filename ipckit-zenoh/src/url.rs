@@ -183,7 +183,7 @@ impl ZenohUrl {
     }
 
     /// The zenoh configuration this URL describes.
-    pub(crate) fn config(&self) -> Result<zenoh::Config> {
+    pub fn config(&self) -> Result<zenoh::Config> {
         fn list(v: &[String]) -> String {
             let items: Vec<String> = v.iter().map(|e| format!("\"{e}\"")).collect();
             format!("[{}]", items.join(","))

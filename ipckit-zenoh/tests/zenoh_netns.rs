@@ -169,6 +169,13 @@ impl Proc {
         l
     }
 
+    /// Asks it to stop (SIGTERM) and waits for it, within `T`.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        const SIGTERM: i32 = 15;
+        ipckit::signal::send(self.child.id(), SIGTERM).expect("SIGTERM");
+        self.wait()
+    }
+
     /// Waits for the exit status, within `T`.
     fn wait(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + T;
@@ -230,8 +237,10 @@ fn two_namespaces_over_zenoh_and_the_gateway() {
 
     // 3. The gateway: bus://local in A → gateway in A → zenoh → subscriber in B.
     let gateway = env!("CARGO_BIN_EXE_ipckit-zenoh-gateway");
-    let local = format!("bus://local/nsgw-{}", std::process::id());
-    let gw = Proc::spawn(
+    let ns = format!("nsgw-{}", std::process::id());
+    let _segments = LocalSegments(ns.clone());
+    let local = format!("bus://local/{ns}");
+    let mut gw = Proc::spawn(
         &a,
         gateway,
         &[
@@ -262,5 +271,21 @@ fn two_namespaces_over_zenoh_and_the_gateway() {
     publ.expect("subscribed");
     for i in 0..5 {
         assert_eq!(sub.line(), format!("data fw/x msg-{i}"));
+    }
+    let mut publ = publ;
+    assert_eq!(publ.line(), "done");
+    assert!(publ.wait().success());
+    assert!(
+        gw.terminate().success(),
+        "the gateway stops cleanly on SIGTERM"
+    );
+}
+
+/// Removes what crashed processes may have left of a `bus://local` namespace.
+struct LocalSegments(String);
+
+impl Drop for LocalSegments {
+    fn drop(&mut self) {
+        ipckit::bus::remove_stale(Some(&self.0));
     }
 }

@@ -63,7 +63,8 @@ pub enum Command {
     Rm(RmArgs),
     /// Print the system limits that matter to ipckit, whether they bite, and how to raise them.
     Doctor,
-    /// Publish, subscribe, request and list on the local bus (bus://local[/NAMESPACE]).
+    /// Publish, subscribe, request and list on the local bus (bus://local[/NAMESPACE]), and
+    /// join it to a Zenoh network (gateway).
     #[command(subcommand)]
     Bus(BusCommand),
 }
@@ -79,6 +80,9 @@ pub enum BusCommand {
     Req(BusReqArgs),
     /// List the live nodes of a bus with the topics they publish, subscribe to and serve.
     Ls(BusLsArgs),
+    /// Forward chosen topics between a bus://local namespace and a Zenoh network, both ways
+    /// (runs ipckit-zenoh-gateway, from the ipckit-zenoh crate: ipckit does not link zenoh).
+    Gateway(BusGatewayArgs),
 }
 
 /// `ipckit bus pub`.
@@ -136,6 +140,20 @@ pub struct BusLsArgs {
     /// The bus, e.g. bus://local.
     #[arg(default_value = "bus://local")]
     pub url: String,
+}
+
+/// `ipckit bus gateway`.
+#[derive(Debug, Args)]
+pub struct BusGatewayArgs {
+    /// The local bus, e.g. bus://local/my-app.
+    #[arg(long, value_name = "URL")]
+    pub local: String,
+    /// The Zenoh bus, e.g. 'bus://zenoh?connect=tcp/10.0.0.2:7447&listen=tcp/0.0.0.0:7447'.
+    #[arg(long, value_name = "URL")]
+    pub zenoh: String,
+    /// A topic or pattern to forward both ways, e.g. sensors/** (repeat for more).
+    #[arg(long = "topic", value_name = "PATTERN", required = true)]
+    pub topics: Vec<String>,
 }
 
 const LS_HELP: &str = "\

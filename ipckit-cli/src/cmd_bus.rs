@@ -1,11 +1,14 @@
-//! `ipckit bus pub|sub|req|ls`: the local publish/subscribe bus from the shell.
+//! `ipckit bus pub|sub|req|ls`: the local publish/subscribe bus from the shell; `ipckit bus
+//! gateway` runs `ipckit-zenoh-gateway` (crate ipckit-zenoh), which joins it to Zenoh.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ipckit::bus::Bus;
 
-use crate::cli::{BusCommand, BusLsArgs, BusPubArgs, BusReqArgs, BusSubArgs};
+use crate::cli::{BusCommand, BusGatewayArgs, BusLsArgs, BusPubArgs, BusReqArgs, BusSubArgs};
 use crate::error::{CliError, IpcContext};
 
 /// Runs `ipckit bus ...`.
@@ -15,7 +18,53 @@ pub fn run(cmd: BusCommand) -> Result<(), CliError> {
         BusCommand::Sub(a) => subscribe(a),
         BusCommand::Req(a) => request(a),
         BusCommand::Ls(a) => list(a),
+        BusCommand::Gateway(a) => gateway(a),
     }
+}
+
+/// The program `ipckit bus gateway` runs. It links zenoh, which ipckit does not, so it comes
+/// from its own crate (ipckit-zenoh).
+const GATEWAY: &str = "ipckit-zenoh-gateway";
+
+/// Where the gateway is: in `exe_dir` (next to `ipckit`), else in a directory of `path`.
+fn find_gateway(exe_dir: Option<&Path>, path: Option<&OsStr>) -> Option<PathBuf> {
+    let beside = exe_dir.map(|d| d.join(GATEWAY)).filter(|p| p.is_file());
+    beside.or_else(|| {
+        std::env::split_paths(path?)
+            .map(|d| d.join(GATEWAY))
+            .find(|p| p.is_file())
+    })
+}
+
+fn gateway_missing() -> CliError {
+    CliError::Usage(format!(
+        "ipckit bus gateway runs {GATEWAY}, which is neither next to ipckit nor in PATH; it \
+         links zenoh, so it comes from its own crate: install it with \
+         `cargo install --path ipckit-zenoh --bin {GATEWAY}` (from the ipckit repository)"
+    ))
+}
+
+/// Replaces this process with the gateway (its stdout, exit status and signals are the
+/// command's).
+fn gateway(a: BusGatewayArgs) -> Result<(), CliError> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().ok();
+    let path = std::env::var_os("PATH");
+    let program = find_gateway(exe.as_deref().and_then(Path::parent), path.as_deref())
+        .ok_or_else(gateway_missing)?;
+    let mut cmd = std::process::Command::new(&program);
+    cmd.arg("--local")
+        .arg(&a.local)
+        .arg("--zenoh")
+        .arg(&a.zenoh);
+    for t in &a.topics {
+        cmd.arg("--topic").arg(t);
+    }
+    let source = cmd.exec();
+    Err(CliError::Io {
+        doing: "cannot run ipckit-zenoh-gateway",
+        source,
+    })
 }
 
 fn open(url: &str) -> Result<Bus, CliError> {
@@ -175,4 +224,31 @@ fn list(a: BusLsArgs) -> Result<(), CliError> {
         println!("{t:<40} {:<20} {:<20} {}", pids(&p), pids(&s), pids(&r));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gateway_is_found_next_to_ipckit_then_in_path() {
+        let beside = tempfile::tempdir().unwrap();
+        let in_path = tempfile::tempdir().unwrap();
+        let empty = tempfile::tempdir().unwrap();
+        let path = std::env::join_paths([empty.path(), in_path.path()]).unwrap();
+        assert_eq!(find_gateway(Some(beside.path()), Some(&path)), None);
+        std::fs::write(in_path.path().join(GATEWAY), b"").unwrap();
+        assert_eq!(
+            find_gateway(Some(beside.path()), Some(&path)),
+            Some(in_path.path().join(GATEWAY))
+        );
+        std::fs::write(beside.path().join(GATEWAY), b"").unwrap();
+        assert_eq!(
+            find_gateway(Some(beside.path()), Some(&path)),
+            Some(beside.path().join(GATEWAY))
+        );
+        assert_eq!(find_gateway(None, None), None);
+        let msg = gateway_missing().to_string();
+        assert!(msg.contains("cargo install --path ipckit-zenoh"), "{msg}");
+    }
 }

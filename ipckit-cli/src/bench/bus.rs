@@ -238,7 +238,9 @@ pub fn run_peer(args: &PeerArgs) -> Result<(), String> {
     let mut msg = ipckit::bus::Message::default();
     let mut count = 0u64;
     loop {
-        sub.recv_into_with(&mut msg, ipckit::Wait::timeout(ATTACH_TIMEOUT + SLACK))
+        // No timeout (no clock read per message): the peer exits at its deadline, or when
+        // the parent does, whatever happens here.
+        sub.recv_into_with(&mut msg, ipckit::Wait::Forever)
             .map_err(|e| format!("recv: {e}"))?;
         match msg.topic() {
             "bench/in/data" => count += 1,

@@ -342,6 +342,39 @@ impl NodeSeg {
         Ok(())
     }
 
+    /// What changes whenever a reader joins or leaves (or a waiting writer is woken): the
+    /// active mask and the space word, which claims and releases bump.
+    pub(crate) fn room_key(&self) -> (u64, u32) {
+        (
+            self.active().load(Ordering::Acquire),
+            self.space().load(Ordering::Acquire),
+        )
+    }
+
+    /// The first message that some block-policy reader has no room for, as of now
+    /// (`u64::MAX` with no such reader); `seq` is the next message to write.
+    pub(crate) fn room_until(&self, seq: u64) -> u64 {
+        let mut until = u64::MAX;
+        let mut mask = self.active().load(Ordering::Acquire);
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if self.reader_u32(i, R_STATE).load(Ordering::Acquire) != 1
+                || self.reader_u32(i, R_POLICY).load(Ordering::Relaxed) != POLICY_BLOCK
+            {
+                continue;
+            }
+            let cursor = self
+                .reader_u64(i, R_CURSOR)
+                .load(Ordering::Acquire)
+                .min(seq);
+            let depth = u64::from(self.reader_u32(i, R_DEPTH).load(Ordering::Relaxed))
+                .clamp(1, u64::from(self.slots));
+            until = until.min(cursor + depth);
+        }
+        until
+    }
+
     /// Which block-policy reader has no room for message `seq`, if any.
     pub(crate) fn blocking_reader(&self, seq: u64) -> Option<usize> {
         let mut mask = self.active().load(Ordering::Acquire);
@@ -462,6 +495,9 @@ impl NodeSeg {
             self.reader_u64(i, R_DELIVERED).store(0, Ordering::Relaxed);
             self.reader_u32(i, R_STATE).store(1, Ordering::Release);
             self.active().fetch_or(1u64 << i, Ordering::AcqRel);
+            // A new reader changes the writer's room key even if it takes the bit of one
+            // that just left.
+            self.space().fetch_add(1, Ordering::AcqRel);
             return Ok(Some(i));
         }
         Ok(None)
@@ -471,6 +507,7 @@ impl NodeSeg {
     pub(crate) fn release_reader(&self, i: usize) {
         self.reader_u32(i, R_STATE).store(0, Ordering::Release);
         self.active().fetch_and(!(1u64 << i), Ordering::AcqRel);
+        self.space().fetch_add(1, Ordering::AcqRel);
         self.notify_writer();
     }
 

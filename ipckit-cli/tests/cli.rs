@@ -381,6 +381,59 @@ fn bench_measures_every_mechanism() {
 }
 
 #[test]
+fn bench_measures_the_bus_and_its_fan_out() {
+    let running = Running::start(
+        &mut ipckit(&[
+            "bench",
+            "--json",
+            "--mech",
+            "bus-local,bus-fanout-2,bus-fanout-8",
+            "--size",
+            "64,4096",
+            "--iters",
+            "300",
+            "--duration",
+            "0.2",
+            "--repeat",
+            "1",
+        ]),
+        None,
+    );
+    let pid = running.child.id();
+    let f = running.finish();
+    assert_success(&f, "bench");
+    let rows = json_lines(&f.stdout);
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for row in &rows {
+        assert!(row.get("error").is_none(), "{row}");
+        // Every subscriber got every message (block policy): the rate is a total.
+        let rate = row["msgs_per_s"].as_f64().unwrap_or(0.0);
+        assert!(rate > 0.0, "{row}");
+        let round_trip = row["rtt_ns_median"].as_u64();
+        if row["mech"] == "bus-local" {
+            assert!(round_trip.unwrap_or(0) > 0, "{row}");
+            assert!(round_trip <= row["rtt_ns_p99"].as_u64(), "{row}");
+        } else {
+            assert!(
+                round_trip.is_none(),
+                "fan-out rows are a stream only: {row}"
+            );
+        }
+    }
+    // Nothing left behind in /dev/shm by the namespaces the run made.
+    let ours = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains(&format!("bench-{pid}-"))
+        })
+        .count();
+    assert_eq!(ours, 0, "bus segments left in /dev/shm");
+}
+
+#[test]
 fn bench_measures_rpc_and_signal_round_trips() {
     let f = run(
         &[

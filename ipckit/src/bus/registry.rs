@@ -317,6 +317,13 @@ impl Registry {
     /// Removes the registry's name if no other process holds it (called by the last node).
     pub(crate) fn remove_if_unused(&self) {
         if sys::ofd_lock(self.seg.fd(), crate::shm::LOCK_ATTACHED, 1, true).unwrap_or(false) {
+            // Nobody else has the registry open: entries still marked live belong to
+            // processes that died without leaving. Their node segments go with it.
+            for idx in 0..ENTRIES {
+                if self.entry_u32(idx, E_STATE).load(Ordering::Acquire) == STATE_LIVE {
+                    self.remove_node_segment(self.entry_u64(idx, E_NODE).load(Ordering::Relaxed));
+                }
+            }
             let _ = crate::shm::remove(&self.name);
         }
     }

@@ -354,50 +354,43 @@ impl NodeSeg {
     /// The first message that some block-policy reader has no room for, as of now
     /// (`u64::MAX` with no such reader); `seq` is the next message to write.
     pub(crate) fn room_until(&self, seq: u64) -> u64 {
-        let mut until = u64::MAX;
-        let mut mask = self.active().load(Ordering::Acquire);
-        while mask != 0 {
-            let i = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            if self.reader_u32(i, R_STATE).load(Ordering::Acquire) != 1
-                || self.reader_u32(i, R_POLICY).load(Ordering::Relaxed) != POLICY_BLOCK
-            {
-                continue;
-            }
-            let cursor = self
-                .reader_u64(i, R_CURSOR)
-                .load(Ordering::Acquire)
-                .min(seq);
-            let depth = u64::from(self.reader_u32(i, R_DEPTH).load(Ordering::Relaxed))
-                .clamp(1, u64::from(self.slots));
-            until = until.min(cursor + depth);
-        }
-        until
+        self.block_limits(seq)
+            .map(|(_, limit)| limit)
+            .min()
+            .unwrap_or(u64::MAX)
     }
 
     /// Which block-policy reader has no room for message `seq`, if any.
     pub(crate) fn blocking_reader(&self, seq: u64) -> Option<usize> {
+        self.block_limits(seq)
+            .find(|&(_, limit)| seq >= limit)
+            .map(|(i, _)| i)
+    }
+
+    /// The active block-policy readers, each with the first message it has no room for
+    /// (its cursor plus its depth; a cursor ahead of `seq`, the writer's, is a lie and
+    /// counts as caught up).
+    fn block_limits(&self, seq: u64) -> impl Iterator<Item = (usize, u64)> + '_ {
         let mut mask = self.active().load(Ordering::Acquire);
-        while mask != 0 {
-            let i = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            if self.reader_u32(i, R_STATE).load(Ordering::Acquire) != 1
-                || self.reader_u32(i, R_POLICY).load(Ordering::Relaxed) != POLICY_BLOCK
-            {
-                continue;
+        std::iter::from_fn(move || {
+            while mask != 0 {
+                let i = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                if self.reader_u32(i, R_STATE).load(Ordering::Acquire) != 1
+                    || self.reader_u32(i, R_POLICY).load(Ordering::Relaxed) != POLICY_BLOCK
+                {
+                    continue;
+                }
+                let cursor = self
+                    .reader_u64(i, R_CURSOR)
+                    .load(Ordering::Acquire)
+                    .min(seq);
+                let depth = u64::from(self.reader_u32(i, R_DEPTH).load(Ordering::Relaxed))
+                    .clamp(1, u64::from(self.slots));
+                return Some((i, cursor + depth));
             }
-            // A cursor ahead of the writer is a lie: treat it as caught up.
-            let cursor = self
-                .reader_u64(i, R_CURSOR)
-                .load(Ordering::Acquire)
-                .min(seq);
-            let depth = u64::from(self.reader_u32(i, R_DEPTH).load(Ordering::Relaxed))
-                .clamp(1, u64::from(self.slots));
-            if seq - cursor >= depth {
-                return Some(i);
-            }
-        }
-        None
+            None
+        })
     }
 
     /// The registry entries of the nodes reading this one (to wake them).

@@ -75,7 +75,9 @@
 //!
 //! ## Differences from `ipckit::bus::Bus`
 //! No `recv_async`/`request_async` (run the blocking calls on a blocking pool), no
-//! `Subscriber::publishers`, and [`Bus::publish_with`]'s wait is zenoh's congestion control:
+//! `Subscriber::publishers`; [`Bus::peers`] and [`Bus::watch`] have the local signatures and
+//! [`Bus::try_peers`]/[`Bus::try_watch`] also say when zenoh could not be asked;
+//! [`Bus::wait_for`] is new (waits for a node that satisfies a condition); and [`Bus::publish_with`]'s wait is zenoh's congestion control:
 //! `Wait::Never` publishes with `CongestionControl::Drop` (zenoh drops the message if its link
 //! queue is full, and says nothing), any other wait with `CongestionControl::Block`.
 //!
@@ -669,8 +671,18 @@ impl Bus {
     }
 
     /// The live nodes of this bus (this one included) and what they declared, as zenoh's
-    /// liveliness knows them (asks the network: waits at most the URL's `timeout_ms`).
-    pub fn peers(&self) -> Result<Vec<Peer>> {
+    /// liveliness knows them (asks the network: waits at most the URL's `timeout_ms`). The
+    /// signature of `ipckit::bus::Bus::peers`: if zenoh cannot be asked (the session is
+    /// closing), the list is empty and the error is logged (tracing).
+    pub fn peers(&self) -> Vec<Peer> {
+        self.try_peers().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "bus://zenoh: cannot list the peers");
+            Vec::new()
+        })
+    }
+
+    /// [`peers`](Self::peers), with the error of zenoh's liveliness query.
+    pub fn try_peers(&self) -> Result<Vec<Peer>> {
         let root = self.live_root();
         // Replies go to a queue of our own, without a bound on the count: the replies of the
         // local tokens arrive inside `wait()`, and a bounded channel there would deadlock.
@@ -721,8 +733,23 @@ impl Bus {
     }
 
     /// Watches nodes joining, declaring and leaving (the liveliness of publishers and
-    /// responders). The first events describe the nodes already there.
-    pub fn watch(&self) -> Result<PeerWatch> {
+    /// responders). The first events describe the nodes already there. The signature of
+    /// `ipckit::bus::Bus::watch`: if zenoh refuses the liveliness subscriber, the watch's
+    /// [`PeerWatch::next_with`] reports that error.
+    pub fn watch(&self) -> PeerWatch {
+        self.try_watch().unwrap_or_else(|e| PeerWatch {
+            root: self.live_root(),
+            queue: Arc::new(Queue::new(1, Overflow::DropOldest, Duration::ZERO)),
+            known: HashMap::new(),
+            events: VecDeque::new(),
+            failed: Some(e.to_string()),
+            _sub: None,
+            _bus: self.clone(),
+        })
+    }
+
+    /// [`watch`](Self::watch), with the error of zenoh's liveliness subscriber.
+    pub fn try_watch(&self) -> Result<PeerWatch> {
         let root = self.live_root();
         let queue = Arc::new(Queue::new(65536, Overflow::DropOldest, Duration::ZERO));
         let q = queue.clone();
@@ -742,7 +769,8 @@ impl Bus {
             queue,
             known: HashMap::new(),
             events: VecDeque::new(),
-            _sub: sub,
+            failed: None,
+            _sub: Some(sub),
             _bus: self.clone(),
         })
     }
@@ -752,8 +780,9 @@ impl Bus {
     /// subscriber has subscribed before publishing what it must not miss.
     pub fn wait_for(&self, mut cond: impl FnMut(&Peer) -> bool, timeout: Duration) -> Result<Peer> {
         let deadline = Instant::now() + timeout;
-        let mut w = self.watch()?;
+        let mut w = self.try_watch()?;
         loop {
+            w.drain();
             if let Some(p) = w.peers().into_iter().find(|p| cond(p)) {
                 return Ok(p);
             }
@@ -913,7 +942,9 @@ pub struct PeerWatch {
     queue: Arc<Queue<(SampleKind, String)>>,
     known: HashMap<u64, Peer>,
     events: VecDeque<PeerEvent>,
-    _sub: zenoh::pubsub::Subscriber<()>,
+    /// Why there is no liveliness subscriber.
+    failed: Option<String>,
+    _sub: Option<zenoh::pubsub::Subscriber<()>>,
     _bus: Bus,
 }
 
@@ -926,14 +957,18 @@ impl std::fmt::Debug for PeerWatch {
 }
 
 impl PeerWatch {
-    /// The nodes known so far (after the events returned and those queued).
-    pub fn peers(&mut self) -> Vec<Peer> {
-        while let Ok((kind, key)) = self.queue.pop(Wait::Never) {
-            self.apply(kind, &key);
-        }
+    /// The nodes known at the last look (after the events returned or queued so far).
+    pub fn peers(&self) -> Vec<Peer> {
         let mut v: Vec<Peer> = self.known.values().cloned().collect();
         v.sort_by_key(|p| p.node_id);
         v
+    }
+
+    /// Takes in what has arrived (events queue up for `next_with`).
+    fn drain(&mut self) {
+        while let Ok((kind, key)) = self.queue.pop(Wait::Never) {
+            self.apply(kind, &key);
+        }
     }
 
     fn apply(&mut self, kind: SampleKind, key: &str) {
@@ -985,6 +1020,9 @@ impl PeerWatch {
 
     /// The next event, waiting as `wait` allows.
     pub fn next_with(&mut self, wait: Wait) -> Result<PeerEvent> {
+        if let Some(why) = &self.failed {
+            return Err(zerr("declare a zenoh liveliness subscriber", why));
+        }
         loop {
             if let Some(e) = self.events.pop_front() {
                 return Ok(e);

@@ -120,7 +120,7 @@ fn run(args: Args) -> ipckit::Result<()> {
             }
         }));
     }
-    let mut watch = zenoh.watch()?;
+    let mut watch = zenoh.try_watch()?;
     say("gateway ready");
     while !stop.is_shutdown() {
         match watch.next_timeout(SLICE) {

@@ -43,7 +43,7 @@ fn client(url: &str) -> ipckit::Result<()> {
     let bus = ipckit_zenoh::Bus::open(url)?;
     let server = bus.wait_for(|p| p.serves.iter().any(|s| s == "svc/echo"), t)?;
     say(&format!("found {:016x}", server.node_id));
-    let mut watch = bus.watch()?;
+    let mut watch = bus.try_watch()?;
     let mut sub = bus.subscribe("data/**")?;
     for _ in 0..3 {
         let (topic, n): (String, u64) = sub.recv_typed_timeout(t)?;

@@ -40,6 +40,10 @@ const H_SPACE: usize = 24;
 const H_WRITER_WAITING: usize = 28;
 const H_ACTIVE: usize = 32;
 const H_CATALOG_LEN: usize = 40;
+/// How many of this node's readers are asleep (or about to sleep): on a cache line of its own,
+/// which subscribers write only when they go to sleep or wake, so that a publisher can tell
+/// with one load that it need not look at any reader's doorbell.
+const H_READERS_SLEEPING: usize = 64;
 
 const OFF_READERS: usize = 128;
 const READER: usize = 64;
@@ -73,7 +77,7 @@ pub(crate) const CAT_SERVE: u8 = 2;
 pub(crate) const CAT_SUBSCRIBE: u8 = 3;
 
 /// Marks the node layout.
-struct BusNodeV1;
+struct BusNodeV2;
 
 /// The fixed part of a slot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -161,7 +165,7 @@ impl NodeSeg {
     ) -> Result<NodeSeg> {
         let seg = Segment::builder(&node_name(namespace, node_id))
             .size(ring_len(slots, slot_bytes))
-            .typed::<BusNodeV1>()
+            .typed::<BusNodeV2>()
             .create()?;
         seg.write(H_SLOTS, &slots)?;
         seg.write(H_SLOT_BYTES, &slot_bytes)?;
@@ -177,7 +181,7 @@ impl NodeSeg {
     /// Opens another node's segment and checks its geometry.
     pub(crate) fn open(namespace: &str, node_id: u64) -> Result<NodeSeg> {
         let name = node_name(namespace, node_id);
-        let seg = Segment::builder(&name).typed::<BusNodeV1>().open()?;
+        let seg = Segment::builder(&name).typed::<BusNodeV2>().open()?;
         let slots: u32 = seg.read(H_SLOTS)?;
         let slot_bytes: u32 = seg.read(H_SLOT_BYTES)?;
         let id: u64 = seg.read(H_NODE)?;
@@ -222,6 +226,11 @@ impl NodeSeg {
         self.seg
             .atomic_u64(off)
             .expect("node header offsets are constants inside the checked segment")
+    }
+
+    /// Readers of this node asleep or about to be (see `H_READERS_SLEEPING`).
+    pub(crate) fn readers_sleeping(&self) -> &AtomicU32 {
+        self.u32_at(H_READERS_SLEEPING)
     }
 
     /// Messages published so far (the next one's sequence number).
@@ -572,7 +581,7 @@ impl NodeSeg {
                 )),
             );
         }
-        buf.clear();
+        // Overwritten in full below: only growth is zeroed (no memset per message).
         buf.resize(total, 0);
         if self.seg.read_bytes(off + SLOT_HEADER, buf).is_err() {
             return SlotRead::Corrupt("slot outside the segment".into());

@@ -249,6 +249,8 @@ struct Writer {
     /// The registry entries of the nodes reading this one, as of `room_key` (to wake them
     /// without reading the readers' slots on every publish).
     reader_entries: Vec<usize>,
+    /// The topic of the last publish (declared, valid).
+    last_topic: String,
 }
 
 impl Drop for Shared {
@@ -306,13 +308,18 @@ impl Shared {
         payload: &[u8],
         corr: u64,
         reply_to: u64,
-        wait: Wait,
+        wait: Option<Wait>,
     ) -> Result<()> {
         let mut w = lock(&self.writer);
-        if !w.declared.contains(topic) {
-            validate_topic(topic)?;
-            self.declare_locked(&mut w, CAT_PUBLISH, topic)?;
-            w.declared.insert(topic.to_owned());
+        if w.last_topic != topic {
+            if !w.declared.contains(topic) {
+                validate_topic(topic)?;
+                self.declare_locked(&mut w, CAT_PUBLISH, topic)?;
+                w.declared.insert(topic.to_owned());
+            }
+            // A stream on one topic then skips the hash lookup.
+            w.last_topic.clear();
+            w.last_topic.push_str(topic);
         }
         let cap = w.node.capacity();
         if topic.len() + payload.len() > cap {
@@ -366,11 +373,14 @@ impl Shared {
         Ok(())
     }
 
-    fn wait_for_room(&self, w: &Writer, seq: u64, wait: Wait) -> Result<()> {
+    /// Waits until every block-policy reader has room for message `seq`, as `wait` allows
+    /// (`None`: the URL's timeout, from now).
+    fn wait_for_room(&self, w: &Writer, seq: u64, wait: Option<Wait>) -> Result<()> {
         let node = &w.node;
         if node.blocking_reader(seq).is_none() {
             return Ok(());
         }
+        let wait = wait.unwrap_or_else(|| Wait::timeout(self.url.timeout));
         if wait == Wait::Never {
             return Err(Error::WouldBlock);
         }
@@ -460,6 +470,7 @@ impl Bus {
                 room_until: 0,
                 room_key: (0, 0),
                 reader_entries: Vec::new(),
+                last_topic: String::new(),
             }),
         };
         Ok(Bus {
@@ -491,13 +502,15 @@ impl Bus {
     /// Publishes `payload` on `topic`, waiting for `block` subscribers at most the URL's
     /// `timeout_ms` (default 1 s).
     pub fn publish(&self, topic: &str, payload: &[u8]) -> Result<()> {
-        self.publish_with(topic, payload, Wait::timeout(self.shared.url.timeout))
+        // The URL's timeout starts when a wait does: no clock read on the common path.
+        self.shared.send(KIND_MESSAGE, topic, payload, 0, 0, None)
     }
 
     /// Publishes, waiting for `block` subscribers as `wait` allows ([`Wait::Never`]: fail
     /// with [`Error::WouldBlock`] at once). On failure nothing was sent to anyone.
     pub fn publish_with(&self, topic: &str, payload: &[u8], wait: Wait) -> Result<()> {
-        self.shared.send(KIND_MESSAGE, topic, payload, 0, 0, wait)
+        self.shared
+            .send(KIND_MESSAGE, topic, payload, 0, 0, Some(wait))
     }
 
     /// Publishes a value (serde + postcard); receivers use [`Message::decode`].
@@ -552,14 +565,9 @@ impl Bus {
                         Ok(()) => {
                             let reply = handler(&msg);
                             let topic = reply_topic(msg.reply_to);
-                            if let Err(e) = shared.send(
-                                KIND_REPLY,
-                                &topic,
-                                &reply,
-                                msg.corr,
-                                0,
-                                Wait::timeout(shared.url.timeout),
-                            ) {
+                            if let Err(e) =
+                                shared.send(KIND_REPLY, &topic, &reply, msg.corr, 0, None)
+                            {
                                 tracing::warn!(error = %e, "bus responder could not reply");
                             }
                         }
@@ -609,7 +617,7 @@ impl Bus {
             payload,
             corr,
             self.shared.node_id,
-            deadline,
+            Some(deadline),
         )?;
         let mut msg = Message::default();
         loop {

@@ -40,9 +40,9 @@
 //!   default 1 s; [`Bus::publish_with`]), and then fails with [`Error::Timeout`] having sent
 //!   nothing. A subscriber whose process died stops blocking anyone within 50 ms. A waiting
 //!   publisher is woken when the subscriber has read half its depth, so a deep subscription
-//!   (`?depth=1024`) lets both sides work in batches: measured on a quiet 2-CPU machine, one
-//!   publisher streamed 64-byte messages to 8 block-policy subscriber processes at 10.3 M
-//!   deliveries/s in total, against 3.5 M/s to one (`ipckit bench --mech
+//!   (`?depth=1024`) lets both sides work in batches: measured on a 2-CPU machine, one
+//!   publisher streamed 64-byte messages to one subscriber process at 6.5 M/s, and to 8
+//!   block-policy subscriber processes at 15.9 M deliveries/s in total (`ipckit bench --mech
 //!   bus-local,bus-fanout-8`).
 //!   A block-policy subscription holds back every publisher it reads, on all topics (it
 //!   reads their whole ring), until it is read.

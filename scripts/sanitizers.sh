@@ -7,6 +7,12 @@
 #   scripts/sanitizers.sh            # both
 #   scripts/sanitizers.sh asan       # one of them
 #   scripts/sanitizers.sh tsan -- queue::   # extra arguments go to the test binary
+#   scripts/sanitizers.sh asan-tests         # ASan over every test of ipckit, the
+#                                            # multi-process integration tests included
+#
+# asan-tests builds the helper binaries the integration tests spawn with ASan too; every
+# process writes its reports to a directory (log_path), and any report fails the run, so a
+# child's error cannot hide in output a test captured.
 #
 # Each sanitizer has its own target directory ($CARGO_TARGET_DIR-asan, -tsan), so the
 # instrumented builds never replace the normal ones. Suppressions (each one explained) are in
@@ -52,9 +58,26 @@ case "$which" in
     TSAN_OPTIONS="suppressions=$supp/tsan.supp:halt_on_error=0:second_deadlock_stack=1" \
       run tsan thread -Zbuild-std
     ;;
+  asan-tests)
+    reports=$(mktemp -d /tmp/ipckit-asan-reports.XXXXXX)
+    started=$SECONDS
+    echo "== asan-tests: cargo +nightly test -p ipckit --tests --all-features (reports in $reports)"
+    if ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=1:log_path=$reports/asan" \
+        LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0" \
+        CARGO_TARGET_DIR="$base-asan" RUSTFLAGS="-Zsanitizer=address -Cdebuginfo=1" \
+        RUSTDOCFLAGS="-Zsanitizer=address" \
+        cargo +nightly test --target "$host" -p ipckit --tests --all-features -- "${test_args[@]}" &&
+      [ -z "$(ls -A "$reports")" ]; then
+      echo "== asan-tests: clean ($((SECONDS - started)) s)"
+      rmdir "$reports"
+    else
+      echo "== asan-tests: FAILED ($((SECONDS - started)) s); reports: $(ls "$reports" | wc -l) in $reports"
+      failed=1
+    fi
+    ;;
   asan | tsan | all) ;;
   *)
-    echo "usage: $0 [asan|tsan|all] [-- TEST ARGS]" >&2
+    echo "usage: $0 [asan|tsan|all|asan-tests] [-- TEST ARGS]" >&2
     exit 2
     ;;
 esac

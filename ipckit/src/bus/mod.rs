@@ -86,6 +86,8 @@ pub use url::BusUrl;
 
 /// Longest a blocked call sleeps before it re-checks liveness and the registry.
 const SLICE: Duration = Duration::from_millis(50);
+/// Messages a receiver takes in a row from one publisher before it looks at the next.
+const BURST: u32 = 64;
 /// How often a receiver re-reads the registry even when nothing was announced (to notice
 /// crashed publishers).
 const RESCAN: Duration = Duration::from_millis(100);
@@ -970,6 +972,8 @@ pub struct Subscriber {
     last_matched: bool,
     /// In a sleeping receive: every attachment is counted in its node's sleeping readers.
     asleep: bool,
+    /// Messages taken in a row from the attachment at `next`.
+    burst: u32,
     /// Drops of attachments already gone.
     past_drops: u64,
     delivered: u64,
@@ -1011,6 +1015,7 @@ impl Subscriber {
             last_topic: Vec::new(),
             last_matched: false,
             asleep: false,
+            burst: 0,
             past_drops: 0,
             delivered: 0,
             corrupted: 0,
@@ -1231,7 +1236,18 @@ impl Subscriber {
         for k in 0..n {
             let i = (self.next + k) % n;
             if self.read_from(i, msg)? {
-                self.next = (i + 1) % n;
+                // Stay on a publisher that has messages for a burst, then move on: fair
+                // between busy publishers, without looking at every idle one per message.
+                if k == 0 {
+                    self.burst += 1;
+                    if self.burst >= BURST {
+                        self.next = (i + 1) % n;
+                        self.burst = 0;
+                    }
+                } else {
+                    self.next = i;
+                    self.burst = 1;
+                }
                 return Ok(true);
             }
         }

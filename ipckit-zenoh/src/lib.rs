@@ -111,7 +111,8 @@ use zenoh::sample::{Sample, SampleKind};
 use zenoh::Wait as _;
 
 pub use ipckit::bus::{
-    validate_topic, BusStats, Declaration, Overflow, Pattern, Peer, PeerEvent, SubscribeOptions,
+    validate_topic, BusStats, Declaration, Message, Overflow, Pattern, Peer, PeerEvent,
+    SubscribeOptions,
 };
 use ipckit::{Error, Result, Wait};
 pub use url::ZenohUrl;
@@ -186,48 +187,6 @@ fn read_attachment(a: Option<&ZBytes>) -> std::result::Result<Option<(u8, u64)>,
     }
     let id = u64::from_le_bytes(b[5..13].try_into().expect("8 bytes"));
     Ok(Some((b[4], id)))
-}
-
-/// A received message (or, for a responder, a request).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Message {
-    topic: String,
-    payload: Vec<u8>,
-    publisher: u64,
-    request: bool,
-}
-
-impl Message {
-    /// The topic it was published on.
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-
-    /// The bytes.
-    pub fn payload(&self) -> &[u8] {
-        &self.payload
-    }
-
-    /// The bytes, by value.
-    pub fn into_payload(self) -> Vec<u8> {
-        self.payload
-    }
-
-    /// The node (see [`Peer::node_id`]) that published it; 0 for a plain zenoh application.
-    pub fn publisher(&self) -> u64 {
-        self.publisher
-    }
-
-    /// True for a request (as a responder of [`Bus::serve`] sees them).
-    pub fn is_request(&self) -> bool {
-        self.request
-    }
-
-    /// Decodes a typed payload ([`Bus::publish_typed`]); a payload that is not a `T` is
-    /// [`Error::Decode`].
-    pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
-        ipckit::decode(&self.payload)
-    }
 }
 
 struct Inner {
@@ -330,12 +289,12 @@ fn message(
         .map_err(Error::Corrupted)?
         .unwrap_or((KIND_MESSAGE, 0));
     let topic = key.as_str().get(prefix_len..).unwrap_or_default();
-    Ok(Message {
-        topic: topic.to_owned(),
-        payload: payload.to_bytes().into_owned(),
+    Ok(Message::received(
+        topic.to_owned(),
+        payload.to_bytes().into_owned(),
         publisher,
-        request: kind == KIND_REQUEST,
-    })
+        kind == KIND_REQUEST,
+    ))
 }
 
 /// What a liveliness token says: a node (`decl` none) or one of its declarations.
@@ -583,8 +542,14 @@ impl Bus {
                     let empty = ZBytes::default();
                     let payload = query.payload().unwrap_or(&empty);
                     match message(prefix, query.key_expr(), payload, query.attachment()) {
-                        Ok(mut msg) => {
-                            msg.request = true;
+                        Ok(msg) => {
+                            let publisher = msg.publisher();
+                            let msg = Message::received(
+                                msg.topic().to_owned(),
+                                msg.into_payload(),
+                                publisher,
+                                true,
+                            );
                             let reply = handler(&msg);
                             if let Err(e) = query.reply(query.key_expr().clone(), reply).wait() {
                                 tracing::warn!(error = %e, "bus://zenoh responder could not reply");
@@ -904,7 +869,7 @@ impl Subscriber {
     ) -> Result<(String, T)> {
         let m = self.recv_timeout(timeout)?;
         let v = m.decode()?;
-        Ok((m.topic, v))
+        Ok((m.topic().to_owned(), v))
     }
 
     /// The core receive: fills `msg`, waiting as `wait` allows.

@@ -123,6 +123,20 @@ pub struct Message {
 }
 
 impl Message {
+    /// A message as another bus backend (`ipckit-zenoh`) received it, so that both backends
+    /// hand their users the same type. `publisher` is the sending node's id (0 if unknown);
+    /// `request`: a request, as a responder sees it.
+    pub fn received(topic: String, payload: Vec<u8>, publisher: u64, request: bool) -> Message {
+        Message {
+            topic,
+            payload,
+            publisher,
+            kind: if request { KIND_REQUEST } else { KIND_MESSAGE },
+            corr: 0,
+            reply_to: 0,
+        }
+    }
+
     /// The topic it was published on.
     pub fn topic(&self) -> &str {
         &self.topic

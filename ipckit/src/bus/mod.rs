@@ -41,8 +41,8 @@
 //!   nothing. A subscriber whose process died stops blocking anyone within 50 ms. A waiting
 //!   publisher is woken when the subscriber has read half its depth, so a deep subscription
 //!   (`?depth=1024`) lets both sides work in batches: measured on a 2-CPU machine, one
-//!   publisher streamed 64-byte messages to one subscriber process at 6.5 M/s, and to 8
-//!   block-policy subscriber processes at 15.9 M deliveries/s in total (`ipckit bench --mech
+//!   publisher streamed 64-byte messages to one subscriber process at 8.0 M/s, and to 8
+//!   block-policy subscriber processes at 22.3 M deliveries/s in total (`ipckit bench --mech
 //!   bus-local,bus-fanout-8`).
 //!   A block-policy subscription holds back every publisher it reads, on all topics (it
 //!   reads their whole ring), until it is read.

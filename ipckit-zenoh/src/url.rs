@@ -106,11 +106,7 @@ impl ZenohUrl {
                 ))
             }
         };
-        if namespace.len() > 64
-            || !namespace
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if !ipckit::bus::is_valid_namespace(&namespace) {
             return Err(malformed(
                 url,
                 "a namespace is up to 64 letters, digits, '-' or '_' (e.g. bus://zenoh/my-app?...)",
@@ -154,11 +150,8 @@ impl ZenohUrl {
                     out.depth = d as u32;
                 }
                 "overflow" => {
-                    out.overflow = match value {
-                        "drop" | "drop-oldest" => Overflow::DropOldest,
-                        "block" => Overflow::Block,
-                        _ => return Err(bad("overflow", value, "drop or block")),
-                    }
+                    out.overflow = Overflow::from_url_value(value)
+                        .ok_or_else(|| bad("overflow", value, "drop or block"))?
                 }
                 "timeout_ms" => {
                     out.timeout = Duration::from_millis(num("timeout_ms", "milliseconds")?)

@@ -82,7 +82,7 @@ use node::{
 pub use registry::{namespaces, remove_stale};
 use registry::{Registry, KIND_PUB, KIND_SERVE, KIND_SUB};
 pub use topic::{validate_topic, Pattern, TOPIC_MAX};
-pub use url::BusUrl;
+pub use url::{is_valid_namespace, BusUrl};
 
 /// Longest a blocked call sleeps before it re-checks liveness and the registry.
 const SLICE: Duration = Duration::from_millis(50);

@@ -47,6 +47,26 @@ fn malformed(url: &str, reason: &'static str) -> Error {
     })
 }
 
+/// Whether `ns` can name a bus namespace: at most 64 letters, digits, '-' or '_' (every
+/// backend's URL accepts the same names).
+pub fn is_valid_namespace(ns: &str) -> bool {
+    ns.len() <= 64
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Overflow {
+    /// The policy a URL's `overflow=` names: `drop` (or `drop-oldest`) or `block`.
+    pub fn from_url_value(value: &str) -> Option<Overflow> {
+        match value {
+            "drop" | "drop-oldest" => Some(Overflow::DropOldest),
+            "block" => Some(Overflow::Block),
+            _ => None,
+        }
+    }
+}
+
 impl BusUrl {
     /// Parses a `bus://` URL.
     pub fn parse(url: &str) -> Result<BusUrl> {
@@ -76,11 +96,7 @@ impl BusUrl {
         } else {
             ns.to_owned()
         };
-        if namespace.len() > 64
-            || !namespace
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if !is_valid_namespace(&namespace) {
             return Err(malformed(
                 url,
                 "a namespace is 1 to 64 letters, digits, '-' or '_' (e.g. bus://local/my-app)",
@@ -113,11 +129,8 @@ impl BusUrl {
                     }
                 }
                 "overflow" => {
-                    out.overflow = match value {
-                        "drop" | "drop-oldest" => Overflow::DropOldest,
-                        "block" => Overflow::Block,
-                        _ => return Err(bad("overflow", "drop or block")),
-                    }
+                    out.overflow = Overflow::from_url_value(value)
+                        .ok_or_else(|| bad("overflow", "drop or block"))?
                 }
                 "timeout_ms" => {
                     out.timeout = Duration::from_millis(num("timeout_ms", "milliseconds")?)

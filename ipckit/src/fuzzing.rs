@@ -169,7 +169,7 @@ pub fn shm_ring(mut input: &[u8]) {
     let ctl: Box<RingControl> = unsafe { Box::new(std::mem::zeroed()) };
     ctl.producer.0.head.store(head, Ordering::Relaxed);
     ctl.consumer.0.tail.store(tail, Ordering::Relaxed);
-    let mut consumer = Consumer::attach(&ctl, cap, max);
+    let mut consumer = Consumer::attach(&ctl, cap, max, true);
     let mut producer = Producer::attach(&ctl, cap);
     let mut out = Vec::new();
     // Every operation consumes input, so the loop ends; the bound is a second guard.
@@ -214,21 +214,21 @@ pub fn shm_ring(mut input: &[u8]) {
                     .tail
                     .store(take_u32(&mut script), Ordering::Release);
                 let len = u32::from(take_u8(&mut script)) % (max_payload(cap) + 1);
-                match producer.reserve(&ctl, &data, len) {
+                match producer.reserve(&ctl, len) {
                     Ok(Some(r)) => {
                         assert!(
                             u64::from(r.data_off) + u64::from(r.len) <= u64::from(cap),
                             "reservation outside the ring"
                         );
                         data.write(r.data_off, &vec![0xA5; r.len as usize]);
-                        producer.commit(&ctl, r, Ordering::Release);
+                        producer.commit(&ctl, &data, r, Ordering::Release);
                     }
                     Ok(None) | Err(Error::Corrupted(_)) => {}
                     Err(e) => panic!("unexpected error from the ring writer: {e}"),
                 }
             }
             // Reattach, as after a restart of the reading side.
-            _ => consumer = Consumer::attach(&ctl, cap, max),
+            _ => consumer = Consumer::attach(&ctl, cap, max, true),
         }
     }
 }
@@ -250,10 +250,10 @@ pub fn shm_ring_seed(cap_log2: u8, messages: &[&[u8]]) -> Vec<u8> {
     let mut written = 0;
     for m in messages {
         let len = (m.len() as u32).min(max);
-        match producer.reserve(&ctl, &data, len) {
+        match producer.reserve(&ctl, len) {
             Ok(Some(r)) => {
                 data.write(r.data_off, &m[..len as usize]);
-                producer.commit(&ctl, r, Ordering::Release);
+                producer.commit(&ctl, &data, r, Ordering::Release);
                 written += 1;
             }
             _ => break,

@@ -90,7 +90,7 @@ impl MappedFile {
             });
         }
         Ok(MappedFile {
-            map: sys::map_shared(&fd, len, writable)?,
+            map: sys::map_shared(&fd, len, writable, false)?,
             fd,
             path: path.to_owned(),
             writable,
@@ -126,7 +126,7 @@ impl MappedFile {
             });
         }
         sys::set_len(self.fd.as_fd(), new_len as u64)?;
-        self.map = sys::map_shared(&self.fd, new_len, true)?;
+        self.map = sys::map_shared(&self.fd, new_len, true, false)?;
         Ok(())
     }
 

@@ -97,7 +97,7 @@ impl std::fmt::Debug for Ctl {
 
 impl Ctl {
     fn map(fd: OwnedFd) -> Result<Ctl> {
-        let map = sys::map_shared(&fd, CTL_SIZE, true)?;
+        let map = sys::map_shared(&fd, CTL_SIZE, true, false)?;
         let base = map.as_mut_ptr();
         // SAFETY: the mapping is page-aligned and CTL_SIZE bytes long, so both offsets are
         // inside it and aligned for a mutex (checked at compile time); the mapping lives in

@@ -211,7 +211,7 @@ impl GroupFile {
                 reason: "group file is too short".to_owned(),
             });
         }
-        let map = sys::map_shared(&fd, GROUP_SIZE, true)?;
+        let map = sys::map_shared(&fd, GROUP_SIZE, true, false)?;
         let g = GroupFile { map, fd, path };
         let mut head = [0u8; COMMITTED + 8];
         // SAFETY: the mapping is GROUP_SIZE bytes, more than `head`; the copy goes into our

@@ -21,3 +21,31 @@ pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
 pub fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
     pin_current_thread(cpu)
 }
+
+/// Hints the CPU to fetch the cache line holding `p` for writing (`prefetchw`), so that a
+/// store there soon after does not wait for the line. A hint: never faults, even for an
+/// address that is not mapped, and does nothing on other architectures.
+#[inline]
+pub(crate) fn prefetch_write(p: *const u8) {
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    // SAFETY: `prefetchw` only hints the cache: it reads and writes no memory, faults on no
+    // address, and touches neither the stack nor the flags.
+    unsafe {
+        std::arch::asm!("prefetchw [{0}]", in(reg) p, options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+    let _ = p;
+}
+
+/// Hints the CPU to fetch the cache line holding `p` for reading (`prefetcht0`); as
+/// [`prefetch_write`].
+#[inline]
+pub(crate) fn prefetch_read(p: *const u8) {
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    // SAFETY: as in `prefetch_write`: a cache hint that accesses no memory and cannot fault.
+    unsafe {
+        std::arch::asm!("prefetcht0 [{0}]", in(reg) p, options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+    let _ = p;
+}

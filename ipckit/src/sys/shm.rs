@@ -85,14 +85,23 @@ pub(crate) fn file_len(fd: BorrowedFd<'_>) -> Result<u64> {
 }
 
 /// Maps `len` bytes of `fd` shared between processes. The mapping is only ever accessed
-/// through raw pointers.
-pub(crate) fn map_shared(fd: &OwnedFd, len: usize, writable: bool) -> Result<memmap2::MmapRaw> {
+/// through raw pointers. `populate` maps every page now (`MAP_POPULATE`) rather than on first
+/// touch.
+pub(crate) fn map_shared(
+    fd: &OwnedFd,
+    len: usize,
+    writable: bool,
+    populate: bool,
+) -> Result<memmap2::MmapRaw> {
     let file = File::from(
         // Through rustix, so that running out of descriptors is `TooManyOpenFiles`.
         rustix::io::fcntl_dupfd_cloexec(fd, 3).map_err(|e| Error::os("dup", e))?,
     );
     let mut opts = memmap2::MmapOptions::new();
     opts.len(len);
+    if populate {
+        opts.populate();
+    }
     let map = if writable {
         opts.map_raw(&file)
     } else {

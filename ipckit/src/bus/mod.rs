@@ -52,6 +52,19 @@
 //! joining, declaring topics and leaving (a crashed process is reported within about 100 ms,
 //! and its entry and segment are removed by whoever notices first).
 //!
+//! ## Backends
+//! `bus://local` is this module's own. Any other `bus://HOST...` URL goes to the backend
+//! registered for `HOST` in this process ([`register_backend`], traits in [`backend`]):
+//! after `ipckit_zenoh::install()` (crate `ipckit-zenoh`, which links zenoh; ipckit does
+//! not), [`Bus::open`]`("bus://zenoh/NS?connect=tcp/HOST:PORT")` returns a [`Bus`] whose
+//! calls, and those of its [`Subscriber`]s, [`PeerWatch`]es and [`ServeHandle`]s, go over
+//! zenoh; before, it fails with [`Error::Unsupported`]. The methods mean the same on both;
+//! what a backend cannot do is said on the method: [`Subscriber::publishers`] is empty and
+//! `Subscriber::recv_async` unsupported off `bus://local`, [`Bus::stats`] has no
+//! `readers` there. What only a backend has (zenoh's `wait_for`, its session) is on its own
+//! type, reached through [`Bus::backend`]. The local types stay concrete behind the
+//! public ones (an enum, not a box): a local publish or receive costs what it did.
+//!
 //! ## Trust
 //! Other nodes are other processes, maybe crashed or hostile: everything read from shared
 //! memory is bounds-checked and validated; a malformed message is [`Error::Corrupted`] for

@@ -63,8 +63,8 @@ pub enum Command {
     Rm(RmArgs),
     /// Print the system limits that matter to ipckit, whether they bite, and how to raise them.
     Doctor,
-    /// Publish, subscribe, request and list on the local bus (bus://local[/NAMESPACE]), and
-    /// join it to a Zenoh network (gateway).
+    /// Publish, subscribe, request and list on a bus (bus://local[/NAMESPACE], or
+    /// bus://zenoh?... through ipckit-zenoh-bus), and join the two (gateway).
     #[command(subcommand)]
     Bus(BusCommand),
 }
@@ -88,13 +88,16 @@ pub enum BusCommand {
 /// `ipckit bus pub`.
 #[derive(Debug, Args)]
 pub struct BusPubArgs {
-    /// The bus, e.g. bus://local or bus://local/my-app?overflow=block.
+    /// The bus, e.g. bus://local, bus://local/my-app?overflow=block or
+    /// 'bus://zenoh/my-app?connect=tcp/10.0.0.2:7447' (runs ipckit-zenoh-bus, crate
+    /// ipckit-zenoh: ipckit does not link zenoh).
     pub url: String,
     /// The topic, e.g. sensors/kitchen/temp.
     pub topic: String,
     /// The message; `-` or nothing: one message per line of standard input.
     pub message: Option<String>,
-    /// Wait this long after joining before publishing (lets starting subscribers see us).
+    /// Wait this long after joining before publishing (lets starting subscribers see us; on
+    /// bus://zenoh: at most this long, until a subscriber of the topic is seen).
     #[arg(long, value_name = "SECS", default_value = "0.2", value_parser = parse_seconds)]
     pub wait: Duration,
     /// Stay this long after the last message (subscribers read from our ring).
@@ -125,7 +128,8 @@ pub struct BusSubArgs {
 pub struct BusReqArgs {
     /// The bus, e.g. bus://local.
     pub url: String,
-    /// The topic a responder serves.
+    /// The topic a responder serves (on bus://zenoh, the request waits within --timeout
+    /// until one is seen).
     pub topic: String,
     /// The request.
     pub message: String,

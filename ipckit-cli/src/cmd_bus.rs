@@ -1,58 +1,114 @@
-//! `ipckit bus pub|sub|req|ls`: the local publish/subscribe bus from the shell; `ipckit bus
-//! gateway` runs `ipckit-zenoh-gateway` (crate ipckit-zenoh), which joins it to Zenoh.
+//! `ipckit bus pub|sub|req|ls`: the publish/subscribe bus from the shell (the work is in
+//! [`crate::bus_shell`]). For a `bus://zenoh` URL, and for `ipckit bus gateway`, it runs a
+//! program of the ipckit-zenoh crate (`ipckit-zenoh-bus`, `ipckit-zenoh-gateway`): they
+//! link zenoh, which ipckit does not.
 
 use std::ffi::OsStr;
-use std::io::{BufRead, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use ipckit::bus::Bus;
-
-use crate::cli::{BusCommand, BusGatewayArgs, BusLsArgs, BusPubArgs, BusReqArgs, BusSubArgs};
-use crate::error::{CliError, IpcContext};
+use crate::bus_shell::BusShell;
+use crate::cli::{BusCommand, BusGatewayArgs};
+use crate::error::CliError;
 
 /// Runs `ipckit bus ...`.
 pub fn run(cmd: BusCommand) -> Result<(), CliError> {
-    match cmd {
-        BusCommand::Pub(a) => publish(a),
-        BusCommand::Sub(a) => subscribe(a),
-        BusCommand::Req(a) => request(a),
-        BusCommand::Ls(a) => list(a),
-        BusCommand::Gateway(a) => gateway(a),
+    let shell = match cmd {
+        BusCommand::Pub(a) => BusShell::Pub {
+            url: a.url,
+            topic: a.topic,
+            message: a.message,
+            wait: a.wait,
+            linger: a.linger,
+        },
+        BusCommand::Sub(a) => BusShell::Sub {
+            url: a.url,
+            pattern: a.pattern,
+            count: a.count,
+            timeout: a.timeout,
+            quiet: a.quiet,
+        },
+        BusCommand::Req(a) => BusShell::Req {
+            url: a.url,
+            topic: a.topic,
+            message: a.message,
+            timeout: a.timeout,
+        },
+        BusCommand::Ls(a) => BusShell::Ls { url: a.url },
+        BusCommand::Gateway(a) => return gateway(a),
+    };
+    if is_zenoh(shell.url()) {
+        let mut cmd = std::process::Command::new(find_program(BUS)?);
+        cmd.args(shell.to_args());
+        return Err(exec(cmd, BUS));
     }
+    shell.run()
 }
 
-/// The program `ipckit bus gateway` runs. It links zenoh, which ipckit does not, so it comes
-/// from its own crate (ipckit-zenoh).
-const GATEWAY: &str = "ipckit-zenoh-gateway";
+/// Whether `url` is a `bus://zenoh` URL.
+fn is_zenoh(url: &str) -> bool {
+    url.strip_prefix("bus://")
+        .and_then(|r| r.split(['/', '?']).next())
+        == Some("zenoh")
+}
 
-/// Where the gateway is: in `exe_dir` (next to `ipckit`), else in a directory of `path`.
-fn find_gateway(exe_dir: Option<&Path>, path: Option<&OsStr>) -> Option<PathBuf> {
-    let beside = exe_dir.map(|d| d.join(GATEWAY)).filter(|p| p.is_file());
+/// The program `ipckit bus gateway` runs.
+const GATEWAY: &str = "ipckit-zenoh-gateway";
+/// The program `ipckit bus pub|sub|req|ls` run for a `bus://zenoh` URL.
+const BUS: &str = "ipckit-zenoh-bus";
+
+/// Where `program` is: in `exe_dir` (next to `ipckit`), else in a directory of `path`.
+fn find_in(program: &str, exe_dir: Option<&Path>, path: Option<&OsStr>) -> Option<PathBuf> {
+    let beside = exe_dir.map(|d| d.join(program)).filter(|p| p.is_file());
     beside.or_else(|| {
         std::env::split_paths(path?)
-            .map(|d| d.join(GATEWAY))
+            .map(|d| d.join(program))
             .find(|p| p.is_file())
     })
 }
 
-fn gateway_missing() -> CliError {
+/// Where `program` (of the ipckit-zenoh crate) is, or how to install it.
+fn find_program(program: &str) -> Result<PathBuf, CliError> {
+    let exe = std::env::current_exe().ok();
+    let path = std::env::var_os("PATH");
+    find_in(
+        program,
+        exe.as_deref().and_then(Path::parent),
+        path.as_deref(),
+    )
+    .ok_or_else(|| missing(program))
+}
+
+fn missing(program: &str) -> CliError {
+    let what = if program == GATEWAY {
+        "ipckit bus gateway"
+    } else {
+        "ipckit bus with a bus://zenoh URL"
+    };
     CliError::Usage(format!(
-        "ipckit bus gateway runs {GATEWAY}, which is neither next to ipckit nor in PATH; it \
-         links zenoh, so it comes from its own crate: install it with \
-         `cargo install --path ipckit-zenoh --bin {GATEWAY}` (from the ipckit repository)"
+        "{what} runs {program}, which is neither next to ipckit nor in PATH; it links zenoh, \
+         so it comes from its own crate: install it with \
+         `cargo install --path ipckit-zenoh --bin {program}` (from the ipckit repository)"
     ))
 }
 
-/// Replaces this process with the gateway (its stdout, exit status and signals are the
-/// command's).
+/// Replaces this process with `cmd` (its output, exit status and signals are the
+/// command's); returns only if that fails.
+fn exec(mut cmd: std::process::Command, program: &'static str) -> CliError {
+    let source = cmd.exec();
+    CliError::Io {
+        doing: if program == GATEWAY {
+            "cannot run ipckit-zenoh-gateway"
+        } else {
+            "cannot run ipckit-zenoh-bus"
+        },
+        source,
+    }
+}
+
+/// Runs the gateway in place of this process.
 fn gateway(a: BusGatewayArgs) -> Result<(), CliError> {
-    use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().ok();
-    let path = std::env::var_os("PATH");
-    let program = find_gateway(exe.as_deref().and_then(Path::parent), path.as_deref())
-        .ok_or_else(gateway_missing)?;
-    let mut cmd = std::process::Command::new(&program);
+    let mut cmd = std::process::Command::new(find_program(GATEWAY)?);
     cmd.arg("--local")
         .arg(&a.local)
         .arg("--zenoh")
@@ -60,174 +116,13 @@ fn gateway(a: BusGatewayArgs) -> Result<(), CliError> {
     for t in &a.topics {
         cmd.arg("--topic").arg(t);
     }
-    let source = cmd.exec();
-    Err(CliError::Io {
-        doing: "cannot run ipckit-zenoh-gateway",
-        source,
-    })
-}
-
-fn open(url: &str) -> Result<Bus, CliError> {
-    Bus::open(url).doing(|| format!("cannot open {url}"))
-}
-
-/// Gives subscribers that are starting at the same moment a chance to see this node before
-/// it publishes (they read nodes from the moment they see them).
-fn settle(wait: Duration) {
-    if !wait.is_zero() {
-        std::thread::sleep(wait);
-    }
-}
-
-fn publish(a: BusPubArgs) -> Result<(), CliError> {
-    let bus = open(&a.url)?;
-    settle(a.wait);
-    let send = |msg: &[u8]| {
-        bus.publish(&a.topic, msg)
-            .doing(|| format!("cannot publish on {}", a.topic))
-    };
-    match a.message.as_deref() {
-        Some(text) if text != "-" => send(text.as_bytes())?,
-        _ => {
-            for line in std::io::stdin().lock().lines() {
-                let line = line.map_err(|source| CliError::Io {
-                    doing: "cannot read standard input",
-                    source,
-                })?;
-                send(line.as_bytes())?;
-            }
-        }
-    }
-    // Subscribers may still be reading our ring: it goes away with this process.
-    settle(a.linger);
-    Ok(())
-}
-
-fn subscribe(a: BusSubArgs) -> Result<(), CliError> {
-    let bus = open(&a.url)?;
-    let mut sub = bus
-        .subscribe(&a.pattern)
-        .doing(|| format!("cannot subscribe to {}", a.pattern))?;
-    let deadline = a.timeout.map(|t| Instant::now() + t);
-    let mut out = std::io::stdout().lock();
-    let mut got = 0u64;
-    while !matches!(a.count, Some(n) if got >= n) {
-        let wait = match deadline {
-            Some(d) => ipckit::Wait::Until(d),
-            None => ipckit::Wait::Forever,
-        };
-        let msg = match sub.recv_with(wait) {
-            Ok(m) => m,
-            Err(ipckit::Error::Timeout { .. }) => {
-                return match a.count {
-                    Some(expected) => Err(CliError::Incomplete {
-                        received: got,
-                        expected,
-                        why: "timed out",
-                    }),
-                    None => Ok(()),
-                }
-            }
-            Err(ipckit::Error::Corrupted(why)) => {
-                eprintln!("ipckit: skipped a malformed message: {why}");
-                continue;
-            }
-            Err(e) => return Err(e).doing(|| format!("cannot receive from {}", a.pattern)),
-        };
-        got += 1;
-        let body = String::from_utf8_lossy(msg.payload());
-        let line = if a.quiet {
-            format!("{body}\n")
-        } else {
-            format!("{}\t{body}\n", msg.topic())
-        };
-        out.write_all(line.as_bytes())
-            .and_then(|()| out.flush())
-            .map_err(|source| CliError::Io {
-                doing: "cannot write standard output",
-                source,
-            })?;
-    }
-    if sub.drops() > 0 {
-        eprintln!(
-            "ipckit: {} messages dropped (subscription full)",
-            sub.drops()
-        );
-    }
-    Ok(())
-}
-
-fn request(a: BusReqArgs) -> Result<(), CliError> {
-    let bus = open(&a.url)?;
-    let reply = bus
-        .request(&a.topic, a.message.as_bytes(), a.timeout)
-        .doing(|| format!("request on {}", a.topic))?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(&reply)
-        .and_then(|()| out.write_all(b"\n"))
-        .map_err(|source| CliError::Io {
-            doing: "cannot write standard output",
-            source,
-        })
-}
-
-/// Publishers, subscribers and responders of one topic.
-type Pids = (Vec<u32>, Vec<u32>, Vec<u32>);
-
-fn list(a: BusLsArgs) -> Result<(), CliError> {
-    let peers = ipckit::bus::list(&a.url).doing(|| format!("cannot read {}", a.url))?;
-    if peers.is_empty() {
-        println!("no live node on {}", a.url);
-        return Ok(());
-    }
-    let mut topics: std::collections::BTreeMap<&str, Pids> = Default::default();
-    for p in &peers {
-        for t in &p.publishes {
-            topics.entry(t).or_default().0.push(p.pid);
-        }
-        for t in &p.subscribes {
-            topics.entry(t).or_default().1.push(p.pid);
-        }
-        for t in &p.serves {
-            topics.entry(t).or_default().2.push(p.pid);
-        }
-    }
-    println!("{} live node(s)", peers.len());
-    println!(
-        "{:<18} {:>8}  {:>5} {:>5} {:>5}",
-        "NODE", "PID", "PUB", "SUB", "SERVE"
-    );
-    for p in &peers {
-        println!(
-            "{:016x}   {:>8}  {:>5} {:>5} {:>5}",
-            p.node_id,
-            p.pid,
-            p.publishes.len(),
-            p.subscribes.len(),
-            p.serves.len()
-        );
-    }
-    println!();
-    println!(
-        "{:<40} {:<20} {:<20} SERVERS (pids)",
-        "TOPIC / PATTERN", "PUBLISHERS", "SUBSCRIBERS"
-    );
-    let pids = |v: &Vec<u32>| {
-        let s: Vec<String> = v.iter().map(u32::to_string).collect();
-        if s.is_empty() {
-            "-".to_owned()
-        } else {
-            s.join(",")
-        }
-    };
-    for (t, (p, s, r)) in topics {
-        println!("{t:<40} {:<20} {:<20} {}", pids(&p), pids(&s), pids(&r));
-    }
-    Ok(())
+    Err(exec(cmd, GATEWAY))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -236,6 +131,7 @@ mod tests {
         let in_path = tempfile::tempdir().unwrap();
         let empty = tempfile::tempdir().unwrap();
         let path = std::env::join_paths([empty.path(), in_path.path()]).unwrap();
+        let find_gateway = |dir: Option<&Path>, path: Option<&OsStr>| find_in(GATEWAY, dir, path);
         assert_eq!(find_gateway(Some(beside.path()), Some(&path)), None);
         std::fs::write(in_path.path().join(GATEWAY), b"").unwrap();
         assert_eq!(
@@ -248,7 +144,97 @@ mod tests {
             Some(beside.path().join(GATEWAY))
         );
         assert_eq!(find_gateway(None, None), None);
-        let msg = gateway_missing().to_string();
+        let msg = missing(GATEWAY).to_string();
         assert!(msg.contains("cargo install --path ipckit-zenoh"), "{msg}");
+        assert!(msg.contains("--bin ipckit-zenoh-gateway"), "{msg}");
+        let msg = missing(BUS).to_string();
+        assert!(
+            msg.contains("cargo install --path ipckit-zenoh --bin ipckit-zenoh-bus"),
+            "{msg}"
+        );
+        assert_eq!(find_in(BUS, Some(beside.path()), Some(&path)), None);
+    }
+
+    #[test]
+    fn zenoh_urls_are_recognised() {
+        assert!(is_zenoh("bus://zenoh"));
+        assert!(is_zenoh("bus://zenoh/ns?connect=tcp/1.2.3.4:7447"));
+        assert!(is_zenoh("bus://zenoh?listen=tcp/0.0.0.0:7447"));
+        assert!(!is_zenoh("bus://local/zenoh"));
+        assert!(!is_zenoh("bus://zenohx"));
+        assert!(!is_zenoh("shm://zenoh"));
+    }
+
+    #[test]
+    fn commands_pass_to_ipckit_zenoh_bus_unchanged() {
+        let url = "bus://zenoh/ns?connect=tcp/1.2.3.4:7447&depth=8".to_owned();
+        let cases = [
+            BusShell::Pub {
+                url: url.clone(),
+                topic: "a/b".into(),
+                message: Some("--odd -message".into()),
+                wait: Duration::from_millis(1500),
+                linger: Duration::ZERO,
+            },
+            BusShell::Pub {
+                url: url.clone(),
+                topic: "a/b".into(),
+                message: Some(String::new()),
+                wait: Duration::from_millis(200),
+                linger: Duration::from_micros(1),
+            },
+            BusShell::Pub {
+                url: url.clone(),
+                topic: "a/b".into(),
+                message: None,
+                wait: Duration::ZERO,
+                linger: Duration::from_millis(200),
+            },
+            BusShell::Sub {
+                url: url.clone(),
+                pattern: "a/**".into(),
+                count: Some(3),
+                timeout: Some(Duration::from_secs_f64(2.25)),
+                quiet: true,
+            },
+            BusShell::Sub {
+                url: url.clone(),
+                pattern: "-".into(),
+                count: None,
+                timeout: None,
+                quiet: false,
+            },
+            BusShell::Req {
+                url: url.clone(),
+                topic: "svc/x".into(),
+                message: "".into(),
+                timeout: Duration::from_secs(5),
+            },
+            BusShell::Ls { url },
+        ];
+        for c in cases {
+            let back = BusShell::from_args(&c.to_args());
+            assert_eq!(back.as_ref(), Ok(&c), "{:?}", c.to_args());
+        }
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // By hand, without `--`, and the defaults of `ipckit bus`.
+        assert_eq!(
+            BusShell::from_args(&args(&["sub", "-q", "bus://zenoh", "x", "--count", "2"])),
+            Err("sub takes 2 arguments, not 3".into())
+        );
+        assert_eq!(
+            BusShell::from_args(&args(&["sub", "-q", "bus://zenoh", "x", "--count=2"])),
+            Ok(BusShell::Sub {
+                url: "bus://zenoh".into(),
+                pattern: "x".into(),
+                count: Some(2),
+                timeout: None,
+                quiet: true
+            })
+        );
+        assert!(BusShell::from_args(&args(&["pub", "--colour=red", "u", "t"])).is_err());
+        assert!(BusShell::from_args(&args(&["serve", "u"])).is_err());
+        assert!(BusShell::from_args(&args(&["req", "--timeout=-1", "u", "t", "m"])).is_err());
+        assert!(BusShell::from_args(&[]).is_err());
     }
 }

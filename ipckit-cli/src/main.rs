@@ -2,6 +2,7 @@
 //! every mechanism.
 
 mod bench;
+mod bus_shell;
 mod cli;
 mod cmd_bus;
 mod cmd_queue;

@@ -3,8 +3,29 @@
 //! The same publish/subscribe and request/reply API as [`ipckit::bus::Bus`] (`bus://local`),
 //! across machines, over [Zenoh](https://zenoh.io): the method names and signatures are the
 //! same, so code written against one runs against the other by changing the `use` line and
-//! the URL. (`ipckit::bus::Bus::open("bus://zenoh?...")` itself answers with
-//! [`ipckit::Error::Unsupported`] naming this crate: ipckit does not link zenoh.)
+//! the URL.
+//!
+//! ipckit does not link zenoh: `ipckit::bus::Bus::open("bus://zenoh?...")` answers with
+//! [`ipckit::Error::Unsupported`] (naming this crate) until [`install`] has registered this
+//! crate as the backend of `bus://zenoh` URLs. From then on, in this process,
+//! `ipckit::bus::Bus::open` returns an [`ipckit::bus::Bus`] that works over zenoh, so code
+//! and tools written against `ipckit::bus` alone (such as `ipckit bus pub|sub|req|ls`, which
+//! runs this crate's `ipckit-zenoh-bus` for a `bus://zenoh` URL) take either backend from the
+//! URL. What only this crate has ([`Bus::wait_for`], [`Bus::session`], [`Bus::try_peers`],
+//! [`Bus::try_watch`]) stays on [`Bus`]: [`Bus::from_ipckit`] gives it back from an
+//! `ipckit::bus::Bus`.
+//!
+//! ```
+//! # use std::time::Duration;
+//! ipckit_zenoh::install();
+//! let sock = std::env::temp_dir().join(format!("ipckit-zenoh-doc2-{}.sock", std::process::id()));
+//! let bus = ipckit::bus::Bus::open(&format!("bus://zenoh/doc?listen=unixsock-stream/{}", sock.display()))?;
+//! let mut sub = bus.subscribe("a/*")?;
+//! bus.publish("a/b", b"over zenoh")?;                 // a node receives its own messages
+//! assert_eq!(sub.recv_timeout(Duration::from_secs(10))?.payload(), b"over zenoh");
+//! assert!(ipckit_zenoh::Bus::from_ipckit(&bus).is_some());
+//! # Ok::<(), ipckit::Error>(())
+//! ```
 //!
 //! ```
 //! use ipckit_zenoh::Bus;
@@ -90,6 +111,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod backend;
 mod queue;
 mod url;
 
@@ -335,6 +357,15 @@ fn peer_list(p: &mut Peer, kind: Declaration) -> &mut Vec<String> {
     }
 }
 
+/// Makes `ipckit::bus` open `bus://zenoh...` URLs with this crate, in this process:
+/// afterwards [`ipckit::bus::Bus::open`] returns an [`ipckit::bus::Bus`] that works over
+/// zenoh (its calls go to a [`Bus`] of this crate: see [`Bus::from_ipckit`]), and
+/// [`ipckit::bus::list`] lists a zenoh bus (for `ipckit bus ls`). Calling it again changes
+/// nothing.
+pub fn install() {
+    backend::install();
+}
+
 /// A handle on a Zenoh bus: publish, subscribe, request, serve. Cheap to clone (clones share
 /// one zenoh session); the node leaves the bus when the last handle, subscriber and responder
 /// are gone.
@@ -393,6 +424,13 @@ impl Bus {
                 timeouts: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// The zenoh bus behind an [`ipckit::bus::Bus`] opened on a `bus://zenoh` URL (after
+    /// [`install`]), for what only this crate has ([`Bus::wait_for`], [`Bus::session`],
+    /// [`Bus::try_peers`]...); `None` for a bus of another backend.
+    pub fn from_ipckit(bus: &ipckit::bus::Bus) -> Option<&Bus> {
+        bus.backend()?.as_any().downcast_ref()
     }
 
     /// This node's id (as [`Message::publisher`] and [`Peer::node_id`] give it).

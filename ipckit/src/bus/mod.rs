@@ -52,12 +52,27 @@
 //! joining, declaring topics and leaving (a crashed process is reported within about 100 ms,
 //! and its entry and segment are removed by whoever notices first).
 //!
+//! ## Backends
+//! `bus://local` is this module's own. Any other `bus://HOST...` URL goes to the backend
+//! registered for `HOST` in this process ([`register_backend`], traits in [`backend`]):
+//! after `ipckit_zenoh::install()` (crate `ipckit-zenoh`, which links zenoh; ipckit does
+//! not), [`Bus::open`]`("bus://zenoh/NS?connect=tcp/HOST:PORT")` returns a [`Bus`] whose
+//! calls, and those of its [`Subscriber`]s, [`PeerWatch`]es and [`ServeHandle`]s, go over
+//! zenoh; before, it fails with [`Error::Unsupported`]. The methods mean the same on both;
+//! what a backend cannot do is said on the method: [`Subscriber::publishers`] is empty and
+//! `Subscriber::recv_async` unsupported off `bus://local`, [`Bus::stats`] has no
+//! `readers` there. What only a backend has (zenoh's `wait_for`, its session) is on its own
+//! type, reached through [`Bus::backend`]. The local types stay concrete behind the
+//! public ones (an enum, not a box): a local publish or receive costs what it did.
+//!
 //! ## Trust
 //! Other nodes are other processes, maybe crashed or hostile: everything read from shared
 //! memory is bounds-checked and validated; a malformed message is [`Error::Corrupted`] for
 //! that message only, and the next receive goes on. Nothing here forms a Rust reference into
 //! memory another process writes except atomics.
 
+pub mod backend;
+mod handle;
 mod node;
 mod registry;
 mod topic;
@@ -69,12 +84,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::transport::Wait;
 
+pub use backend::register_backend;
+pub use handle::{Bus, PeerWatch, ServeHandle, Subscriber};
 use node::{
     NodeSeg, SlotHeader, SlotRead, CAT_PUBLISH, CAT_SERVE, CAT_SUBSCRIBE, KIND_MESSAGE, KIND_REPLY,
     KIND_REQUEST, POLICY_BLOCK, POLICY_DROP,
@@ -437,17 +453,17 @@ impl Shared {
     }
 }
 
-/// A handle on a bus: publish, subscribe, request, serve. Cheap to clone (clones share one
-/// node); the node leaves the bus when the last handle, subscriber and responder are gone.
+/// A node of `bus://local` ([`Bus`] wraps it). Cheap to clone (clones share one node);
+/// the node leaves the bus when the last handle, subscriber and responder are gone.
 #[derive(Clone)]
-pub struct Bus {
+struct LocalBus {
     shared: Arc<Shared>,
     replies: Arc<Mutex<Option<Replies>>>,
     next_corr: Arc<AtomicU64>,
     responders: Arc<Mutex<HashMap<String, (usize, u64)>>>,
 }
 
-impl std::fmt::Debug for Bus {
+impl std::fmt::Debug for LocalBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bus")
             .field("namespace", &self.shared.url.namespace)
@@ -457,16 +473,16 @@ impl std::fmt::Debug for Bus {
 }
 
 struct Replies {
-    sub: Subscriber,
+    sub: LocalSubscriber,
     stash: HashMap<u64, Vec<u8>>,
 }
 
-impl Bus {
+impl LocalBus {
     /// Joins the bus the URL names: `bus://local` or `bus://local/NAMESPACE`, with
     /// `?depth=N&overflow=drop|block` (subscription defaults), `timeout_ms=N` (how long a
     /// publish waits for a `block` subscriber), `slots=N` and `max_msg=SIZE` (this node's
     /// ring), `spin_us=N` (how long a receive spins before it sleeps).
-    pub fn open(url: &str) -> Result<Bus> {
+    pub fn open(url: &str) -> Result<LocalBus> {
         let url = BusUrl::parse(url)?;
         let reg = Registry::open(&url.namespace)?;
         let node_id = new_node_id();
@@ -489,7 +505,7 @@ impl Bus {
                 last_topic: String::new(),
             }),
         };
-        Ok(Bus {
+        Ok(LocalBus {
             shared: Arc::new(shared),
             replies: Arc::new(Mutex::new(None)),
             next_corr: Arc::new(AtomicU64::new(1)),
@@ -529,14 +545,8 @@ impl Bus {
             .send(KIND_MESSAGE, topic, payload, 0, 0, Some(wait))
     }
 
-    /// Publishes a value (serde + postcard); receivers use [`Message::decode`].
-    pub fn publish_typed<T: Serialize + ?Sized>(&self, topic: &str, value: &T) -> Result<()> {
-        let bytes = postcard::to_stdvec(value).map_err(Error::Encode)?;
-        self.publish(topic, &bytes)
-    }
-
     /// Subscribes to a topic or pattern with the URL's depth and overflow policy.
-    pub fn subscribe(&self, pattern: &str) -> Result<Subscriber> {
+    pub fn subscribe(&self, pattern: &str) -> Result<LocalSubscriber> {
         self.subscribe_with(
             pattern,
             SubscribeOptions {
@@ -548,17 +558,17 @@ impl Bus {
 
     /// Subscribes with explicit options. The subscriber receives what matching publishers
     /// publish from now on.
-    pub fn subscribe_with(&self, pattern: &str, opts: SubscribeOptions) -> Result<Subscriber> {
+    pub fn subscribe_with(&self, pattern: &str, opts: SubscribeOptions) -> Result<LocalSubscriber> {
         let pattern = Pattern::parse(pattern)?;
         if !pattern.as_str().starts_with(topic::RESERVED_PREFIX) {
             self.shared.declare(CAT_SUBSCRIBE, pattern.as_str())?;
         }
-        Subscriber::new(self.shared.clone(), pattern, opts, &[KIND_MESSAGE])
+        LocalSubscriber::new(self.shared.clone(), pattern, opts, &[KIND_MESSAGE])
     }
 
     /// Answers requests on `pattern` with `handler` on a thread of its own until the returned
     /// handle is dropped. Requests wait in a subscription with the URL's depth and policy.
-    pub fn serve<F>(&self, pattern: &str, mut handler: F) -> Result<ServeHandle>
+    pub fn serve<F>(&self, pattern: &str, mut handler: F) -> Result<LocalServe>
     where
         F: FnMut(&Message) -> Vec<u8> + Send + 'static,
     {
@@ -567,7 +577,7 @@ impl Bus {
             depth: self.shared.url.depth,
             overflow: self.shared.url.overflow,
         };
-        let mut sub = Subscriber::new(self.shared.clone(), p, opts, &[KIND_REQUEST])?;
+        let mut sub = LocalSubscriber::new(self.shared.clone(), p, opts, &[KIND_REQUEST])?;
         self.shared.declare(CAT_SERVE, pattern)?;
         let stop = Arc::new(AtomicBool::new(false));
         let shared = self.shared.clone();
@@ -599,7 +609,7 @@ impl Bus {
                 op: "spawn the responder thread",
                 source: e,
             })?;
-        Ok(ServeHandle {
+        Ok(LocalServe {
             stop,
             thread: Some(thread),
         })
@@ -622,7 +632,7 @@ impl Bus {
                     overflow: Overflow::DropOldest,
                 };
                 *r = Some(Replies {
-                    sub: Subscriber::new(self.shared.clone(), p, opts, &[KIND_REPLY])?,
+                    sub: LocalSubscriber::new(self.shared.clone(), p, opts, &[KIND_REPLY])?,
                     stash: HashMap::new(),
                 });
             }
@@ -660,34 +670,6 @@ impl Bus {
                 Err(e) => return Err(e),
             }
         }
-    }
-
-    /// [`request`](Self::request) with a typed request and reply.
-    pub fn request_typed<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
-        &self,
-        topic: &str,
-        req: &Req,
-        timeout: Duration,
-    ) -> Result<Resp> {
-        let bytes = postcard::to_stdvec(req).map_err(Error::Encode)?;
-        crate::decode(&self.request(topic, &bytes, timeout)?)
-    }
-
-    /// [`request`](Self::request) from async code (runs on tokio's blocking pool).
-    #[cfg(feature = "tokio")]
-    pub async fn request_async(
-        &self,
-        topic: &str,
-        payload: &[u8],
-        timeout: Duration,
-    ) -> Result<Vec<u8>> {
-        let (bus, topic, payload) = (self.clone(), topic.to_owned(), payload.to_vec());
-        tokio::task::spawn_blocking(move || bus.request(&topic, &payload, timeout))
-            .await
-            .map_err(|e| Error::Io {
-                op: "bus request task",
-                source: std::io::Error::other(e),
-            })?
     }
 
     /// Finds a live responder for `topic` (cached per topic while it lives).
@@ -729,8 +711,8 @@ impl Bus {
 
     /// Watches nodes joining, declaring and leaving (the liveliness of publishers and
     /// responders).
-    pub fn watch(&self) -> PeerWatch {
-        let mut w = PeerWatch {
+    pub fn watch(&self) -> LocalWatch {
+        let mut w = LocalWatch {
             shared: self.shared.clone(),
             cache: HashMap::new(),
             known: HashMap::new(),
@@ -767,8 +749,12 @@ impl Bus {
 }
 
 /// The live nodes of the bus `url` names, without joining it (for `ipckit bus ls`). An
-/// empty list if nobody has opened it.
+/// empty list if nobody has opened it. A URL of a registered backend
+/// ([`register_backend`]) goes to its [`Backend::list`](backend::Backend::list).
 pub fn list(url: &str) -> Result<Vec<Peer>> {
+    if let Some(b) = backend::lookup(url) {
+        return b.list(url);
+    }
     let url = BusUrl::parse(url)?;
     let reg = match Registry::open_existing(&url.namespace) {
         Ok(r) => r,
@@ -824,15 +810,15 @@ fn collect_peers(reg: &Registry, own: Option<usize>, cache: &mut PeerCache) -> V
     out
 }
 
-/// Reports changes among the nodes of a bus: see [`Bus::watch`].
-pub struct PeerWatch {
+/// Reports changes among the nodes of a `bus://local` namespace ([`PeerWatch`] wraps it).
+struct LocalWatch {
     shared: Arc<Shared>,
     cache: PeerCache,
     known: HashMap<u64, Peer>,
     queue: VecDeque<PeerEvent>,
 }
 
-impl std::fmt::Debug for PeerWatch {
+impl std::fmt::Debug for LocalWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PeerWatch")
             .field("known", &self.known.len())
@@ -840,7 +826,7 @@ impl std::fmt::Debug for PeerWatch {
     }
 }
 
-impl PeerWatch {
+impl LocalWatch {
     fn refresh_peers(&mut self) -> Vec<Peer> {
         collect_peers(&self.shared.reg, Some(self.shared.entry), &mut self.cache)
     }
@@ -890,11 +876,6 @@ impl PeerWatch {
         }
     }
 
-    /// The next event, waiting at most `timeout`.
-    pub fn next_timeout(&mut self, timeout: Duration) -> Result<PeerEvent> {
-        self.next_with(Wait::timeout(timeout))
-    }
-
     /// The next event, waiting as `wait` allows.
     pub fn next_with(&mut self, wait: Wait) -> Result<PeerEvent> {
         loop {
@@ -912,14 +893,14 @@ impl PeerWatch {
     }
 }
 
-/// Stops a responder of [`Bus::serve`] when dropped.
+/// Stops a responder of `bus://local` when dropped ([`ServeHandle`] wraps it).
 #[derive(Debug)]
-pub struct ServeHandle {
+struct LocalServe {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Drop for ServeHandle {
+impl Drop for LocalServe {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -964,8 +945,8 @@ impl Drop for Attachment {
     }
 }
 
-/// Receives the messages of one subscription ([`Bus::subscribe`]).
-pub struct Subscriber {
+/// Receives the messages of one subscription of `bus://local` ([`Subscriber`] wraps it).
+struct LocalSubscriber {
     shared: Arc<Shared>,
     pattern: Pattern,
     policy: u32,
@@ -994,7 +975,7 @@ pub struct Subscriber {
     corrupted: u64,
 }
 
-impl std::fmt::Debug for Subscriber {
+impl std::fmt::Debug for LocalSubscriber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscriber")
             .field("pattern", &self.pattern.as_str())
@@ -1003,14 +984,14 @@ impl std::fmt::Debug for Subscriber {
     }
 }
 
-impl Subscriber {
+impl LocalSubscriber {
     fn new(
         shared: Arc<Shared>,
         pattern: Pattern,
         opts: SubscribeOptions,
         kinds: &'static [u8],
-    ) -> Result<Subscriber> {
-        let mut s = Subscriber {
+    ) -> Result<LocalSubscriber> {
+        let mut s = LocalSubscriber {
             policy: match opts.overflow {
                 Overflow::DropOldest => POLICY_DROP,
                 Overflow::Block => POLICY_BLOCK,
@@ -1280,39 +1261,6 @@ impl Subscriber {
             self.next = 0;
         }
         Ok(false)
-    }
-
-    /// The next message, waiting as long as it takes.
-    pub fn recv(&mut self) -> Result<Message> {
-        self.recv_with(Wait::Forever)
-    }
-
-    /// The next message if one is there, else [`Error::WouldBlock`].
-    pub fn try_recv(&mut self) -> Result<Message> {
-        self.recv_with(Wait::Never)
-    }
-
-    /// The next message, waiting at most `timeout`, else [`Error::Timeout`].
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message> {
-        self.recv_with(Wait::timeout(timeout))
-    }
-
-    /// The next message, waiting as `wait` allows.
-    pub fn recv_with(&mut self, wait: Wait) -> Result<Message> {
-        let mut m = Message::default();
-        self.recv_into_with(&mut m, wait)?;
-        Ok(m)
-    }
-
-    /// The next message decoded as a `T` (a payload that is not a `T` is [`Error::Decode`],
-    /// and the subscription goes on).
-    pub fn recv_typed_timeout<T: DeserializeOwned>(
-        &mut self,
-        timeout: Duration,
-    ) -> Result<(String, T)> {
-        let m = self.recv_timeout(timeout)?;
-        let v = m.decode()?;
-        Ok((m.topic, v))
     }
 
     /// The core receive: fills `msg` (reusing its buffers), waiting as `wait` allows.

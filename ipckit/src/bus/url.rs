@@ -80,14 +80,16 @@ impl BusUrl {
             "zenoh" => {
                 return Err(Error::Unsupported {
                     op: "Bus::open",
-                    what: "bus://zenoh in the ipckit crate (the Zenoh backend is the separate \
-                           ipckit-zenoh crate)",
+                    what: "bus://zenoh before ipckit_zenoh::install() (the Zenoh backend is the \
+                           separate ipckit-zenoh crate, which ipckit does not link: add it and \
+                           call ipckit_zenoh::install() first)",
                 })
             }
             _ => {
                 return Err(malformed(
                     url,
-                    "the backend is local (bus://local[/NAMESPACE])",
+                    "the backend is local (bus://local[/NAMESPACE]) or one registered with \
+                     ipckit::bus::register_backend",
                 ))
             }
         }

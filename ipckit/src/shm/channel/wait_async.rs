@@ -10,11 +10,16 @@
 use super::*;
 
 impl ShmConn {
-    /// A receive would find a record (or learn that the peer closed).
+    /// A receive would find a record (or learn that the peer closed). The head counts only
+    /// when ahead of the tail: a consumer that took records by their sealed headers
+    /// (`shm::ring`) is ahead of a head not yet stored, or never stored by a producer that
+    /// died between the two; counting that as news would spin this wait forever, without
+    /// the liveness check.
     fn recv_ready(&self) -> bool {
         let ctl = self.rx_ctl();
-        ctl.producer.0.head.load(Ordering::Acquire) != ctl.consumer.0.tail.load(Ordering::Relaxed)
-            || self.peer_closed_flag().load(Ordering::Acquire) != 0
+        let head = ctl.producer.0.head.load(Ordering::Acquire);
+        let tail = ctl.consumer.0.tail.load(Ordering::Relaxed);
+        tail.wrapping_sub(head) > self.cap || self.peer_closed_flag().load(Ordering::Acquire) != 0
     }
 
     /// A send that found the ring full could find room now (the consumer moved since).
@@ -138,5 +143,29 @@ impl ShmListener {
                 () = tokio::time::sleep(LIVENESS_SLICE) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// A consumer ahead of the head (it took a record by its sealed header before the head
+    /// was stored, or the producer died in between) has no news: only a head ahead of the
+    /// tail, or a close, makes a receive ready.
+    #[test]
+    fn a_tail_ahead_of_the_head_is_not_news() {
+        let name = format!("shm://wait-async-ahead-{}", std::process::id());
+        let mut listener = crate::bind(&name).unwrap();
+        let mut client = crate::connect(&name).unwrap();
+        let mut server = listener.accept_timeout(Duration::from_secs(5)).unwrap();
+        let server = server.as_shm().unwrap();
+        assert!(!server.recv_ready(), "nothing sent");
+        let tail = &server.rx_ctl().consumer.0.tail;
+        tail.store(8, std::sync::atomic::Ordering::Relaxed);
+        assert!(!server.recv_ready(), "tail one record ahead of the head");
+        tail.store(0, std::sync::atomic::Ordering::Relaxed);
+        crate::MessageSender::send(&mut client, b"x").unwrap();
+        assert!(server.recv_ready(), "a record published");
     }
 }

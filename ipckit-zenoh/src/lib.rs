@@ -116,7 +116,7 @@ mod queue;
 mod url;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -161,16 +161,6 @@ fn zerr(op: &'static str, e: impl std::fmt::Display) -> Error {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn new_node_id() -> u64 {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32).rotate_left(20))
-        .unwrap_or(0);
-    (u64::from(std::process::id()) << 32)
-        | u64::from(nanos.wrapping_add(NEXT.fetch_add(0x9e37_79b9, Ordering::Relaxed)))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -400,7 +390,7 @@ impl Bus {
                 zerr("open the zenoh session", text)
             }
         })?;
-        let node_id = new_node_id();
+        let node_id = ipckit::bus::new_node_id();
         let ns = if url.namespace.is_empty() {
             "_"
         } else {

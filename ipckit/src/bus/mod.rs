@@ -296,7 +296,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn new_node_id() -> u64 {
+/// A fresh node id: the process id in the high half, the time and a per-process counter in
+/// the low half. Every backend names its nodes with it ([`Peer::node_id`],
+/// [`Message::publisher`]), so ids stay distinct where backends meet (a gateway).
+pub fn new_node_id() -> u64 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

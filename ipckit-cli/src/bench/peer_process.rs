@@ -24,6 +24,9 @@ use super::wire::WAKE;
 /// How long the parent may stay stuck after the peer was killed at the deadline.
 const GRACE: Duration = Duration::from_secs(10);
 
+/// How long reaping waits for the peer's standard error to close after killing it.
+const STDERR_PATIENCE: Duration = Duration::from_secs(5);
+
 /// What the watch needs to know besides the child.
 pub struct Watch {
     /// When to kill the peer.
@@ -136,12 +139,19 @@ impl PeerProcess {
     }
 
     /// Kills the peer if it still runs, waits for it and collects its standard error.
+    ///
+    /// The standard-error thread is let finish (the peer's death closes the pipe) before the
+    /// peer is reaped. Reaping makes the kernel drop the peer's /proc entries and spin until
+    /// nobody is using them; run under `chrt -f` (every thread SCHED_FIFO, pinned to one
+    /// CPU), a reaper that found our other thread half-way through its exit never let it
+    /// run again, and the bench spun in `wait4` for good (seen twice, kernel 6.18).
     fn reap(&mut self) -> PeerReport {
-        let status = {
-            let mut child = lock(&self.child);
-            let _ = child.kill();
-            child.wait()
-        };
+        let _ = lock(&self.child).kill();
+        let until = Instant::now() + STDERR_PATIENCE;
+        while self.stderr.as_ref().is_some_and(|t| !t.is_finished()) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let status = lock(&self.child).wait();
         let stderr = self
             .stderr
             .take()

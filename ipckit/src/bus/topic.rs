@@ -101,20 +101,27 @@ impl Pattern {
         {
             return false;
         }
-        let parts: Vec<&str> = topic.split('/').collect();
-        match_levels(&self.levels, &parts)
+        match_levels(&self.levels, topic.split('/'))
     }
 }
 
-fn match_levels(pat: &[Level], topic: &[&str]) -> bool {
+/// Matches the remaining pattern levels against the remaining topic levels. Walks the
+/// topic's `split` iterator (cloned at a `**`, which costs a pointer pair): no allocation
+/// per message.
+fn match_levels(pat: &[Level], mut topic: std::str::Split<'_, char>) -> bool {
     match pat.split_first() {
-        None => topic.is_empty(),
-        Some((Level::Any, rest)) => {
-            (0..=topic.len()).any(|skip| match_levels(rest, &topic[skip..]))
-        }
-        Some((Level::One, rest)) => !topic.is_empty() && match_levels(rest, &topic[1..]),
+        None => topic.next().is_none(),
+        Some((Level::Any, rest)) => loop {
+            if match_levels(rest, topic.clone()) {
+                return true;
+            }
+            if topic.next().is_none() {
+                return false;
+            }
+        },
+        Some((Level::One, rest)) => topic.next().is_some() && match_levels(rest, topic),
         Some((Level::Literal(l), rest)) => {
-            topic.first().is_some_and(|t| t == l) && match_levels(rest, &topic[1..])
+            topic.next().is_some_and(|t| t == l) && match_levels(rest, topic)
         }
     }
 }
@@ -143,6 +150,32 @@ mod tests {
         assert!(m("*/b/**", "q/b"));
         assert!(!m("**", "_ipckit/reply/1"));
         assert!(m("_ipckit/reply/1", "_ipckit/reply/1"));
+        assert!(m("a/**/**/z", "a/z"));
+        assert!(m("**/z", "a/b/z"));
+        assert!(!m("**/z", "a/b/z/q"));
+        assert!(m("a/*/**", "a/b"));
+        assert!(!m("a/*/**", "a"));
+    }
+
+    proptest::proptest! {
+        /// The matcher agrees with a plain reference implementation on short random
+        /// topics and patterns.
+        #[test]
+        fn agrees_with_a_reference(
+            pat in proptest::collection::vec(proptest::sample::select(vec!["a", "b", "*", "**"]), 1..5),
+            topic in proptest::collection::vec(proptest::sample::select(vec!["a", "b", "c"]), 1..6),
+        ) {
+            fn reference(p: &[&str], t: &[&str]) -> bool {
+                match p.split_first() {
+                    None => t.is_empty(),
+                    Some((&"**", rest)) => (0..=t.len()).any(|k| reference(rest, &t[k..])),
+                    Some((&"*", rest)) => !t.is_empty() && reference(rest, &t[1..]),
+                    Some((l, rest)) => t.first() == Some(l) && reference(rest, &t[1..]),
+                }
+            }
+            let parsed = Pattern::parse(&pat.join("/")).unwrap();
+            proptest::prop_assert_eq!(parsed.matches(&topic.join("/")), reference(&pat, &topic));
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@ mod file;
 mod futex;
 #[cfg(all(feature = "tokio", not(loom)))]
 mod futex_watch;
+#[cfg(not(loom))]
+mod membarrier;
 mod mq;
 mod pipe;
 mod robust_mutex;
@@ -29,6 +31,8 @@ pub(crate) use file::{
 pub use futex::{futex_wait, futex_wake, FutexWake};
 #[cfg(all(feature = "tokio", not(loom)))]
 pub(crate) use futex_watch::watch as futex_watch;
+#[cfg(not(loom))]
+pub(crate) use membarrier::{heavy_fence, register_light_side};
 pub(crate) use mq::{mq_attributes, mq_create, mq_open, mq_receive, mq_send, mq_unlink};
 pub use mq::{mq_limits, MqAttributes};
 pub(crate) use pipe::pipe_pair;

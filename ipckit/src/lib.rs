@@ -69,7 +69,7 @@ pub mod sys;
 mod transport;
 
 pub use connection::{bind, connect, connect_timeout, connect_with, Connection, Listener};
-pub use endpoint::{Endpoint, Scheme, ToEndpoint, UrlError, WaitMode};
+pub use endpoint::{Endpoint, PeerPolicy, Scheme, ToEndpoint, UrlError, WaitMode};
 pub use error::{Error, Result};
 pub use sys::PeerCredentials;
 pub use transport::{decode, MessageReceiver, MessageSender, TypedReceiver, TypedSender, Wait};

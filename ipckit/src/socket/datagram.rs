@@ -16,6 +16,9 @@ pub(crate) enum Peer {
     Connected,
     /// Bound socket: replies go to whoever sent last.
     LastSender(Option<SockAddr>),
+    /// Bound socket that talks to its first sender only (`peer=first`): connected to it when
+    /// its first datagram comes, then [`Peer::Connected`].
+    FirstSender,
 }
 
 /// A message-preserving socket connection.
@@ -81,7 +84,7 @@ impl DatagramConn {
         let to = match &self.peer {
             Peer::Connected => None,
             Peer::LastSender(Some(a)) => Some(a),
-            Peer::LastSender(None) => {
+            Peer::LastSender(None) | Peer::FirstSender => {
                 return Err(Error::NoPeer {
                     transport: self.transport,
                 })
@@ -112,7 +115,7 @@ impl DatagramConn {
     /// Receives one datagram into `out`. With `exact`, first peeks at its size so `out` is
     /// allocated to fit (owned receives); otherwise `out` is grown once to the maximum size.
     pub(crate) fn recv_into(&mut self, out: &mut Vec<u8>, wait: Wait, exact: bool) -> Result<()> {
-        let want_from = matches!(self.peer, Peer::LastSender(_));
+        let want_from = matches!(self.peer, Peer::LastSender(_) | Peer::FirstSender);
         let mut cap = self.max;
         if exact {
             let peeked = self.recv_raw(out, 0, false, true, wait)?;
@@ -141,8 +144,15 @@ impl DatagramConn {
         {
             return Err(Error::Disconnected);
         }
-        if let (Peer::LastSender(last), Some(from)) = (&mut self.peer, got.from) {
-            *last = Some(from);
+        match (&mut self.peer, got.from) {
+            (Peer::LastSender(last), Some(from)) => *last = Some(from),
+            (Peer::FirstSender, Some(from)) => {
+                // From now on the kernel delivers only this sender's datagrams, and sends
+                // need no address (nor, for UDP, a route lookup each).
+                sys::connect(self.fd.fd(), &from, Wait::Never)?;
+                self.peer = Peer::Connected;
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -48,7 +48,7 @@ use rustix::fs::FileType;
 pub(crate) use datagram::{DatagramConn, Peer};
 
 use crate::connection::Inner as Flavor;
-use crate::endpoint::{Endpoint, Scheme};
+use crate::endpoint::{Endpoint, PeerPolicy, Scheme};
 use crate::error::{Error, Result};
 use crate::stream::StreamConn;
 use crate::sys::{self, FdKind, IoFd, SockAddr, SockKind};
@@ -212,11 +212,13 @@ pub(crate) fn bind(ep: &Endpoint) -> Result<(SocketListener, Endpoint)> {
             None
         }
     };
-    // The endpoint as bound: port 0 resolved to the real port.
+    // The endpoint as bound: port 0 resolved to the real port, every option kept (the
+    // accepted connections take `spin_us` and `peer` from it; only `max_msg` used to be
+    // carried over).
     let bound = match sys::to_inet(&sys::local_addr(fd.as_fd())?) {
         Some(a) => format!("{}://{}", ep.scheme(), a)
             .parse::<Endpoint>()?
-            .with_max_message_size(ep.options().max_message_size),
+            .with_options(*ep.options()),
         None => ep.clone(),
     };
     let listener = if kind == SockKind::Datagram {
@@ -270,7 +272,11 @@ impl SocketListener {
                     if endpoint.scheme() == Scheme::Udp {
                         sys::request_recv_buffer(fd.as_fd(), 4 << 20);
                     }
-                    Ok(data_connection(fd, endpoint, Peer::LastSender(None), path))
+                    let peer = match endpoint.options().peer {
+                        PeerPolicy::Any => Peer::LastSender(None),
+                        PeerPolicy::First => Peer::FirstSender,
+                    };
+                    Ok(data_connection(fd, endpoint, peer, path))
                 }
                 None => Err(Error::Unsupported {
                     op: "a second accept",

@@ -109,11 +109,11 @@ const BURST: u32 = 64;
 /// Looks at the rings between two yields of a spinning receive.
 const SPIN_BURST: u32 = 32;
 /// Pauses between two looks of a spinning receive. Each look takes the publisher's
-/// write-sequence line, so looking more often makes a stream slower: measured at 64 B
-/// (medians of 6 alternating runs), one-subscriber streaming 6.8 M msg/s with 16 pauses per
-/// look and a yield every other look (the loop before), 6.0 M with 8, 5.2 M with 4, 4.7 M
-/// with 2; the round trip (against the shm bench's)
-/// 1.91x, 1.47x, 1.51x, 1.40x. Four is the middle.
+/// write-sequence line, so looking more often makes a stream slower and a round trip
+/// shorter. Measured at 64 B, 6 alternating pinned runs: with 4 pauses the round trip was
+/// 1.10-1.24x the shm bench's and one subscriber took 4.1-4.7 M msg/s; with 8, 1.28-1.58x and
+/// 4.7-5.3 M; the loop before (16 pauses and a yield every other look), 1.6-2.1x and
+/// 5.2-6.2 M.
 const PAUSES_PER_LOOK: u32 = 4;
 /// How often a receiver re-reads the registry even when nothing was announced (to notice
 /// crashed publishers).

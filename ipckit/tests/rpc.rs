@@ -19,10 +19,52 @@ use ipckit::{Error, MessageReceiver, MessageSender};
 const RPC_PEER: &str = env!("CARGO_BIN_EXE_ipckit-rpc-peer");
 
 /// A server process on `url`, ready.
-fn server(url: &str) -> Peer {
-    let mut p = Peer::start_bin(RPC_PEER, &["serve", url]);
-    p.expect_line("ready");
-    p
+fn server(url: &str) -> ServerPeer {
+    let mut peer = Peer::start_bin(RPC_PEER, &["serve", url]);
+    peer.expect_line("ready");
+    ServerPeer {
+        peer,
+        shm_name: url.strip_prefix("shm://").map(str::to_owned),
+    }
+}
+
+/// A server peer. The tests end it with SIGKILL, so its `shm://` listener never removes its
+/// name: when dropped, it checks that the name is then seen as stale (nobody holds it) and
+/// removes it, as `ipckit rm` or `ipckit::shm::cleanup_stale` would after a crash. (The
+/// names used to stay in /dev/shm after every run of this file.)
+struct ServerPeer {
+    peer: Peer,
+    shm_name: Option<String>,
+}
+
+impl std::ops::Deref for ServerPeer {
+    type Target = Peer;
+    fn deref(&self) -> &Peer {
+        &self.peer
+    }
+}
+
+impl std::ops::DerefMut for ServerPeer {
+    fn deref_mut(&mut self) -> &mut Peer {
+        &mut self.peer
+    }
+}
+
+impl Drop for ServerPeer {
+    fn drop(&mut self) {
+        self.peer.kill();
+        let Some(name) = &self.shm_name else { return };
+        let seen = ipckit::shm::list().into_iter().find(|i| &i.name == name);
+        if let Some(info) = seen {
+            let _ = ipckit::shm::remove(name);
+            if !std::thread::panicking() {
+                assert!(
+                    !info.in_use,
+                    "{name}: still held after its server was killed"
+                );
+            }
+        }
+    }
 }
 
 fn urls(tag: &str) -> (tempfile::TempDir, Vec<String>) {

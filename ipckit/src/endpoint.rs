@@ -397,6 +397,12 @@ impl Endpoint {
         &self.options
     }
 
+    /// Sets whom the bound side of a datagram endpoint talks to (`peer=`).
+    pub fn with_peer(mut self, peer: PeerPolicy) -> Self {
+        self.options.peer = peer;
+        self
+    }
+
     /// The same endpoint with all of `options` (every query parameter) replaced.
     pub fn with_options(mut self, options: Options) -> Self {
         self.options = options;

@@ -166,11 +166,7 @@ fn socket(mech: Mechanism, url: Endpoint) -> ipckit::Result<Prepared> {
     // each send would name the peer's address (for UDP, a route lookup per send: about 10 %
     // of 64-byte streaming measured).
     let url = if datagram {
-        let options = ipckit::endpoint::Options {
-            peer: ipckit::PeerPolicy::First,
-            ..*url.options()
-        };
-        url.with_options(options)
+        url.with_peer(ipckit::PeerPolicy::First)
     } else {
         url
     };

@@ -285,13 +285,21 @@ mirrors the C baseline in ipc-baseline, so the figures can be compared as ratios
 UDP carries at most 65507 bytes per datagram; larger sizes are skipped. UDP figures tolerate
 loss: lost round trips are resent and not timed, and the stream rate is the received rate.
 
+Every row copies each message twice (send copies it in, the receive copies it out) except
+shm-ref (the receiver reads it in place with recv_ref: one copy) and shm-loan (the sender
+writes in a loan only what changes, the sequence number and the trailer, and the whole
+payload on the messages checked in full; the receiver reads in place: no copy; its GB/s is
+payload carried, not copied). memcpy is no IPC: one copy of a message in the parent alone,
+for half of --duration, the yardstick of the large-message rates (no round trip).
+
 Every mechanism and size is measured --repeat times, in rounds over the whole matrix (round 1
 over every mechanism and size, then round 2, ...) so that drift of the machine hits them all
 alike. Figures are the medians of the repeats; the spread column is (max - min) / median of
 the round-trip median or of msgs/s, whichever is larger. A warning goes to standard error when
 a spread is over 30% or when the load average is over half the CPU count before the run.
 The table ends with claims computed from this run's figures (fastest mechanisms, shared memory
-against the kernel, UDP against TCP, the cost of a wake-up against busy polling).
+against the kernel, UDP against TCP, the cost of a wake-up against busy polling, the shm rows
+at the largest size against memcpy).
 
 --json keys: mech, size, rtt_ns_median, rtt_ns_p99, rtt_ns_p999, msgs_per_s, gbps (null when
 not measured), pin (split or none), rtt_samples; udp adds sent, drops and rtt_resends (sums

@@ -17,12 +17,13 @@ use serde_json::Value;
 
 const MECHS: [&str; 3] = ["pipe", "unix", "shm"];
 const SIZES: [u64; 2] = [64, 4096];
-const CLAIM_TOPICS: [&str; 5] = [
+const CLAIM_TOPICS: [&str; 6] = [
     "fastest_small",
     "fastest_large",
     "shm_vs_kernel",
     "udp_vs_tcp",
     "wakeup_vs_spin",
+    "copies_vs_memcpy",
 ];
 
 /// The report of one short run, made once for all the tests of this file.
@@ -202,8 +203,8 @@ fn results_json_follows_the_schema() {
             });
             let measured = field(c, "measured", "a boolean", Value::is_boolean);
             let topic = c["topic"].as_str().expect("a topic");
-            // Neither udp/tcp nor shm-block/shm-spin were measured.
-            let expected = !matches!(topic, "udp_vs_tcp" | "wakeup_vs_spin");
+            // Neither udp/tcp, shm-block/shm-spin nor memcpy were measured.
+            let expected = !matches!(topic, "udp_vs_tcp" | "wakeup_vs_spin" | "copies_vs_memcpy");
             assert_eq!(measured, expected, "{c}");
             topic
         })

@@ -433,6 +433,44 @@ fn bench_measures_the_bus_and_its_fan_out() {
     assert_eq!(ours, 0, "bus segments left in /dev/shm");
 }
 
+/// The in-place `shm://` rows check what they read (sequence numbers, trailers, the whole
+/// payload of 1 in 1024 messages), so a row without an error is a row whose reads were right.
+#[test]
+fn bench_measures_shm_in_place_and_the_memcpy_yardstick() {
+    let f = run(
+        &[
+            "bench",
+            "--json",
+            "--mech",
+            "shm-ref,shm-loan,memcpy",
+            "--size",
+            "64,65536",
+            "--iters",
+            "1500",
+            "--duration",
+            "0.1",
+            "--repeat",
+            "1",
+        ],
+        None,
+    );
+    assert_success(&f, "bench");
+    let rows = json_lines(&f.stdout);
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for row in &rows {
+        assert!(row.get("error").is_none(), "{row}");
+        assert!(row["msgs_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{row}");
+        assert!(row["gbps"].as_f64().unwrap_or(0.0) > 0.0, "{row}");
+        if row["mech"] == "memcpy" {
+            assert!(row["rtt_ns_median"].is_null(), "memcpy has no peer: {row}");
+        } else {
+            let median = row["rtt_ns_median"].as_u64().unwrap_or(0);
+            assert!(median > 0, "{row}");
+            assert!(row["rtt_ns_median"].as_u64() <= row["rtt_ns_p99"].as_u64());
+        }
+    }
+}
+
 #[test]
 fn bench_measures_rpc_and_signal_round_trips() {
     let f = run(

@@ -60,7 +60,9 @@ pub fn run(mech: Mechanism, size: usize, settings: &Settings) -> Outcome {
         error: None,
     };
     if outcome.skipped.is_none() {
-        let measured = if mech.is_pattern() {
+        let measured = if mech.is_yardstick() {
+            measure_memcpy(&mut outcome, settings)
+        } else if mech.is_pattern() {
             super::patterns::measure(&mut outcome, settings)
         } else {
             measure(&mut outcome, settings)
@@ -97,6 +99,7 @@ fn measure(outcome: &mut Outcome, settings: &Settings) -> Result<(), String> {
         Ok(ch) => ch,
         Err(e) => return Err(blame("attach", e, None, peer)),
     };
+    ch.set_copies(mech.copies());
     let mut out = wire::pattern(size);
     let mut incoming = Vec::with_capacity(size);
     let plan = pingpong::Plan::new(size, settings.iters, settings.max_pp, mech.is_lossy());
@@ -123,6 +126,41 @@ fn measure(outcome: &mut Outcome, settings: &Settings) -> Result<(), String> {
         Some(complaint) => Err(complaint),
         None => Ok(()),
     }
+}
+
+/// Copies of one message's bytes, one buffer to another, for half the streaming time (as
+/// the C baseline's `memcpy`): the bandwidth the large-message rates are compared with.
+fn measure_memcpy(outcome: &mut Outcome, settings: &Settings) -> Result<(), String> {
+    let size = outcome.size;
+    let src = wire::pattern(size);
+    let mut dst = vec![0u8; size];
+    // Faults the destination in and warms both.
+    dst.copy_from_slice(&src);
+    let reps = ((1usize << 20) / size.max(1)).max(1) as u64;
+    let duration = settings.duration / 2;
+    let (mut copies, t0) = (0u64, Instant::now());
+    let elapsed = loop {
+        for _ in 0..reps {
+            // black_box: the copies are the point; none may be merged or dropped.
+            std::hint::black_box(&mut dst).copy_from_slice(std::hint::black_box(&src));
+        }
+        copies += reps;
+        let elapsed = t0.elapsed();
+        if elapsed >= duration {
+            break elapsed;
+        }
+    };
+    if dst != src {
+        return Err("memcpy: the copy differs from its source".to_owned());
+    }
+    let msgs_per_s = copies as f64 / elapsed.as_secs_f64();
+    outcome.throughput = Some(Throughput {
+        msgs_per_s,
+        gbps: msgs_per_s * size as f64 / 1e9,
+        sent: copies,
+        drops: 0,
+    });
+    Ok(())
 }
 
 /// The error of a failed phase, with what the peer had to say. Closes the channel first, so

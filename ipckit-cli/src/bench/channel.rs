@@ -1,6 +1,9 @@
 //! A two-way message channel over one connection, or over two one-way ones (FIFOs).
 
-use ipckit::{Connection, MessageReceiver, MessageSender, Wait};
+use ipckit::{Connection, Error, MessageReceiver, MessageSender, Wait};
+
+use super::mechanism::Copies;
+use super::wire::{SEQ_LEN, TRAILER_LEN};
 
 /// What each benchmark process talks through. It implements the library's message traits by
 /// delegating to the connections' own `send_with`/`recv_into_with`, so `send`, `recv_into` and
@@ -10,6 +13,8 @@ pub struct Channel {
     inbound: Connection,
     /// A separate connection for sending (the second FIFO).
     outbound: Option<Connection>,
+    /// How [`send_data`](Self::send_data) and [`recv_data`](Self::recv_data) move payloads.
+    copies: Copies,
 }
 
 impl Channel {
@@ -18,6 +23,7 @@ impl Channel {
         Channel {
             inbound: conn,
             outbound: None,
+            copies: Copies::Both,
         }
     }
 
@@ -26,7 +32,60 @@ impl Channel {
         Channel {
             inbound: rx,
             outbound: Some(tx),
+            copies: Copies::Both,
         }
+    }
+
+    /// Moves the benchmark's messages as `copies` says (the in-place ways need `shm://`).
+    pub fn set_copies(&mut self, copies: Copies) {
+        self.copies = copies;
+    }
+
+    /// Sends a benchmark message (sequence number first, trailer last). `full`: the receiver
+    /// compares this one's whole payload, so a loan gets all of it, not only the fields
+    /// that change from one message to the next.
+    pub fn send_data(&mut self, msg: &[u8], full: bool) -> ipckit::Result<()> {
+        if self.copies != Copies::None {
+            return self.send(msg);
+        }
+        let n = msg.len();
+        let mut loan = self.shm()?.loan(n)?;
+        if full || n < SEQ_LEN + TRAILER_LEN {
+            loan.write(0, msg)?;
+        } else {
+            loan.write(0, &msg[..SEQ_LEN])?;
+            loan.write(n - TRAILER_LEN, &msg[n - TRAILER_LEN..])?;
+        }
+        loan.commit();
+        Ok(())
+    }
+
+    /// Receives a benchmark message into `buf`. Read in place, only its sequence number and
+    /// trailer are copied out, unless `full` (the whole payload is to be compared); the
+    /// rest of `buf` then keeps whatever it held, at the message's length.
+    pub fn recv_data(&mut self, buf: &mut Vec<u8>, full: bool) -> ipckit::Result<()> {
+        if self.copies == Copies::Both {
+            return self.recv_into(buf);
+        }
+        let msg = self.shm()?.recv_ref()?;
+        let n = msg.len();
+        if buf.len() != n {
+            buf.resize(n, 0);
+        }
+        if full || n < SEQ_LEN + TRAILER_LEN {
+            msg.read(0, buf)
+        } else {
+            msg.read(0, &mut buf[..SEQ_LEN])?;
+            msg.read(n - TRAILER_LEN, &mut buf[n - TRAILER_LEN..])
+        }
+    }
+
+    /// The `shm://` connection behind an in-place mechanism.
+    fn shm(&mut self) -> ipckit::Result<&mut ipckit::shm::ShmConn> {
+        self.inbound.as_shm().ok_or(Error::Unsupported {
+            op: "reading and writing messages in place",
+            what: "a transport other than shm://",
+        })
     }
 
     fn sender(&self) -> &Connection {

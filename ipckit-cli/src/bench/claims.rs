@@ -1,6 +1,6 @@
 //! The closing statements of the report, each computed from this run's medians: which
-//! mechanism was fastest, what shared memory gains over the kernel, UDP against TCP, and
-//! what a cross-CPU wake-up costs against busy polling. A statement whose mechanisms were
+//! mechanism was fastest, what shared memory gains over the kernel, UDP against TCP, what a
+//! cross-CPU wake-up costs against busy polling, and large messages against `memcpy`. A statement whose mechanisms were
 //! not measured is skipped, and says why.
 
 use ipckit::Scheme;
@@ -8,12 +8,14 @@ use serde::Serialize;
 
 use super::aggregate::Measured;
 use super::mechanism::Mechanism;
+use super::stream::Throughput;
 use super::units::{grouped, ns, rate, size as fmt_size, times};
 
 /// One statement of the report.
 #[derive(Clone, Debug, Serialize)]
 pub struct Claim {
-    /// A stable name: fastest_small, fastest_large, shm_vs_kernel, udp_vs_tcp, wakeup_vs_spin.
+    /// A stable name: fastest_small, fastest_large, shm_vs_kernel, udp_vs_tcp, wakeup_vs_spin,
+    /// copies_vs_memcpy.
     pub topic: &'static str,
     /// The statement, or `TITLE: skipped: why`.
     pub text: String,
@@ -37,6 +39,7 @@ impl Claim {
             "shm_vs_kernel" => "Shared memory against the kernel",
             "udp_vs_tcp" => "UDP against TCP",
             "wakeup_vs_spin" => "Wake-up against busy polling",
+            "copies_vs_memcpy" => "Copies against memcpy",
             _ => topic,
         };
         Claim {
@@ -68,12 +71,15 @@ fn small_and_large(results: &[Measured]) -> (Option<usize>, Option<usize>) {
 
 /// Mechanisms whose messages go through shared memory, with no system call on the fast path.
 fn is_shared_memory(m: Mechanism) -> bool {
-    !m.is_pattern() && matches!(m.scheme(), Scheme::Shm | Scheme::Mmap | Scheme::ShmMpsc)
+    !m.is_pattern()
+        && !m.is_yardstick()
+        && matches!(m.scheme(), Scheme::Shm | Scheme::Mmap | Scheme::ShmMpsc)
 }
 
 /// Mechanisms whose every message goes through a kernel object (pipes, sockets, queues).
 fn is_kernel_path(m: Mechanism) -> bool {
     !m.is_pattern()
+        && !m.is_yardstick()
         && matches!(
             m.scheme(),
             Scheme::Pipe
@@ -133,6 +139,7 @@ pub fn compute(results: &[Measured], pinned: bool) -> Vec<Claim> {
         shm_vs_kernel(results, small, large),
         udp_vs_tcp(results, small),
         wakeup_vs_spin(results, small, pinned),
+        copies_vs_memcpy(results, large),
     ]
 }
 
@@ -140,8 +147,9 @@ fn fastest(topic: &'static str, what: &str, results: &[Measured], size: Option<u
     let Some(size) = size else {
         return Claim::skipped(topic, format!("no {what} size was measured"));
     };
-    let rtt = fastest_rtt(results, size, |_| true);
-    let tput = fastest_rate(results, size, |_| true);
+    let ipc = |m: Mechanism| !m.is_yardstick();
+    let rtt = fastest_rtt(results, size, ipc);
+    let tput = fastest_rate(results, size, ipc);
     let mut parts = Vec::new();
     if let Some((m, v)) = rtt {
         parts.push(format!(
@@ -344,6 +352,64 @@ fn wakeup_vs_spin(results: &[Measured], small: Option<usize>, pinned: bool) -> C
     )
 }
 
+/// The streaming figures of `mech` at `size`, if it streamed.
+fn throughput(results: &[Measured], mech: Mechanism, size: usize) -> Option<Throughput> {
+    results
+        .iter()
+        .find(|r| r.mech() == mech && r.size() == size)
+        .and_then(|r| r.median.throughput)
+}
+
+/// The `shm://` rows at the large size against one `memcpy` of a message: two copies
+/// (`shm`), one (`shm-ref`), none (`shm-loan`).
+fn copies_vs_memcpy(results: &[Measured], large: Option<usize>) -> Claim {
+    const TOPIC: &str = "copies_vs_memcpy";
+    let Some(size) = large else {
+        return Claim::skipped(TOPIC, "no large size was measured".to_owned());
+    };
+    let Some(copy) = throughput(results, Mechanism::Memcpy, size).filter(|t| t.gbps > 0.0) else {
+        return Claim::skipped(
+            TOPIC,
+            format!("needs memcpy measured at {}", fmt_size(size)),
+        );
+    };
+    let parts: Vec<String> = [
+        (Mechanism::Shm, "two copies"),
+        (Mechanism::ShmRef, "one copy"),
+        (Mechanism::ShmLoan, "no copy"),
+    ]
+    .into_iter()
+    .filter_map(|(m, how)| {
+        throughput(results, m, size).map(|t| {
+            format!(
+                "{} ({how}) {:.2} GB/s, {} of it",
+                m.name(),
+                t.gbps,
+                times(t.gbps / copy.gbps)
+            )
+        })
+    })
+    .collect();
+    if parts.is_empty() {
+        return Claim::skipped(
+            TOPIC,
+            format!(
+                "needs shm, shm-ref or shm-loan measured at {}",
+                fmt_size(size)
+            ),
+        );
+    }
+    Claim::made(
+        TOPIC,
+        format!(
+            "Copies against memcpy at {}: one memcpy of a message ran at {:.2} GB/s; {}.",
+            fmt_size(size),
+            copy.gbps,
+            parts.join("; ")
+        ),
+    )
+}
+
 /// The text with its first letter in upper case.
 fn cap(text: &str) -> String {
     let mut c = text.chars();
@@ -373,7 +439,7 @@ mod tests {
             measured(Mechanism::ShmSpin, 1 << 20, 340_000, 12_000.0),
         ];
         let claims = compute(&results, true);
-        assert_eq!(claims.len(), 5);
+        assert_eq!(claims.len(), 6);
         let small = topic(&claims, "fastest_small");
         assert!(
             small.text.contains("round trip was shm-spin (1,000 ns"),
@@ -396,7 +462,40 @@ mod tests {
         assert!(udp.text.contains("dropped 25 of 10,000"), "{}", udp.text);
         let wake = topic(&claims, "wakeup_vs_spin");
         assert!(wake.text.contains("about 5,000 ns more"), "{}", wake.text);
-        assert!(claims.iter().all(|c| c.measured));
+        assert!(!topic(&claims, "copies_vs_memcpy").measured);
+        assert!(claims.iter().filter(|c| !c.measured).count() == 1);
+    }
+
+    #[test]
+    fn large_messages_are_set_against_memcpy_and_memcpy_is_no_mechanism() {
+        let mb = 1 << 20;
+        let results = vec![
+            measured(Mechanism::Shm, mb, 400_000, 10_000.0),
+            measured(Mechanism::ShmLoan, mb, 1_000, 1e6),
+            measured(Mechanism::Memcpy, mb, 1, 20_000.0),
+            measured(Mechanism::Memcpy, 64, 1, 300e6),
+            measured(Mechanism::Unix, 64, 10_000, 900_000.0),
+        ];
+        let claims = compute(&results, true);
+        let copies = topic(&claims, "copies_vs_memcpy");
+        assert!(copies.measured, "{}", copies.text);
+        assert!(copies.text.contains("at 1 MiB"), "{}", copies.text);
+        assert!(
+            copies
+                .text
+                .contains("shm (two copies) 10.49 GB/s, 0.50× of it"),
+            "{}",
+            copies.text
+        );
+        assert!(
+            copies.text.contains("shm-loan (no copy)"),
+            "{}",
+            copies.text
+        );
+        assert!(!copies.text.contains("shm-ref"), "{}", copies.text);
+        // memcpy is the yardstick, never the fastest mechanism.
+        let small = topic(&claims, "fastest_small");
+        assert!(small.text.contains("rate was unix"), "{}", small.text);
     }
 
     #[test]
@@ -414,7 +513,8 @@ mod tests {
                 "fastest_large",
                 "shm_vs_kernel",
                 "udp_vs_tcp",
-                "wakeup_vs_spin"
+                "wakeup_vs_spin",
+                "copies_vs_memcpy"
             ]
         );
         assert!(topic(&claims, "fastest_small").text.contains("4 KiB"));

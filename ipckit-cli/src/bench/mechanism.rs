@@ -3,6 +3,20 @@
 use ipckit::endpoint::UDP_MAX_PAYLOAD;
 use ipckit::Scheme;
 
+/// How a mechanism's benchmark moves each message's payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Copies {
+    /// `send` copies it in, `recv_into` copies it out (every transport's message API).
+    Both,
+    /// `send` copies it in; the receiver reads it in place (`recv_ref`), only the bytes it
+    /// checks.
+    ReadInPlace,
+    /// The sender writes in place (`loan`) only the bytes that change (sequence number and
+    /// trailer, the whole pattern on the messages checked in full); the receiver reads in
+    /// place.
+    None,
+}
+
 /// One IPC mechanism, named as on the command line (`--mech unix-dgram`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mechanism {
@@ -26,6 +40,12 @@ pub enum Mechanism {
     ShmSpin,
     /// `shm://` rings, futex wait at once.
     ShmBlock,
+    /// `shm://` rings, adaptive wait, read in place: the sender copies each message in
+    /// (`send`), the receiver borrows it where it is (`recv_ref`). One copy per message.
+    ShmRef,
+    /// `shm://` rings, adaptive wait, no copy: the sender builds each message in a loan
+    /// (`loan`/`commit`), the receiver borrows it in place (`recv_ref`).
+    ShmLoan,
     /// `shm://` rings whose receivers wait on a semaphore (as `sem_post`/`sem_wait`).
     Sem,
     /// The `shm://` channel in memory-mapped files (`mmap://`).
@@ -54,11 +74,14 @@ pub enum Mechanism {
     /// One bus publisher streaming to 8 subscriber processes.
     #[value(name = "bus-fanout-8")]
     BusFanout8,
+    /// Not IPC: single-thread `memcpy` of one message, in the parent alone. The yardstick of
+    /// the large-message rates (the C baseline's `memcpy`).
+    Memcpy,
 }
 
 impl Mechanism {
     /// Every mechanism, in the order the benchmark runs them.
-    pub const ALL: [Mechanism; 22] = [
+    pub const ALL: [Mechanism; 25] = [
         Mechanism::Pipe,
         Mechanism::Fifo,
         Mechanism::Unix,
@@ -69,6 +92,8 @@ impl Mechanism {
         Mechanism::Shm,
         Mechanism::ShmSpin,
         Mechanism::ShmBlock,
+        Mechanism::ShmRef,
+        Mechanism::ShmLoan,
         Mechanism::Sem,
         Mechanism::Mmap,
         Mechanism::Mq,
@@ -81,6 +106,7 @@ impl Mechanism {
         Mechanism::BusFanout2,
         Mechanism::BusFanout4,
         Mechanism::BusFanout8,
+        Mechanism::Memcpy,
     ];
 
     /// The command-line name.
@@ -96,6 +122,8 @@ impl Mechanism {
             Mechanism::Shm => "shm",
             Mechanism::ShmSpin => "shm-spin",
             Mechanism::ShmBlock => "shm-block",
+            Mechanism::ShmRef => "shm-ref",
+            Mechanism::ShmLoan => "shm-loan",
             Mechanism::Sem => "sem",
             Mechanism::Mmap => "mmap",
             Mechanism::Mq => "mq",
@@ -108,6 +136,7 @@ impl Mechanism {
             Mechanism::BusFanout2 => "bus-fanout-2",
             Mechanism::BusFanout4 => "bus-fanout-4",
             Mechanism::BusFanout8 => "bus-fanout-8",
+            Mechanism::Memcpy => "memcpy",
         }
     }
 
@@ -121,9 +150,12 @@ impl Mechanism {
             Mechanism::UnixSeqpacket => Scheme::UnixSeqpacket,
             Mechanism::Tcp => Scheme::Tcp,
             Mechanism::Udp => Scheme::Udp,
-            Mechanism::Shm | Mechanism::ShmSpin | Mechanism::ShmBlock | Mechanism::Sem => {
-                Scheme::Shm
-            }
+            Mechanism::Shm
+            | Mechanism::ShmSpin
+            | Mechanism::ShmBlock
+            | Mechanism::ShmRef
+            | Mechanism::ShmLoan
+            | Mechanism::Sem => Scheme::Shm,
             Mechanism::Mmap => Scheme::Mmap,
             Mechanism::Mq => Scheme::Mq,
             Mechanism::QueueOs | Mechanism::QueueFsync => Scheme::Queue,
@@ -136,6 +168,23 @@ impl Mechanism {
             | Mechanism::BusFanout2
             | Mechanism::BusFanout4
             | Mechanism::BusFanout8 => Scheme::Shm,
+            // No transport at all; the nearest is a copy into shared memory.
+            Mechanism::Memcpy => Scheme::Shm,
+        }
+    }
+
+    /// True for the yardsticks that are not IPC (`memcpy`): measured in the parent alone,
+    /// and left out of the report's comparisons between mechanisms.
+    pub fn is_yardstick(self) -> bool {
+        self == Mechanism::Memcpy
+    }
+
+    /// How the message ping-pong and stream move the payload.
+    pub fn copies(self) -> Copies {
+        match self {
+            Mechanism::ShmRef => Copies::ReadInPlace,
+            Mechanism::ShmLoan => Copies::None,
+            _ => Copies::Both,
         }
     }
 
@@ -167,7 +216,9 @@ impl Mechanism {
     /// The `wait=` mode of the shared-memory mechanisms.
     pub fn shm_wait(self) -> Option<&'static str> {
         match self {
-            Mechanism::Shm | Mechanism::Mmap => Some("adaptive"),
+            Mechanism::Shm | Mechanism::Mmap | Mechanism::ShmRef | Mechanism::ShmLoan => {
+                Some("adaptive")
+            }
             Mechanism::ShmSpin => Some("spin"),
             Mechanism::ShmBlock => Some("block"),
             Mechanism::Sem => Some("sem"),

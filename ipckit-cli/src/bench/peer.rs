@@ -37,6 +37,7 @@ pub fn run(args: PeerArgs) -> Result<(), String> {
         args.connect.as_ref(),
         Instant::now() + ATTACH_TIMEOUT,
     )?;
+    ch.set_copies(args.mech.copies());
     let lossy = args.mech.is_lossy();
     let mut buf = Vec::with_capacity(args.size);
     echo_phase(&mut ch, &mut buf, args.size, lossy)?;
@@ -91,7 +92,7 @@ fn echo_phase(ch: &mut Channel, buf: &mut Vec<u8>, size: usize, lossy: bool) -> 
     if lossy {
         recv_first(ch, buf)?;
     } else {
-        ch.recv_into(buf)
+        ch.recv_data(buf, wire::full_check_due(expect))
             .map_err(|e| format!("ping-pong: recv: {e}"))?;
     }
     loop {
@@ -107,9 +108,9 @@ fn echo_phase(ch: &mut Channel, buf: &mut Vec<u8>, size: usize, lossy: bool) -> 
         if !repeat {
             expect += 1;
         }
-        ch.send(buf)
+        ch.send_data(buf, wire::full_check_due(seq))
             .map_err(|e| format!("ping-pong: echo {seq}: {e}"))?;
-        ch.recv_into(buf)
+        ch.recv_data(buf, wire::full_check_due(expect))
             .map_err(|e| format!("ping-pong: recv: {e}"))?;
     }
 }
@@ -126,7 +127,7 @@ fn stream_phase(
     let mut first_at = None;
     let mut last_at = Instant::now();
     loop {
-        ch.recv_into(buf)
+        ch.recv_data(buf, wire::full_check_due(count + 1))
             .map_err(|e| format!("stream: recv: {e}"))?;
         let seq = wire::seq_of(buf).unwrap_or_default();
         if seq == END {

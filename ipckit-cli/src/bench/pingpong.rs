@@ -105,8 +105,11 @@ pub fn run(
         let resent = if plan.lossy {
             round_trip_lossy(ch, out, echo, seq)?
         } else {
-            ch.send(out).map_err(|e| format!("send {seq}: {e}"))?;
-            ch.recv_into(echo).map_err(|e| format!("recv {seq}: {e}"))?;
+            let full = wire::full_check_due(seq);
+            ch.send_data(out, full)
+                .map_err(|e| format!("send {seq}: {e}"))?;
+            ch.recv_data(echo, full)
+                .map_err(|e| format!("recv {seq}: {e}"))?;
             0
         };
         let t1 = Instant::now();

@@ -74,6 +74,10 @@ pub fn prepare(mech: Mechanism, size: usize, dir: &Path) -> ipckit::Result<Prepa
             op: "the message ping-pong",
             what: "a pattern mechanism (measured by bench/patterns.rs)",
         }),
+        Mechanism::Memcpy => Err(ipckit::Error::Unsupported {
+            op: "the message ping-pong",
+            what: "memcpy, which has no peer (measured by bench/case.rs)",
+        }),
         Mechanism::Pipe => {
             let (conn, child_end) = ipckit::pipe::duplex()?;
             Ok(Prepared {
@@ -107,7 +111,12 @@ pub fn prepare(mech: Mechanism, size: usize, dir: &Path) -> ipckit::Result<Prepa
         Mechanism::Tcp | Mechanism::Udp => {
             socket(mech, endpoint(format!("{scheme}://127.0.0.1:0"), size)?)
         }
-        Mechanism::Shm | Mechanism::ShmSpin | Mechanism::ShmBlock | Mechanism::Sem => {
+        Mechanism::Shm
+        | Mechanism::ShmSpin
+        | Mechanism::ShmBlock
+        | Mechanism::ShmRef
+        | Mechanism::ShmLoan
+        | Mechanism::Sem => {
             let wait = mech.shm_wait().unwrap_or("adaptive");
             let url = format!("shm://{}-ring?wait={wait}", unique_tag(dir));
             socket(mech, endpoint(url, size)?)

@@ -42,7 +42,8 @@ pub fn run(
     loop {
         seq += 1;
         wire::stamp(out, seq);
-        ch.send(out).map_err(|e| format!("send {seq}: {e}"))?;
+        ch.send_data(out, wire::full_check_due(seq))
+            .map_err(|e| format!("send {seq}: {e}"))?;
         if seq & mask == 0 && t0.elapsed() >= duration {
             break;
         }

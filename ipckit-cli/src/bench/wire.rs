@@ -2,8 +2,12 @@
 //! 8 bytes (little-endian), its bitwise complement in the last 8, a fixed pattern between.
 //! Control messages put a marker where the sequence number goes.
 
+/// Bytes of the sequence number at the start of a message.
+pub const SEQ_LEN: usize = 8;
+/// Bytes of the trailer (the sequence number's complement) at the end.
+pub const TRAILER_LEN: usize = 8;
 /// Smallest message: sequence number plus trailer.
-pub const MIN_SIZE: usize = 16;
+pub const MIN_SIZE: usize = SEQ_LEN + TRAILER_LEN;
 
 /// Marker of the message that ends a phase (and of the stream's acknowledgement).
 pub const END: u64 = 1 << 62;

@@ -238,9 +238,10 @@ impl Producer {
     }
 
     /// [`reserve`](Self::reserve) that keeps the reservation in `self` (see
-    /// [`pending`](Self::pending), [`commit_pending`](Self::commit_pending)): true if
-    /// reserved, false if the ring is full now. The hot path's form: a reservation
-    /// returned by value went through the stack, with the stall described above.
+    /// [`pending_data_off`](Self::pending_data_off),
+    /// [`commit_pending`](Self::commit_pending)): true if reserved, false if the ring is full
+    /// now. The hot path's form: a reservation returned by value went through the stack,
+    /// with the stall described above.
     #[inline(always)]
     pub(crate) fn try_reserve(&mut self, ctl: &RingControl, len: u32) -> Result<bool> {
         debug_assert!(len <= max_payload(self.cap));
@@ -287,11 +288,6 @@ impl Producer {
         self.pending.header = header(len, len ^ CHECK ^ self.head.wrapping_add(pad));
         self.pending.pad = pad;
         Ok(true)
-    }
-
-    /// The last reservation `try_reserve` made.
-    pub(crate) fn pending(&self) -> Reservation {
-        self.pending
     }
 
     /// Where the payload of the last reservation goes.

@@ -238,6 +238,10 @@ impl SegmentBuilder {
         let fd = create_object(dir, &self.name, self.mode)?;
         // From here on, a failure must remove the half-made name.
         let made = (|| {
+            // Held from the start, so `cleanup_stale` cannot take the half-made segment for
+            // a crashed process's; it leaves alone the empty ones younger than
+            // `CREATION_GRACE`, which covers the moment before this lock.
+            sys::ofd_lock(sys::fd_of(&fd), LOCK_ATTACHED, 1, false)?;
             sys::set_len(sys::fd_of(&fd), (HEADER_LEN + self.size) as u64)?;
             let seg = Segment::map(
                 fd,
@@ -636,6 +640,10 @@ pub fn list() -> Vec<SegmentInfo> {
     out
 }
 
+/// How long an empty segment that no process holds is taken for one being created (between
+/// `shm_open` and the creator's lock), not for one a crashed process left.
+const CREATION_GRACE: Duration = Duration::from_secs(10);
+
 /// Removes every ipckit segment that no process holds any more (left by crashed processes).
 /// Returns the names removed.
 pub fn cleanup_stale() -> Result<Vec<String>> {
@@ -644,6 +652,9 @@ pub fn cleanup_stale() -> Result<Vec<String>> {
         let Ok(fd) = sys::shm_open(&os, true, "shared-memory segment") else {
             continue;
         };
+        if being_created(sys::fd_of(&fd)) {
+            continue;
+        }
         // An exclusive lock succeeds only if no other open description holds one.
         if sys::ofd_lock(sys::fd_of(&fd), LOCK_ATTACHED, 1, true)? {
             sys::shm_unlink(&os)?;
@@ -651,6 +662,13 @@ pub fn cleanup_stale() -> Result<Vec<String>> {
         }
     }
     Ok(removed)
+}
+
+/// True for a segment still empty and younger than [`CREATION_GRACE`]: its creator may not
+/// have locked it yet.
+fn being_created(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    sys::file_len(fd).map_or(true, |len| len == 0)
+        && sys::modified_ago(fd).map_or(true, |ago| ago < CREATION_GRACE)
 }
 
 #[cfg(test)]
@@ -851,5 +869,33 @@ mod tests {
         assert!(removed.contains(&stale));
         assert!(!removed.contains(&live));
         assert!(exists(&live) && !exists(&stale));
+    }
+
+    /// An empty segment no process holds is the moment between a creator's `shm_open` and its
+    /// lock: left alone while young, removed once older than the grace (its creator died).
+    #[test]
+    fn a_segment_being_created_is_not_taken_for_stale() {
+        let young = unique("young");
+        let old = unique("old");
+        drop(sys::shm_create(&os_name(&young), 0o600, "test").unwrap());
+        let fd = sys::shm_create(&os_name(&old), 0o600, "test").unwrap();
+        let past = rustix::fs::Timespec {
+            tv_sec: (SystemTime::now().duration_since(UNIX_EPOCH).unwrap() - CREATION_GRACE * 2)
+                .as_secs() as _,
+            tv_nsec: 0,
+        };
+        rustix::fs::futimens(
+            &fd,
+            &rustix::fs::Timestamps {
+                last_access: past,
+                last_modification: past,
+            },
+        )
+        .unwrap();
+        drop(fd);
+        let removed = cleanup_stale().unwrap();
+        assert!(!removed.contains(&young) && exists(&young));
+        assert!(removed.contains(&old) && !exists(&old));
+        remove(&young).unwrap();
     }
 }

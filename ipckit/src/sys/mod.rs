@@ -39,8 +39,8 @@ pub(crate) use pipe::pipe_pair;
 pub(crate) use robust_mutex::{Locked, RobustMutex, ROBUST_MUTEX_ALIGN, ROBUST_MUTEX_SIZE};
 pub use shm::SHM_DIR;
 pub(crate) use shm::{
-    fd_of, file_create, file_len, file_open, file_unlink, list_shm, map_shared, memfd, ofd_lock,
-    ofd_locked_by_other, set_len, shm_create, shm_open, shm_unlink,
+    fd_of, file_create, file_len, file_open, file_unlink, list_shm, map_shared, memfd,
+    modified_ago, ofd_lock, ofd_locked_by_other, set_len, shm_create, shm_open, shm_unlink,
 };
 pub(crate) use signal::{block_in_thread, kill, parse_siginfo, pidfd, signalfd, sigqueue};
 pub use signal::{sigrtmin, SignalInfo};

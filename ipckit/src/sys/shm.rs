@@ -84,6 +84,16 @@ pub(crate) fn file_len(fd: BorrowedFd<'_>) -> Result<u64> {
         .map_err(|e| Error::os("fstat", e))
 }
 
+/// Time since the object's data last changed (its size included), zero if its clock is ahead.
+pub(crate) fn modified_ago(fd: BorrowedFd<'_>) -> Result<std::time::Duration> {
+    let st = rustix::fs::fstat(fd).map_err(|e| Error::os("fstat", e))?;
+    let modified = std::time::UNIX_EPOCH
+        + std::time::Duration::new(st.st_mtime.max(0) as u64, st.st_mtime_nsec as u32);
+    Ok(std::time::SystemTime::now()
+        .duration_since(modified)
+        .unwrap_or_default())
+}
+
 /// Maps `len` bytes of `fd` shared between processes. The mapping is only ever accessed
 /// through raw pointers. `populate` maps every page now (`MAP_POPULATE`) rather than on first
 /// touch.

@@ -307,3 +307,59 @@ fn anonymous_segment_is_inherited_by_a_child() {
     let mut bare = shm_peer(&["inherited-add"]);
     assert_eq!(bare.wait(T).code(), Some(3));
 }
+
+/// Peers that sleep at once (`spin_us=0`, adaptive) are woken by every message, in both
+/// directions and for space as for data. Adaptive sides publish and release without a fence
+/// where `membarrier` stands in for it (the sleeper's heavy fence); a wake-up that handshake
+/// lost would still come, a liveness slice (50 ms) late: 200 of them would take 10 s, so the
+/// bound below (many times what it takes) catches them without timing anything fine.
+#[test]
+fn sleeping_peers_are_woken_by_every_message_and_every_release() {
+    // Data: each round trip puts the echo peer to sleep, then us.
+    let name = unique("wake-data");
+    let url = format!("shm://{name}?spin_us=0");
+    let mut listener = ipckit::bind(&url).unwrap();
+    let mut peer = shm_peer(&["echo", &url]);
+    let mut conn = listener.accept_timeout(T).unwrap();
+    peer.expect_line("ready");
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    for i in 0u32..200 {
+        std::thread::sleep(Duration::from_micros(200));
+        conn.send_timeout(&i.to_le_bytes(), T).unwrap();
+        conn.recv_into_timeout(&mut buf, T).unwrap();
+        assert_eq!(buf, i.to_le_bytes());
+    }
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "200 round trips took {took:?}: wake-ups were lost"
+    );
+    drop(conn);
+    assert!(peer.wait(T).success());
+
+    // Space: a ring of three messages, a writer that sleeps whenever it is full, and a reader
+    // whose every release must wake it.
+    let name = unique("wake-space");
+    let url = format!("shm://{name}?capacity=4K&spin_us=0");
+    let mut listener = ipckit::bind(&url).unwrap();
+    let mut peer = shm_peer(&["flood", &url, "200", "1000"]);
+    let mut conn = listener.accept_timeout(T).unwrap();
+    peer.expect_line("ready");
+    let start = Instant::now();
+    for seq in 0u64..200 {
+        std::thread::sleep(Duration::from_micros(200));
+        conn.recv_into_timeout(&mut buf, T).unwrap();
+        assert_eq!(u64::from_le_bytes(buf[..8].try_into().unwrap()), seq);
+    }
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "200 messages took {took:?}: wake-ups were lost"
+    );
+    assert!(conn.as_shm().unwrap().stats().peer_full_waits > 0);
+    drop(conn);
+    assert!(peer.wait(T).success());
+    drop(listener);
+    assert!(leftovers(&name).is_empty(), "{:?}", leftovers(&name));
+}

@@ -75,6 +75,18 @@ pub(crate) struct ConsumerWords {
     pub(crate) tail: AtomicU32,
 }
 
+/// One side's sleep announcement, and whether that side leaves out the fence between its
+/// position store and its look at the other side's announcement.
+#[repr(C)]
+pub(crate) struct WaitWords {
+    /// Set before the side sleeps (on the other side's position), cleared after.
+    pub(crate) waiting: AtomicU32,
+    /// Set once, before the side's first message, if it publishes with only a compiler
+    /// fence (`membarrier` registered): the other side must then make a heavy fence
+    /// (`sys::heavy_fence`) before it sleeps, or sleep in short slices.
+    pub(crate) light: AtomicU32,
+}
+
 /// Counters the producer keeps, on a line nobody reads in the hot path.
 #[repr(C)]
 pub(crate) struct ProducerStats {
@@ -100,10 +112,10 @@ pub(crate) struct ConsumerStats {
 pub(crate) struct RingControl {
     pub(crate) producer: Line<ProducerWords>,
     pub(crate) consumer: Line<ConsumerWords>,
-    /// Set by the producer before it sleeps waiting for space.
-    pub(crate) producer_waiting: Line<AtomicU32>,
-    /// Set by the consumer before it sleeps waiting for data.
-    pub(crate) consumer_waiting: Line<AtomicU32>,
+    /// The producer's: it sleeps waiting for space.
+    pub(crate) producer_waiting: Line<WaitWords>,
+    /// The consumer's: it sleeps waiting for data.
+    pub(crate) consumer_waiting: Line<WaitWords>,
     pub(crate) producer_stats: Line<ProducerStats>,
     pub(crate) consumer_stats: Line<ConsumerStats>,
 }
@@ -126,8 +138,14 @@ impl RingControl {
             consumer: Line(ConsumerWords {
                 tail: AtomicU32::new(0),
             }),
-            producer_waiting: Line(AtomicU32::new(0)),
-            consumer_waiting: Line(AtomicU32::new(0)),
+            producer_waiting: Line(WaitWords {
+                waiting: AtomicU32::new(0),
+                light: AtomicU32::new(0),
+            }),
+            consumer_waiting: Line(WaitWords {
+                waiting: AtomicU32::new(0),
+                light: AtomicU32::new(0),
+            }),
             producer_stats: Line(ProducerStats {
                 messages: AtomicU64::new(0),
                 bytes: AtomicU64::new(0),

@@ -33,6 +33,19 @@ pub use futex::{futex_wait, futex_wake, FutexWake};
 pub(crate) use futex_watch::watch as futex_watch;
 #[cfg(not(loom))]
 pub(crate) use membarrier::{heavy_fence, register_light_side};
+
+/// Under loom no process is a light side: every fence stays where it is written.
+#[cfg(loom)]
+pub(crate) fn register_light_side() -> bool {
+    false
+}
+
+/// Under loom a full fence (no process is light, see [`register_light_side`]).
+#[cfg(loom)]
+pub(crate) fn heavy_fence() -> bool {
+    crate::loom::fence(crate::loom::Ordering::SeqCst);
+    true
+}
 pub(crate) use mq::{mq_attributes, mq_create, mq_open, mq_receive, mq_send, mq_unlink};
 pub use mq::{mq_limits, MqAttributes};
 pub(crate) use pipe::pipe_pair;

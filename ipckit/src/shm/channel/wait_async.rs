@@ -88,14 +88,17 @@ impl ShmConn {
     async fn sleep_on_words(&self, recv: bool, send: bool, ready: &impl Fn(&ShmConn) -> bool) {
         let (rx, tx) = (self.rx_ctl(), self.tx_ctl());
         if recv {
-            rx.consumer_waiting.0.store(1, Ordering::Relaxed);
+            rx.consumer_waiting.0.waiting.store(1, Ordering::Relaxed);
         }
         if send {
-            tx.producer_waiting.0.store(1, Ordering::Relaxed);
+            tx.producer_waiting.0.waiting.store(1, Ordering::Relaxed);
         }
-        // Pairs with the fence in `notify`: either the peer sees our flag, or we see its
-        // store in `ready` below.
-        fence(Ordering::SeqCst);
+        // Pairs with the fence in `notify` (or stands in for it, see `sleep_fence`): either
+        // the peer sees our flag, or we see its store in `ready` below.
+        let slice = sleep_fence(|| {
+            (recv && rx.producer_waiting.0.light.load(Ordering::Relaxed) != 0)
+                || (send && tx.consumer_waiting.0.light.load(Ordering::Relaxed) != 0)
+        });
         let head = rx.producer.0.head.load(Ordering::Relaxed);
         let tail = tx.consumer.0.tail.load(Ordering::Relaxed);
         if !ready(self) {
@@ -114,14 +117,14 @@ impl ShmConn {
             tokio::select! {
                 () = on_head => {}
                 () = on_tail => {}
-                () = tokio::time::sleep(LIVENESS_SLICE) => {}
+                () = tokio::time::sleep(slice) => {}
             }
         }
         if recv {
-            rx.consumer_waiting.0.store(0, Ordering::Relaxed);
+            rx.consumer_waiting.0.waiting.store(0, Ordering::Relaxed);
         }
         if send {
-            tx.producer_waiting.0.store(0, Ordering::Relaxed);
+            tx.producer_waiting.0.waiting.store(0, Ordering::Relaxed);
         }
     }
 }

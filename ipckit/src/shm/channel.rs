@@ -22,7 +22,7 @@ use crate::connection::Inner;
 use crate::endpoint::{Endpoint, WaitMode};
 use crate::error::{Error, Result};
 use crate::loom::{fence, futex_wait, futex_wake, spin_hint, AtomicU32, AtomicU64, Ordering};
-use crate::shm::ring::{self, Consumer, Producer, Record, RingControl, RingData};
+use crate::shm::ring::{self, Consumer, Producer, RingControl, RingData};
 use crate::shm::segment::{Segment, SegmentKind, LOCK_ATTACHED};
 use crate::sync::SemWords;
 use crate::sys;
@@ -860,7 +860,9 @@ impl ShmConn {
         }
     }
 
-    fn next_record(&mut self, wait: Wait) -> Result<Record> {
+    /// Waits for the next record; it stays in `self.rx` (`found_data_off`, `found_len`) until
+    /// [`release`](Self::release).
+    fn next_record(&mut self, wait: Wait) -> Result<()> {
         if let Role::Producer { .. } = self.role {
             return Err(Error::Unsupported {
                 op: "recv",
@@ -868,33 +870,32 @@ impl ShmConn {
             });
         }
         self.check_usable()?;
-        let mut found = None;
         let mut primed = false;
         let r = self.block_until(wait, false, |c| {
             // SAFETY: see `rx_ctl`.
             let ctl = unsafe { &*c.rx_ctl };
-            found = c.rx.peek(ctl, &c.rx_data)?;
-            if found.is_none() && !primed {
+            let found = c.rx.try_peek(ctl, &c.rx_data)?;
+            if !found && !primed {
                 // Idle until the peer answers: get ready for our next send meanwhile.
                 primed = true;
                 if matches!(c.role, Role::Client | Role::Server) {
                     c.tx.prefetch_next(&c.tx_data);
                 }
             }
-            Ok(found.is_some())
+            Ok(found)
         });
         match r {
             Ok(()) => {
-                let rec = found.expect("ready only with a record");
-                if rec.len as usize > self.max as usize {
+                let len = self.rx.found_len();
+                if len > self.max {
                     // The sender allows larger messages than we do: skip this one, say so.
-                    self.release(rec);
+                    self.release();
                     return Err(Error::IncomingTooLarge {
-                        size: u64::from(rec.len),
+                        size: u64::from(len),
                         max: self.max as usize,
                     });
                 }
-                Ok(rec)
+                Ok(())
             }
             Err(Error::Corrupted(what)) => {
                 // Drop what the peer published and say so; the next call starts afresh.
@@ -907,10 +908,11 @@ impl ShmConn {
         }
     }
 
-    fn release(&mut self, r: Record) {
+    /// Hands the space of the record `next_record` found back to the sender.
+    fn release(&mut self) {
         // SAFETY: see `rx_ctl`.
         let ctl = unsafe { &*self.rx_ctl };
-        self.rx.release(ctl, r, Ordering::Release);
+        self.rx.release_found(ctl, Ordering::Release);
         self.notify(&ctl.consumer.0.tail, &ctl.producer_waiting.0.waiting);
     }
 
@@ -922,24 +924,28 @@ impl ShmConn {
     }
 
     pub(crate) fn recv_into(&mut self, out: &mut Vec<u8>, wait: Wait) -> Result<()> {
-        let r = self.next_record(wait)?;
+        self.next_record(wait)?;
+        let (off, len) = (
+            self.rx.found_data_off() as usize,
+            self.rx.found_len() as usize,
+        );
         out.clear();
-        out.reserve(r.len as usize);
-        let spare = &mut out.spare_capacity_mut()[..r.len as usize];
+        out.reserve(len);
+        let spare = &mut out.spare_capacity_mut()[..len];
         // SAFETY:
-        // - source: `r.len` bytes at `r.data_off`, validated by the ring to lie inside the
-        //   ring and inside the published range; copied through a raw pointer;
-        // - destination: `r.len` bytes of `out`'s spare capacity (reserved above);
+        // - source: `len` bytes at `off`, validated by the ring to lie inside the ring and
+        //   inside the published range; copied through a raw pointer;
+        // - destination: `len` bytes of `out`'s spare capacity (reserved above);
         // - afterwards exactly those bytes are initialised, so `set_len` is sound.
         unsafe {
             ptr::copy_nonoverlapping(
-                self.rx_data.base.add(r.data_off as usize),
+                self.rx_data.base.add(off),
                 spare.as_mut_ptr().cast::<u8>(),
-                r.len as usize,
+                len,
             );
-            out.set_len(r.len as usize);
+            out.set_len(len);
         }
-        self.release(r);
+        self.release();
         Ok(())
     }
 
@@ -990,8 +996,8 @@ impl ShmConn {
 
     /// [`recv_ref`](Self::recv_ref), waiting as `wait` allows.
     pub fn recv_ref_with(&mut self, wait: Wait) -> Result<RecvRef<'_>> {
-        let rec = self.next_record(wait)?;
-        Ok(RecvRef { conn: self, rec })
+        self.next_record(wait)?;
+        Ok(RecvRef { conn: self })
     }
 }
 
@@ -1120,25 +1126,30 @@ impl Drop for Loan<'_> {
 
 /// A received message, in place in the ring; its space goes back to the sender on drop.
 pub struct RecvRef<'a> {
+    /// Borrowed mutably, so the record it found stays the one in `conn.rx` until the drop.
     conn: &'a mut ShmConn,
-    rec: Record,
 }
 
 impl RecvRef<'_> {
     /// Length of the message.
     pub fn len(&self) -> usize {
-        self.rec.len as usize
+        self.conn.rx.found_len() as usize
     }
 
     /// True for an empty message.
     pub fn is_empty(&self) -> bool {
-        self.rec.len == 0
+        self.len() == 0
+    }
+
+    /// Offset of the message in the ring.
+    fn data_off(&self) -> u32 {
+        self.conn.rx.found_data_off()
     }
 
     /// Pointer to the message bytes (valid while `self` lives).
     pub fn as_ptr(&self) -> *const u8 {
         // SAFETY: `data_off + len <= cap`, validated by the ring.
-        unsafe { self.conn.rx_data.base.add(self.rec.data_off as usize) }
+        unsafe { self.conn.rx_data.base.add(self.data_off() as usize) }
     }
 
     /// Copies `dst.len()` bytes from `offset` of the message (bounds-checked).
@@ -1153,16 +1164,14 @@ impl RecvRef<'_> {
                 })
             }
         }
-        self.conn
-            .rx_data
-            .read(self.rec.data_off + offset as u32, dst);
+        self.conn.rx_data.read(self.data_off() + offset as u32, dst);
         Ok(())
     }
 
     /// Copies the message into a new vector.
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = vec![0; self.len()];
-        self.conn.rx_data.read(self.rec.data_off, &mut v);
+        self.conn.rx_data.read(self.data_off(), &mut v);
         v
     }
 
@@ -1181,8 +1190,7 @@ impl RecvRef<'_> {
 
 impl Drop for RecvRef<'_> {
     fn drop(&mut self) {
-        let rec = self.rec;
-        self.conn.release(rec);
+        self.conn.release();
     }
 }
 

@@ -411,10 +411,12 @@ pub(crate) struct Consumer {
     /// A record whose header is sealed for its position is published, without the head
     /// (one producer only: see [`Consumer::attach`]).
     seal_publishes: bool,
+    /// What the last successful `try_peek` found, for `found` and `release_found`.
+    found: Record,
 }
 
 /// A record found by [`Consumer::peek`]: `len` bytes at `data_off`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Record {
     pub(crate) data_off: u32,
     pub(crate) len: u32,
@@ -436,17 +438,51 @@ impl Consumer {
             max,
             idle_looks: 0,
             seal_publishes,
+            found: Record::default(),
         }
     }
 
-    /// The next record, if one is published. Validates everything it reads.
-    // Inlined, as `Producer::reserve` (the same stall on a `Record`).
-    #[inline(always)]
+    /// [`try_peek`](Self::try_peek) returning the record by value (tests, the fuzzer).
     pub(crate) fn peek<D: RingData>(
         &mut self,
         ctl: &RingControl,
         data: &D,
     ) -> Result<Option<Record>> {
+        Ok(self.try_peek(ctl, data)?.then_some(self.found))
+    }
+
+    /// Where the payload of the record `try_peek` found starts.
+    #[inline(always)]
+    pub(crate) fn found_data_off(&self) -> u32 {
+        self.found.data_off
+    }
+
+    /// Length of the record `try_peek` found.
+    #[inline(always)]
+    pub(crate) fn found_len(&self) -> u32 {
+        self.found.len
+    }
+
+    /// [`release`](Self::release) of the record `try_peek` found.
+    #[inline(always)]
+    pub(crate) fn release_found(&mut self, ctl: &RingControl, order: Ordering) {
+        // Field by field, not the whole struct (see `try_peek`).
+        let (next_tail, len) = (self.found.next_tail, self.found.len);
+        self.tail = next_tail;
+        ctl.consumer.0.tail.store(next_tail, order);
+        let stats = &ctl.consumer_stats.0;
+        bump(&stats.messages, 1);
+        bump(&stats.bytes, u64::from(len));
+    }
+
+    /// Looks for the next record: true if one is published (then see `found_data_off`,
+    /// `found_len`, `release_found`). Validates everything it reads.
+    // The record stays in `self`, read back field by field: returned by value (an
+    // `Option<Record>` through the caller's stack), it was stored in 4-byte pieces and
+    // loaded 8 bytes at once, a load the store buffer cannot forward, which waited for
+    // every older store (65% of `next_record`'s samples with both ends in one thread).
+    #[inline(always)]
+    pub(crate) fn try_peek<D: RingData>(&mut self, ctl: &RingControl, data: &D) -> Result<bool> {
         loop {
             let mut avail = self.cached_head.wrapping_sub(self.tail);
             if avail == 0 {
@@ -461,7 +497,7 @@ impl Consumer {
                     && off + REC_HEADER <= self.cap;
                 if let Some(word) = watch.then(|| data.seal_hint(off)).flatten() {
                     if !sealed_for(word, self.tail) {
-                        return Ok(None);
+                        return Ok(false);
                     }
                     if self.seal_publishes {
                         // Published up to the end of this record (or PAD): check it below
@@ -493,7 +529,7 @@ impl Consumer {
                 if avail == 0 || (self.seal_publishes && self.tail.wrapping_sub(head) <= self.cap) {
                     // (With sealed headers publishing, the head may still be behind the
                     // records taken, by at most a ring.)
-                    return Ok(None);
+                    return Ok(false);
                 }
                 self.idle_looks = 0;
                 self.cached_head = head;
@@ -544,11 +580,10 @@ impl Consumer {
                     "record of {len} bytes at offset {off} runs past the published data"
                 )));
             }
-            return Ok(Some(Record {
-                data_off: off + REC_HEADER,
-                len,
-                next_tail: self.tail.wrapping_add(need),
-            }));
+            self.found.data_off = off + REC_HEADER;
+            self.found.len = len;
+            self.found.next_tail = self.tail.wrapping_add(need);
+            return Ok(true);
         }
     }
 

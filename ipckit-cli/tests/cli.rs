@@ -337,6 +337,28 @@ fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The rows of one short `ipckit bench --json` run (one repeat, 0.1 s streams), which must
+/// succeed.
+fn bench_rows(mechs: &str, sizes: &str, iters: &str) -> Vec<serde_json::Value> {
+    let args = [
+        "bench",
+        "--json",
+        "--mech",
+        mechs,
+        "--size",
+        sizes,
+        "--iters",
+        iters,
+        "--duration",
+        "0.1",
+        "--repeat",
+        "1",
+    ];
+    let f = run(&args, None);
+    assert_success(&f, "bench");
+    json_lines(&f.stdout)
+}
+
 #[test]
 fn bench_measures_every_mechanism() {
     let mechs = ALL_MECHS.join(",");
@@ -437,25 +459,7 @@ fn bench_measures_the_bus_and_its_fan_out() {
 /// payload of 1 in 1024 messages), so a row without an error is a row whose reads were right.
 #[test]
 fn bench_measures_shm_in_place_and_the_memcpy_yardstick() {
-    let f = run(
-        &[
-            "bench",
-            "--json",
-            "--mech",
-            "shm-ref,shm-loan,memcpy",
-            "--size",
-            "64,65536",
-            "--iters",
-            "1500",
-            "--duration",
-            "0.1",
-            "--repeat",
-            "1",
-        ],
-        None,
-    );
-    assert_success(&f, "bench");
-    let rows = json_lines(&f.stdout);
+    let rows = bench_rows("shm-ref,shm-loan,memcpy", "64,65536", "1500");
     assert_eq!(rows.len(), 6, "{rows:?}");
     for row in &rows {
         assert!(row.get("error").is_none(), "{row}");
@@ -473,25 +477,7 @@ fn bench_measures_shm_in_place_and_the_memcpy_yardstick() {
 
 #[test]
 fn bench_measures_rpc_and_signal_round_trips() {
-    let f = run(
-        &[
-            "bench",
-            "--json",
-            "--mech",
-            "rpc-unix,rpc-shm,signal",
-            "--size",
-            "64,4096",
-            "--iters",
-            "300",
-            "--duration",
-            "0.1",
-            "--repeat",
-            "1",
-        ],
-        None,
-    );
-    assert_success(&f, "bench");
-    let rows = json_lines(&f.stdout);
+    let rows = bench_rows("rpc-unix,rpc-shm,signal", "64,4096", "300");
     assert_eq!(rows.len(), 6, "{rows:?}");
     for row in &rows {
         assert!(row.get("error").is_none(), "{row}");

@@ -919,15 +919,15 @@ impl ShmConn {
         self.notify(&ctl.consumer.0.tail, &ctl.producer_waiting.0.waiting);
     }
 
-    /// A send in the common case, inlined: a client or server whose ring has room now.
-    /// False: nothing was sent; the general path (`reserve`) waits, or says what is wrong.
-    /// (Through `reserve` and `block_until`, a 64-byte send and receive in one thread ran
-    /// about 535 instructions; see `benches/shm_path.rs`.)
+    /// A reservation in the common case, inlined: a client or server whose ring has room
+    /// now. False: nothing is reserved; the general path (`reserve`) waits, or says what is
+    /// wrong. (Through `reserve` and `block_until`, a 64-byte send and receive in one thread
+    /// ran about 535 instructions; see `benches/shm_path.rs`.)
     #[inline(always)]
-    fn try_send_fast(&mut self, msg: &[u8]) -> bool {
+    fn try_reserve_fast(&mut self, len: usize) -> bool {
         if !self.duplex
             || self.corrupted
-            || msg.len() > self.max as usize
+            || len > self.max as usize
             || self.peer_closed_flag().load(Ordering::Relaxed) != 0
         {
             return false;
@@ -935,12 +935,7 @@ impl ShmConn {
         // SAFETY: see `tx_ctl`; a raw deref so `self.tx` can be borrowed mutably alongside.
         let ctl = unsafe { &*self.tx_ctl };
         // Full, or something impossible (the general path finds it again and reports it).
-        if !matches!(self.tx.try_reserve(ctl, msg.len() as u32), Ok(true)) {
-            return false;
-        }
-        self.tx_data.write(self.tx.pending_data_off(), msg);
-        self.publish();
-        true
+        matches!(self.tx.try_reserve(ctl, len as u32), Ok(true))
     }
 
     /// A receive's look in the common case, inlined: a client or server with a record
@@ -957,10 +952,9 @@ impl ShmConn {
     }
 
     pub(crate) fn send(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
-        if self.try_send_fast(msg) {
-            return Ok(());
+        if !self.try_reserve_fast(msg.len()) {
+            self.reserve(msg.len(), wait)?;
         }
-        self.reserve(msg.len(), wait)?;
         self.tx_data.write(self.tx.pending_data_off(), msg);
         self.publish();
         Ok(())
@@ -1017,15 +1011,10 @@ impl ShmConn {
 
     /// [`loan`](Self::loan), waiting as `wait` allows for space.
     pub fn loan_with(&mut self, len: usize, wait: Wait) -> Result<Loan<'_>> {
-        self.reserve(len, wait)?;
-        Ok(Loan {
-            conn: self,
-            // Not a copy of the reservation: read back as a whole just after `reserve`
-            // wrote it field by field, it waited for every older store to drain (see
-            // `Producer::try_reserve`), and 64-byte loans ran at two thirds of `send`'s rate.
-            len: len as u32,
-            committed: false,
-        })
+        if !self.try_reserve_fast(len) {
+            self.reserve(len, wait)?;
+        }
+        Ok(Loan { conn: self })
     }
 
     /// Borrows the next message in place; it is released (its space handed back) when the
@@ -1095,21 +1084,24 @@ const _: () = assert!(std::mem::size_of::<ChannelHeaderAtomics>() == 128);
 /// Space in the outgoing ring, reserved by [`ShmConn::loan`]: fill it, then
 /// [`commit`](Loan::commit).
 pub struct Loan<'a> {
+    /// Only the connection: the reservation stays in its producer (`pending_data_off`,
+    /// `pending_len`). A loan that carried a copy of it, or even its length and a flag, was
+    /// written field by field and moved out of the `Result` in one wider load, which the
+    /// store buffer cannot forward: it waited for every older store, the last message's to
+    /// lines the receiver reads included (81% of the bench's send samples; 64-byte loans
+    /// streamed at a third to two thirds of `send`'s rate).
     conn: &'a mut ShmConn,
-    /// Bytes reserved; where they start stays in the producer (`pending_data_off`).
-    len: u32,
-    committed: bool,
 }
 
 impl Loan<'_> {
     /// Bytes reserved.
     pub fn len(&self) -> usize {
-        self.len as usize
+        self.conn.tx.pending_len() as usize
     }
 
     /// True for a zero-length loan.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// Copies `bytes` into the loan at `offset` (bounds-checked).
@@ -1155,19 +1147,18 @@ impl Loan<'_> {
     }
 
     /// Publishes the message.
-    pub fn commit(mut self) {
-        self.committed = true;
+    pub fn commit(self) {
+        // Not dropped: the drop is for loans given up. (A loan owns nothing but the borrow.)
+        let mut this = std::mem::ManuallyDrop::new(self);
         // The connection is borrowed by the loan: its pending reservation is this one.
-        self.conn.publish();
+        this.conn.publish();
     }
 }
 
 impl Drop for Loan<'_> {
     fn drop(&mut self) {
-        if !self.committed {
-            // Nothing was published; an MPSC producer hands the lock back.
-            self.conn.unlock_tx();
-        }
+        // Given up, nothing published: an MPSC producer hands the lock back.
+        self.conn.unlock_tx();
     }
 }
 

@@ -314,6 +314,12 @@ impl Producer {
         self.pending.data_off
     }
 
+    /// The payload length of the last reservation.
+    #[inline(always)]
+    pub(crate) fn pending_len(&self) -> u32 {
+        self.pending.len
+    }
+
     /// Publishes a reserved record (Release: its bytes are visible before the position).
     ///
     /// In this order, each store Release after the one before: the next header's place is

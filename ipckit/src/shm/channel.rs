@@ -267,7 +267,7 @@ pub struct ShmConn {
     cap: u32,
     max: u32,
     mode: WaitMode,
-    /// A client or server (both rings, one producer each): the fast paths apply.
+    /// A client or server (both rings, one producer each): the send fast path applies.
     duplex: bool,
     /// Publishes and releases without a fence (see `lighten`).
     light: bool,
@@ -938,12 +938,13 @@ impl ShmConn {
         matches!(self.tx.try_reserve(ctl, len as u32), Ok(true))
     }
 
-    /// A receive's look in the common case, inlined: a client or server with a record
-    /// there now, of an acceptable size (it stays in `self.rx`, as `next_record` leaves
-    /// it). False: the general path (`next_record`) waits, or says what is wrong.
+    /// A receive's look in the common case, inlined: a receiving end (not an MPSC
+    /// producer) with a record there now, of an acceptable size (it stays in `self.rx`, as
+    /// `next_record` leaves it). False: the general path (`next_record`) waits, or says what
+    /// is wrong.
     #[inline(always)]
     fn try_next_record_fast(&mut self) -> bool {
-        if !self.duplex || self.corrupted {
+        if matches!(self.role, Role::Producer { .. }) || self.corrupted {
             return false;
         }
         // SAFETY: see `rx_ctl`.

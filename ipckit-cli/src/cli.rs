@@ -290,7 +290,9 @@ shm-ref (the receiver reads it in place with recv_ref: one copy) and shm-loan (t
 writes in a loan only what changes, the sequence number and the trailer, and the whole
 payload on the messages checked in full; the receiver reads in place: no copy; its GB/s is
 payload carried, not copied). memcpy is no IPC: one copy of a message in the parent alone,
-for half of --duration, the yardstick of the large-message rates (no round trip).
+for half of --duration, the yardstick of the large-message rates (no round trip). The claims
+that compare mechanisms leave memcpy, shm-ref and shm-loan out; one of their own sets the
+shm rows against memcpy.
 
 Every mechanism and size is measured --repeat times, in rounds over the whole matrix (round 1
 over every mechanism and size, then round 2, ...) so that drift of the machine hits them all

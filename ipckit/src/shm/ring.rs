@@ -611,11 +611,8 @@ impl Consumer {
     /// Frees a record's space (Release: our reads happen before the producer reuses it).
     #[inline(always)]
     pub(crate) fn release(&mut self, ctl: &RingControl, r: Record, order: Ordering) {
-        self.tail = r.next_tail;
-        ctl.consumer.0.tail.store(r.next_tail, order);
-        let stats = &ctl.consumer_stats.0;
-        bump(&stats.messages, 1);
-        bump(&stats.bytes, u64::from(r.len));
+        self.found = r;
+        self.release_found(ctl, order);
     }
 
     /// Drops everything published (after corruption): jumps to the head (never back).

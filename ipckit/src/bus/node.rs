@@ -622,13 +622,13 @@ impl NodeSeg {
         Ok((s1, h))
     }
 
-    /// Copies `out.len()` bytes of message `seq`'s body (topic, then payload) from byte `at`
-    /// of the body; false if that is outside the segment (callers pass sizes `read_head`
-    /// checked, so it is not).
+    /// Copies the first `out.len()` bytes of message `seq`'s body (topic, then payload);
+    /// false if that is outside the segment (callers pass sizes `read_head` checked, so it
+    /// is not).
     #[inline]
-    pub(crate) fn read_body(&self, seq: u64, at: usize, out: &mut [u8]) -> bool {
+    pub(crate) fn read_body(&self, seq: u64, out: &mut [u8]) -> bool {
         self.seg
-            .read_bytes(self.slot_off(seq) + SLOT_HEADER + at, out)
+            .read_bytes(self.slot_off(seq) + SLOT_HEADER, out)
             .is_ok()
     }
 

@@ -457,9 +457,9 @@ pub struct PeerArgs {
     /// Bus URL (the bus mechanisms).
     #[arg(long)]
     pub bus: Option<String>,
-    /// CPU to pin to.
-    #[arg(long)]
-    pub cpu: Option<usize>,
+    /// CPUs to pin to (one, or a comma-separated list the scheduler chooses from).
+    #[arg(long, value_delimiter = ',')]
+    pub cpu: Vec<usize>,
     /// Exit after this many seconds whatever happens.
     #[arg(long, value_parser = parse_positive_seconds)]
     pub deadline: Duration,

@@ -25,8 +25,9 @@ const LINGER: Duration = Duration::from_secs(1);
 pub fn run(args: PeerArgs) -> Result<(), String> {
     follow_parent(args.parent_pid)?;
     exit_at(args.deadline);
-    if let Some(cpu) = args.cpu {
-        ipckit::sys::pin_current_thread(cpu).map_err(|e| format!("pin to CPU {cpu}: {e}"))?;
+    if !args.cpu.is_empty() {
+        ipckit::sys::pin_current_thread_to(&args.cpu)
+            .map_err(|e| format!("pin to CPUs {:?}: {e}", args.cpu))?;
     }
     if args.mech.is_pattern() {
         return super::patterns::run_peer(&args);

@@ -10,8 +10,16 @@ pub fn allowed_cpus() -> std::io::Result<Vec<usize>> {
 
 /// Pins the calling thread to `cpu` (`sched_setaffinity`).
 pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
+    pin_current_thread_to(&[cpu])
+}
+
+/// Restricts the calling thread to `cpus` (`sched_setaffinity`); the scheduler chooses
+/// among them.
+pub fn pin_current_thread_to(cpus: &[usize]) -> std::io::Result<()> {
     let mut set = CpuSet::new();
-    set.set(cpu);
+    for &cpu in cpus {
+        set.set(cpu);
+    }
     sched_setaffinity(None, &set)?;
     Ok(())
 }
@@ -48,4 +56,25 @@ pub(crate) fn prefetch_read(p: *const u8) {
     }
     #[cfg(not(all(target_arch = "x86_64", not(loom))))]
     let _ = p;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_restricted_to_a_set_may_run_on_each_cpu_of_it_and_no_other() {
+        let all = allowed_cpus().expect("allowed CPUs");
+        // In a thread of its own: the restriction must not leak into other tests.
+        std::thread::spawn(move || {
+            let first = all[..1].to_vec();
+            pin_current_thread_to(&first).expect("restrict to one CPU");
+            assert_eq!(allowed_cpus().expect("read back"), first);
+            // Widening again is allowed, and every CPU named is kept, not only the first.
+            pin_current_thread_to(&all).expect("widen to every allowed CPU");
+            assert_eq!(allowed_cpus().expect("read back"), all);
+        })
+        .join()
+        .expect("the pinned thread");
+    }
 }

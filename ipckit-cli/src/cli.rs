@@ -244,6 +244,9 @@ pub struct AppenderArgs {
     /// Drain the queue as a consumer instead of appending.
     #[arg(long)]
     pub read: bool,
+    /// CPUs to run on (comma-separated; the scheduler chooses among them).
+    #[arg(long, value_delimiter = ',')]
+    pub cpu: Vec<usize>,
 }
 
 const SEND_HELP: &str = "\

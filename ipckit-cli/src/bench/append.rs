@@ -83,6 +83,7 @@ pub fn measure(
     size: usize,
     duration: Duration,
     fdatasync_per_s: Option<f64>,
+    cpus: Option<(usize, usize)>,
 ) -> Vec<AppendRow> {
     let row = |kind, result: Result<f64, String>| AppendRow {
         mech,
@@ -105,17 +106,19 @@ pub fn measure(
             )]
         }
     };
-    let appended = run_processes(mech, producers, size, duration, scratch.path(), false);
+    let appended = run_processes(mech, producers, size, duration, scratch.path(), false, cpus);
     let ok = appended.is_ok();
     let mut rows = vec![row("append", appended)];
     if producers == 1 && ok {
-        let read = run_processes(mech, 1, size, duration, scratch.path(), true);
+        let read = run_processes(mech, 1, size, duration, scratch.path(), true, cpus);
         rows.push(row("read", read));
     }
     rows
 }
 
 /// Runs `count` appenders (or readers) on the queue in `scratch`, returns their summed rate.
+/// With the bench's two CPUs, they may run on either: a child inherits the pinned parent's one
+/// CPU unless told otherwise.
 fn run_processes(
     mech: Mechanism,
     count: usize,
@@ -123,6 +126,7 @@ fn run_processes(
     duration: Duration,
     scratch: &Path,
     read: bool,
+    cpus: Option<(usize, usize)>,
 ) -> Result<f64, String> {
     let exe =
         std::env::current_exe().map_err(|e| format!("setup: cannot find this executable: {e}"))?;
@@ -137,6 +141,9 @@ fn run_processes(
         cmd.arg("queue-appender");
         if read {
             cmd.arg("--read");
+        }
+        if let Some((a, b)) = cpus {
+            cmd.args(["--cpu", &format!("{a},{b}")]);
         }
         let child = cmd
             .arg("--dir")
@@ -228,6 +235,10 @@ impl Drop for Reaped {
 pub fn run_appender(args: AppenderArgs) -> Result<(), String> {
     super::peer::follow_parent(args.parent_pid)?;
     super::peer::exit_at(START_DELAY + args.duration + SLACK);
+    if !args.cpu.is_empty() {
+        ipckit::sys::pin_current_thread_to(&args.cpu)
+            .map_err(|e| format!("pin to CPUs {:?}: {e}", args.cpu))?;
+    }
     let durability: Durability = args
         .durability
         .parse()

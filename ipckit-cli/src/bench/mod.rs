@@ -123,7 +123,7 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
     let mut append = Vec::new();
     for &(mech, size) in &queues {
         progress.doing(format!("{} appends {}", mech.name(), units::size(size)));
-        append.extend(append_rows(mech, size, args.duration));
+        append.extend(append_rows(mech, size, args.duration, cpus));
         progress.step();
     }
     let results: Vec<Measured> = runs.into_iter().map(Measured::of).collect();
@@ -209,6 +209,7 @@ fn append_rows(
     mech: Mechanism,
     size: usize,
     duration: std::time::Duration,
+    cpus: Option<(usize, usize)>,
 ) -> Vec<append::AppendRow> {
     append::PRODUCER_COUNTS
         .iter()
@@ -218,8 +219,14 @@ fn append_rows(
                 .tempdir()
                 .map_err(|e| e.to_string())
                 .and_then(|d| append::fdatasync_rate(d.path(), duration));
-            let mut rows =
-                append::measure(mech, producers, size, duration, rate.as_ref().ok().copied());
+            let mut rows = append::measure(
+                mech,
+                producers,
+                size,
+                duration,
+                rate.as_ref().ok().copied(),
+                cpus,
+            );
             if let (Err(e), Some(first)) = (rate, rows.first_mut()) {
                 first.error.get_or_insert(e);
             }

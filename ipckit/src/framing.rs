@@ -33,6 +33,31 @@ const SMALL_REMAINDER: usize = 16 * 1024;
 pub(crate) trait ByteSource {
     /// Reads into `buf`, initialising and returning the first `n` bytes.
     fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>], wait: Wait) -> Result<usize>;
+
+    /// Whether [`read_head_body`](Self::read_head_body) reads into both buffers with one
+    /// call (the frame reader then reads a frame's body straight into the caller's buffer).
+    fn reads_head_and_body(&self) -> bool {
+        false
+    }
+
+    /// Reads into `head`, then on into `body` (one `readv` where the source can), returning
+    /// how many bytes came in all (`head` fills first). Sources that cannot read into two
+    /// buffers at once fill `head` only.
+    fn read_head_body(
+        &mut self,
+        head: &mut [u8; HEADER_LEN],
+        body: &mut [u8],
+        wait: Wait,
+    ) -> Result<usize> {
+        let _ = body;
+        let mut tmp = [MaybeUninit::<u8>::uninit(); HEADER_LEN];
+        let n = self.read_uninit(&mut tmp, wait)?.min(HEADER_LEN);
+        for (d, s) in head.iter_mut().zip(&tmp[..n]) {
+            // SAFETY: `read_uninit` initialised the first `n` bytes of `tmp`.
+            *d = unsafe { s.assume_init() };
+        }
+        Ok(n)
+    }
 }
 
 /// Something frames can be written to.
@@ -131,6 +156,90 @@ impl FrameReader {
             self.partial_body.clear();
             return self.read_body(src, out, len, wait);
         }
+        // Only into room `out` already has: nothing is allocated before the header is read
+        // and checked against the maximum.
+        if self.buffered().is_empty()
+            && self.last_len > 0
+            && self.last_len <= READ_AHEAD
+            && out.capacity() >= self.last_len
+            && src.reads_head_and_body()
+        {
+            return self.recv_direct(src, out, wait);
+        }
+        self.recv_buffered(src, out, wait)
+    }
+
+    /// The next frame when nothing is buffered, frames of `last_len` bytes are expected and
+    /// `out` has room for one: one read of the header into a word here and of the body
+    /// straight into `out` (a frame of that size, the common case of a stream, is then
+    /// copied once, by the kernel, as a reader that knows the size would). Whatever else
+    /// came is kept for the next frames.
+    fn recv_direct<S: ByteSource + ?Sized>(
+        &mut self,
+        src: &mut S,
+        out: &mut Vec<u8>,
+        wait: Wait,
+    ) -> Result<()> {
+        let want = self.last_len;
+        // Reuses what `out` holds: a stream of one size initialises it once, not per frame.
+        // Until a header has come, `out` is as the caller left it (zeros appended within its
+        // capacity and taken off again at most).
+        let orig = out.len();
+        if orig < want {
+            out.resize(want, 0);
+        }
+        let mut head = [0u8; HEADER_LEN];
+        let got = match src.read_head_body(&mut head, &mut out[..want], wait) {
+            Ok(n) => n,
+            Err(e) => {
+                out.truncate(orig);
+                return Err(e);
+            }
+        };
+        if got < HEADER_LEN {
+            out.truncate(orig);
+            if got == 0 {
+                return Err(Error::Disconnected);
+            }
+            // Part of a header: the buffered path reads the rest.
+            self.ahead.clear();
+            self.start = 0;
+            self.ahead.extend_from_slice(&head[..got]);
+            return self.recv_buffered(src, out, wait);
+        }
+        let len = u32::from_le_bytes(head) as usize;
+        if len > self.max {
+            // The stream is unusable from here; `out` keeps its length (the bytes that came
+            // after the header may have been written over its start).
+            out.truncate(orig);
+            self.desynchronized = true;
+            return Err(Error::IncomingTooLarge {
+                size: len as u64,
+                max: self.max,
+            });
+        }
+        let body_got = (got - HEADER_LEN).min(want);
+        out.truncate(body_got);
+        self.last_len = len;
+        if body_got > len {
+            // The frame was shorter than expected: what follows it is the next frames'.
+            self.ahead.clear();
+            self.start = 0;
+            self.ahead.extend_from_slice(&out[len..]);
+            out.truncate(len);
+            return Ok(());
+        }
+        out.reserve(len - out.len());
+        self.read_body(src, out, len, wait)
+    }
+
+    /// The next frame through the read-ahead buffer.
+    fn recv_buffered<S: ByteSource + ?Sized>(
+        &mut self,
+        src: &mut S,
+        out: &mut Vec<u8>,
+        wait: Wait,
+    ) -> Result<()> {
         while self.buffered().len() < HEADER_LEN {
             if self.fill(src, wait)? == 0 {
                 let have = self.buffered().len();
@@ -315,6 +424,26 @@ impl ByteSource for SliceSource<'_, '_> {
         *self.data = &self.data[n..];
         Ok(n)
     }
+
+    fn reads_head_and_body(&self) -> bool {
+        true
+    }
+
+    fn read_head_body(
+        &mut self,
+        head: &mut [u8; HEADER_LEN],
+        body: &mut [u8],
+        _wait: Wait,
+    ) -> Result<usize> {
+        let n = (HEADER_LEN + body.len())
+            .min(self.data.len())
+            .min(self.chunk);
+        let h = n.min(HEADER_LEN);
+        head[..h].copy_from_slice(&self.data[..h]);
+        body[..n - h].copy_from_slice(&self.data[h..n]);
+        *self.data = &self.data[n..];
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -447,6 +576,120 @@ mod tests {
             }
             self.inner.read_uninit(buf, wait)
         }
+
+        fn reads_head_and_body(&self) -> bool {
+            self.inner.reads_head_and_body()
+        }
+
+        fn read_head_body(
+            &mut self,
+            head: &mut [u8; HEADER_LEN],
+            body: &mut [u8],
+            wait: Wait,
+        ) -> Result<usize> {
+            self.flip = !self.flip;
+            if self.flip {
+                return Err(Error::WouldBlock);
+            }
+            self.inner.read_head_body(head, body, wait)
+        }
+    }
+
+    /// Reads `bytes` as frames through a reused buffer (the direct path once it has room),
+    /// `chunk` bytes at most per read, every other read refused.
+    fn read_all_reusing(bytes: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+        let mut data: &[u8] = bytes;
+        let mut src = Stuttering {
+            inner: SliceSource {
+                data: &mut data,
+                chunk,
+            },
+            flip: false,
+        };
+        let mut r = FrameReader::new(usize::MAX);
+        let mut got = Vec::new();
+        let mut buf = Vec::new();
+        loop {
+            match r.recv(&mut src, &mut buf, Wait::Never) {
+                Ok(()) => got.push(buf.clone()),
+                Err(Error::WouldBlock) => continue,
+                Err(Error::Disconnected) => return got,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// A source that counts its reads into two buffers.
+    struct Counting<'a, 'b> {
+        inner: SliceSource<'a, 'b>,
+        head_body_reads: usize,
+    }
+    impl ByteSource for Counting<'_, '_> {
+        fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>], wait: Wait) -> Result<usize> {
+            self.inner.read_uninit(buf, wait)
+        }
+
+        fn reads_head_and_body(&self) -> bool {
+            true
+        }
+
+        fn read_head_body(
+            &mut self,
+            head: &mut [u8; HEADER_LEN],
+            body: &mut [u8],
+            wait: Wait,
+        ) -> Result<usize> {
+            self.head_body_reads += 1;
+            self.inner.read_head_body(head, body, wait)
+        }
+    }
+
+    #[test]
+    fn a_stream_of_one_size_is_read_straight_into_the_callers_buffer() {
+        let mut r = FrameReader::new(1000);
+        let mut buf = Vec::new();
+        let mut at = None;
+        for i in 0..5u8 {
+            // One frame in the source at a time, as a writer that sends one per read.
+            let msg = vec![i; 100];
+            let bytes = encode(std::slice::from_ref(&msg), usize::MAX);
+            let mut data: &[u8] = &bytes;
+            let mut src = Counting {
+                inner: SliceSource {
+                    data: &mut data,
+                    chunk: usize::MAX,
+                },
+                head_body_reads: 0,
+            };
+            r.recv(&mut src, &mut buf, Wait::Never).unwrap();
+            assert_eq!(buf, msg);
+            assert!(src.inner.data.is_empty() && r.buffered().is_empty());
+            if i == 0 {
+                // The size is not known yet: through the read-ahead buffer.
+                assert_eq!(src.head_body_reads, 0);
+            } else {
+                // One read, into the buffer the caller passed: nothing allocated or copied.
+                assert_eq!(src.head_body_reads, 1, "frame {i}");
+                assert_eq!(Some(buf.as_ptr()), at, "frame {i}: the same buffer");
+            }
+            at = Some(buf.as_ptr());
+        }
+        // Nothing allocated for a refused frame on this path either.
+        let too_big = encode(&[vec![9; 1001]], usize::MAX);
+        let mut data: &[u8] = &too_big;
+        let mut src = SliceSource {
+            data: &mut data,
+            chunk: usize::MAX,
+        };
+        let mut fresh = Vec::with_capacity(100);
+        assert!(matches!(
+            r.recv(&mut src, &mut fresh, Wait::Never),
+            Err(Error::IncomingTooLarge {
+                size: 1001,
+                max: 1000
+            })
+        ));
+        assert_eq!((fresh.len(), fresh.capacity()), (0, 100));
     }
 
     proptest! {
@@ -457,20 +700,24 @@ mod tests {
             rchunk in 1usize..70_000,
         ) {
             let bytes = encode(&msgs, wchunk);
-            let mut data: &[u8] = &bytes;
-            let mut src = Stuttering { inner: SliceSource { data: &mut data, chunk: rchunk }, flip: false };
-            let mut r = FrameReader::new(usize::MAX);
-            let mut got = Vec::new();
-            let mut buf = Vec::new();
-            loop {
-                match r.recv(&mut src, &mut buf, Wait::Never) {
-                    Ok(()) => got.push(buf.clone()),
-                    Err(Error::WouldBlock) => continue,
-                    Err(Error::Disconnected) => break,
-                    Err(e) => panic!("{e}"),
+            prop_assert_eq!(read_all_reusing(&bytes, rchunk), msgs);
+        }
+
+        #[test]
+        fn round_trip_runs_of_one_size(
+            runs in proptest::collection::vec((0usize..5_000, 1usize..6), 0..6),
+            rchunk in 1usize..12_000,
+        ) {
+            // Runs of equal sizes: the direct path's expected size is right, then too small
+            // or too large when the size changes.
+            let mut msgs = Vec::new();
+            for (k, &(size, count)) in runs.iter().enumerate() {
+                for i in 0..count {
+                    msgs.push(vec![(k * 7 + i) as u8; size]);
                 }
             }
-            prop_assert_eq!(got, msgs);
+            let bytes = encode(&msgs, usize::MAX);
+            prop_assert_eq!(read_all_reusing(&bytes, rchunk), msgs);
         }
 
         #[test]

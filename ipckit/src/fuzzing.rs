@@ -23,9 +23,10 @@ struct Scheduled<'a> {
     schedule: &'a [u8],
 }
 
-impl ByteSource for Scheduled<'_> {
-    fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>], _wait: Wait) -> Result<usize> {
-        let chunk = match self.schedule.split_first() {
+impl Scheduled<'_> {
+    /// The next read's size limit, or the refusal the schedule says.
+    fn next_chunk(&mut self) -> Result<usize> {
+        Ok(match self.schedule.split_first() {
             Some((&s, rest)) => {
                 self.schedule = rest;
                 match s & 7 {
@@ -36,11 +37,37 @@ impl ByteSource for Scheduled<'_> {
                 }
             }
             None => usize::MAX,
-        };
+        })
+    }
+}
+
+impl ByteSource for Scheduled<'_> {
+    fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>], _wait: Wait) -> Result<usize> {
+        let chunk = self.next_chunk()?;
         let n = buf.len().min(self.data.len()).min(chunk);
         for (dst, src) in buf[..n].iter_mut().zip(&self.data[..n]) {
             dst.write(*src);
         }
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+
+    // Reads into two buffers, as pipes do: the frame reader's direct path is fuzzed too.
+    fn reads_head_and_body(&self) -> bool {
+        true
+    }
+
+    fn read_head_body(
+        &mut self,
+        head: &mut [u8; crate::framing::HEADER_LEN],
+        body: &mut [u8],
+        _wait: Wait,
+    ) -> Result<usize> {
+        let chunk = self.next_chunk()?;
+        let n = (head.len() + body.len()).min(self.data.len()).min(chunk);
+        let h = n.min(head.len());
+        head[..h].copy_from_slice(&self.data[..h]);
+        body[..n - h].copy_from_slice(&self.data[h..n]);
         self.data = &self.data[n..];
         Ok(n)
     }

@@ -223,6 +223,34 @@ impl crate::framing::ByteSource for IoFd {
         })?;
         r.map_err(|e| Error::os("read", e))
     }
+
+    /// Pipes and FIFOs: `readv` there took 64-byte streams from 1.12 M to 1.27 M msg/s
+    /// (12 interleaved runs). Sockets keep one `recv` into the read-ahead buffer: `recvmsg`
+    /// with two buffers took Unix-socket 64-byte streams from 813 k to 742 k msg/s.
+    fn reads_head_and_body(&self) -> bool {
+        self.kind == FdKind::Other
+    }
+
+    fn read_head_body(
+        &mut self,
+        head: &mut [u8; crate::framing::HEADER_LEN],
+        body: &mut [u8],
+        wait: Wait,
+    ) -> Result<usize> {
+        debug_assert_eq!(
+            self.kind,
+            FdKind::Other,
+            "sockets read through `read_uninit`"
+        );
+        let r = self.io(Dir::Read, wait, |fd, _| {
+            let mut bufs = [
+                std::io::IoSliceMut::new(&mut head[..]),
+                std::io::IoSliceMut::new(&mut *body),
+            ];
+            rustix::io::readv(fd, &mut bufs)
+        })?;
+        r.map_err(|e| Error::os("read", e))
+    }
 }
 
 impl crate::framing::ByteSink for IoFd {

@@ -7,7 +7,11 @@
 //!   ([`Error::Desynchronized`]).
 //! - The reader keeps a 64 KiB read-ahead buffer and asks the OS for one frame of the last
 //!   size at a time (see `FrameReader::last_len` for why not more); bodies that do not fit
-//!   are read straight into the caller's buffer (no extra copy).
+//!   are read straight into the caller's buffer (no extra copy). On a source that reads into
+//!   two buffers at once (pipes and FIFOs: `readv`), a frame of the last size is read with
+//!   its header into a word and its body straight into the caller's buffer, when that buffer
+//!   already has the room: a stream of one size then makes one copy per message, the
+//!   kernel's.
 //! - The writer sends header and body with one vectored write (`writev`/`sendmsg`).
 //! - A `try_`/`_timeout` call that runs out of time mid-frame keeps what it has (reader) or what
 //!   is left to write (writer) and resumes with the next call, so the stream never desyncs on a

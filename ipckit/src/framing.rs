@@ -44,24 +44,31 @@ pub(crate) trait ByteSource {
         false
     }
 
-    /// Reads into `head`, then on into `body` (one `readv` where the source can), returning
-    /// how many bytes came in all (`head` fills first). Sources that cannot read into two
-    /// buffers at once fill `head` only.
+    /// Reads into `head`, then on into `body` (one `readv`), returning how many bytes came in
+    /// all (`head` fills first). Called only where
+    /// [`reads_head_and_body`](Self::reads_head_and_body) says so.
     fn read_head_body(
         &mut self,
         head: &mut [u8; HEADER_LEN],
         body: &mut [u8],
         wait: Wait,
-    ) -> Result<usize> {
-        let _ = body;
-        let mut tmp = [MaybeUninit::<u8>::uninit(); HEADER_LEN];
-        let n = self.read_uninit(&mut tmp, wait)?.min(HEADER_LEN);
-        for (d, s) in head.iter_mut().zip(&tmp[..n]) {
-            // SAFETY: `read_uninit` initialised the first `n` bytes of `tmp`.
-            *d = unsafe { s.assume_init() };
-        }
-        Ok(n)
-    }
+    ) -> Result<usize>;
+}
+
+/// [`ByteSource::read_head_body`] from bytes in memory: up to `limit` bytes of `data` into
+/// `head` then `body`, which are taken off `data`.
+pub(crate) fn head_body_from(
+    data: &mut &[u8],
+    limit: usize,
+    head: &mut [u8; HEADER_LEN],
+    body: &mut [u8],
+) -> usize {
+    let n = (HEADER_LEN + body.len()).min(data.len()).min(limit);
+    let h = n.min(HEADER_LEN);
+    head[..h].copy_from_slice(&data[..h]);
+    body[..n - h].copy_from_slice(&data[h..n]);
+    *data = &data[n..];
+    n
 }
 
 /// Something frames can be written to.
@@ -439,14 +446,7 @@ impl ByteSource for SliceSource<'_, '_> {
         body: &mut [u8],
         _wait: Wait,
     ) -> Result<usize> {
-        let n = (HEADER_LEN + body.len())
-            .min(self.data.len())
-            .min(self.chunk);
-        let h = n.min(HEADER_LEN);
-        head[..h].copy_from_slice(&self.data[..h]);
-        body[..n - h].copy_from_slice(&self.data[h..n]);
-        *self.data = &self.data[n..];
-        Ok(n)
+        Ok(head_body_from(self.data, self.chunk, head, body))
     }
 }
 

@@ -64,12 +64,12 @@ impl ByteSource for Scheduled<'_> {
         _wait: Wait,
     ) -> Result<usize> {
         let chunk = self.next_chunk()?;
-        let n = (head.len() + body.len()).min(self.data.len()).min(chunk);
-        let h = n.min(head.len());
-        head[..h].copy_from_slice(&self.data[..h]);
-        body[..n - h].copy_from_slice(&self.data[h..n]);
-        self.data = &self.data[n..];
-        Ok(n)
+        Ok(crate::framing::head_body_from(
+            &mut self.data,
+            chunk,
+            head,
+            body,
+        ))
     }
 }
 

@@ -142,8 +142,8 @@ fn run_processes(
         if read {
             cmd.arg("--read");
         }
-        if let Some((a, b)) = cpus {
-            cmd.args(["--cpu", &format!("{a},{b}")]);
+        if let Some(both) = cpus {
+            cmd.args(super::peer::both_cpus_arg(both));
         }
         let child = cmd
             .arg("--dir")
@@ -235,10 +235,7 @@ impl Drop for Reaped {
 pub fn run_appender(args: AppenderArgs) -> Result<(), String> {
     super::peer::follow_parent(args.parent_pid)?;
     super::peer::exit_at(START_DELAY + args.duration + SLACK);
-    if !args.cpu.is_empty() {
-        ipckit::sys::pin_current_thread_to(&args.cpu)
-            .map_err(|e| format!("pin to CPUs {:?}: {e}", args.cpu))?;
-    }
+    super::peer::pin_to(&args.cpu)?;
     let durability: Durability = args
         .durability
         .parse()

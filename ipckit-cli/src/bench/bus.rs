@@ -101,12 +101,12 @@ pub fn measure(outcome: &mut Outcome, settings: &Settings) -> Result<(), String>
         };
         let mut cmd = super::case::peer_command(mech, size, &placed, budget + SLACK / 2)?;
         cmd.args(["--bus", &url]);
-        if let (Some((a, b)), true) = (settings.cpus, n > 1) {
+        if let (Some(both), true) = (settings.cpus, n > 1) {
             // Both CPUs, said explicitly: a child inherits the pinned parent's affinity, and
             // until this was said every subscriber shared the publisher's one CPU (8
             // subscribers: 22.4 M deliveries/s there, 29.8 M over both CPUs, 19.4 M all on
             // the other CPU; medians of five alternating runs).
-            cmd.args(["--cpu", &format!("{a},{b}")]);
+            cmd.args(super::peer::both_cpus_arg(both));
         }
         let child = cmd
             .spawn()

@@ -25,10 +25,7 @@ const LINGER: Duration = Duration::from_secs(1);
 pub fn run(args: PeerArgs) -> Result<(), String> {
     follow_parent(args.parent_pid)?;
     exit_at(args.deadline);
-    if !args.cpu.is_empty() {
-        ipckit::sys::pin_current_thread_to(&args.cpu)
-            .map_err(|e| format!("pin to CPUs {:?}: {e}", args.cpu))?;
-    }
+    pin_to(&args.cpu)?;
     if args.mech.is_pattern() {
         return super::patterns::run_peer(&args);
     }
@@ -49,6 +46,20 @@ pub fn run(args: PeerArgs) -> Result<(), String> {
         linger(&mut ch, &mut buf, &ack);
     }
     Ok(())
+}
+
+/// Restricts this process to `cpus` (the bench's `--cpu`); none given: left as it is.
+pub(super) fn pin_to(cpus: &[usize]) -> Result<(), String> {
+    if cpus.is_empty() {
+        return Ok(());
+    }
+    ipckit::sys::pin_current_thread_to(cpus).map_err(|e| format!("pin to CPUs {cpus:?}: {e}"))
+}
+
+/// The `--cpu` argument that lets a child run on both of the bench's CPUs (a child inherits
+/// the pinned parent's one CPU unless told otherwise).
+pub(super) fn both_cpus_arg((a, b): (usize, usize)) -> [String; 2] {
+    ["--cpu".to_owned(), format!("{a},{b}")]
 }
 
 /// Dies with the parent: asks for SIGKILL when it exits, then checks it had not already.

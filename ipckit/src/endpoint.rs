@@ -19,7 +19,8 @@
 //! `K`, `M`, `G` are powers of 1024) and, for things ipckit creates in the file system,
 //! `mode=0600` (octal permissions). `shm://` also takes `capacity=4M` (bytes of each ring,
 //! a power of two), `wait=adaptive|spin|block|sem` and `spin_us=20` (adaptive spin budget); so
-//! does `mmap://`. On pipes, FIFOs and sockets `spin_us=N` makes a blocking receive poll for
+//! does `mmap://`. `pipe:` and `fifo://` take `capacity=1M`: the pipe's buffer in the kernel
+//! (`F_SETPIPE_SZ`; default the kernel's, 64 KiB; see [`crate::Connection::set_pipe_capacity`]). On pipes, FIFOs and sockets `spin_us=N` makes a blocking receive poll for
 //! N µs before it sleeps (default 0). The bound side of `udp://` and `unix+dgram://` takes
 //! `peer=first`: it talks only to the first sender, connecting its socket to it (the kernel
 //! then drops datagrams from anyone else, and a send skips the address lookup: 64-byte UDP
@@ -266,6 +267,9 @@ pub struct Options {
     pub mode: u32,
     /// Bytes of each ring of a `shm://` channel (a power of two).
     pub capacity: usize,
+    /// Bytes of a `pipe:` or `fifo://` pipe's buffer in the kernel (`capacity=`); `None`
+    /// leaves the kernel's default (64 KiB).
+    pub pipe_capacity: Option<usize>,
     /// How a `shm://` endpoint waits.
     pub wait: WaitMode,
     /// How long a blocking receive spins before it sleeps, in microseconds (`spin_us=`):
@@ -288,6 +292,7 @@ impl Default for Options {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             mode: DEFAULT_MODE,
             capacity: DEFAULT_SHM_CAPACITY,
+            pipe_capacity: None,
             wait: WaitMode::Adaptive,
             spin_us: None,
             depth: None,
@@ -486,6 +491,10 @@ impl fmt::Display for Endpoint {
         }
         if self.options.capacity != d.capacity {
             write!(f, "{sep}capacity={}", self.options.capacity)?;
+            sep = '&';
+        }
+        if let Some(bytes) = self.options.pipe_capacity {
+            write!(f, "{sep}capacity={bytes}")?;
             sep = '&';
         }
         if self.options.wait != d.wait {
@@ -749,7 +758,10 @@ fn parse_query(scheme: Scheme, query: &str, options: &mut Options) -> Result<(),
     let mq = scheme == Scheme::Mq;
     let queue = scheme == Scheme::Queue;
     let datagram = matches!(scheme, Scheme::Udp | Scheme::UnixDgram);
+    let pipe = matches!(scheme, Scheme::Pipe | Scheme::Fifo);
     let known = match (files, shm) {
+        _ if scheme == Scheme::Pipe => "max_msg, spin_us, capacity",
+        _ if scheme == Scheme::Fifo => "max_msg, mode, spin_us, capacity",
         _ if mq => "max_msg, mode, depth",
         _ if queue => "max_msg, mode, spin_us, group, durability",
         _ if scheme == Scheme::UnixDgram => "max_msg, mode, spin_us, peer",
@@ -784,6 +796,13 @@ fn parse_query(scheme: Scheme, query: &str, options: &mut Options) -> Result<(),
                 options.capacity = parse_size(value)
                     .filter(|c| c.is_power_of_two() && (4096..=1 << 30).contains(c))
                     .ok_or_else(|| bad("capacity", "a power of two from 4K to 1G, e.g. 4M"))?;
+            }
+            "capacity" if pipe => {
+                options.pipe_capacity = Some(
+                    parse_size(value)
+                        .filter(|c| (4096..=1 << 30).contains(c))
+                        .ok_or_else(|| bad("capacity", "a byte count from 4K to 1G, e.g. 1M"))?,
+                );
             }
             "wait" if shm => {
                 options.wait = match value {
@@ -1048,6 +1067,35 @@ mod tests {
         assert_eq!(parse_size("0"), None);
         assert_eq!(parse_size("x"), None);
         assert_eq!(parse_size(""), None);
+    }
+
+    #[test]
+    fn pipes_take_a_capacity() {
+        let e = Endpoint::parse("fifo:///tmp/p?capacity=1M").unwrap();
+        assert_eq!(e.options().pipe_capacity, Some(1 << 20));
+        assert_eq!(e.to_string(), "fifo:///tmp/p?capacity=1048576");
+        assert_eq!(
+            Endpoint::parse("pipe:?capacity=256K")
+                .unwrap()
+                .options()
+                .pipe_capacity,
+            Some(256 << 10)
+        );
+        assert_eq!(
+            Endpoint::parse("pipe:").unwrap().options().pipe_capacity,
+            None
+        );
+        assert!(matches!(
+            Endpoint::parse("pipe:?capacity=100"),
+            Err(UrlError::BadParameter {
+                key: "capacity",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Endpoint::parse("unix:///a?capacity=1M"),
+            Err(UrlError::UnknownParameter { .. })
+        ));
     }
 
     proptest! {

@@ -1,5 +1,5 @@
-//! FIFOs beyond the conformance suite: `remove_fifo`, symbolic links, umask, and a reader
-//! that outlives its writers.
+//! FIFOs beyond the conformance suite: `remove_fifo`, symbolic links, umask, a reader
+//! that outlives its writers, and the pipe's capacity.
 
 mod common;
 
@@ -128,5 +128,47 @@ fn writer_after_reader_is_gone() {
     assert!(matches!(
         w.send_timeout(b"two", LONG),
         Err(Error::Disconnected)
+    ));
+}
+
+/// `capacity=` sizes the FIFO's kernel buffer from either side: a writer then gets 128
+/// frames of 4 KiB in (512 KiB) before anything is read, where the default 64 KiB takes 11.
+#[test]
+fn capacity_from_the_url() {
+    let dir = tempdir();
+    let url = format!("fifo://{}/big?capacity=1M", dir.path().display());
+    let mut l = ipckit::bind(&url).unwrap();
+    let mut w = ipckit::connect(&url).unwrap();
+    assert_eq!(w.pipe_capacity().unwrap(), 1 << 20);
+    for i in 0..128 {
+        w.try_send(&pattern(i, 4096))
+            .unwrap_or_else(|e| panic!("frame {i} into a 1 MiB FIFO: {e}"));
+    }
+    let mut c = l.accept_timeout(LONG).unwrap();
+    assert_eq!(c.pipe_capacity().unwrap(), 1 << 20);
+    for i in 0..128 {
+        assert_pattern(&c.recv_timeout(LONG).unwrap(), i, 4096, "fifo");
+    }
+
+    // Without the parameter, the kernel's default of 16 pages. A 4,100-byte frame takes 1.5
+    // of them on average (the kernel appends a write's first `len % 4096` bytes to the last
+    // page when they fit, then starts whole pages), so 11 fit (the 11th partly pending).
+    let url = format!("fifo://{}/small", dir.path().display());
+    let _l = ipckit::bind(&url).unwrap();
+    let mut w = ipckit::connect(&url).unwrap();
+    assert_eq!(w.pipe_capacity().unwrap(), 64 << 10);
+    let sent = (0..16)
+        .take_while(|&i| w.try_send(&pattern(i, 4096)).is_ok())
+        .count();
+    assert_eq!(sent, 11);
+
+    // Other transports have no pipe.
+    let sock = dir.path().join("s.sock");
+    let mut ul = ipckit::bind(format!("unix://{}", sock.display())).unwrap();
+    let mut uc = ipckit::connect(format!("unix://{}", sock.display())).unwrap();
+    let _us = ul.accept_timeout(LONG).unwrap();
+    assert!(matches!(
+        uc.set_pipe_capacity(1 << 20),
+        Err(Error::Unsupported { .. })
     ));
 }

@@ -23,6 +23,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::FileType;
@@ -42,6 +43,8 @@ pub(crate) struct FifoListener {
     created: bool,
     max: usize,
     spin: std::time::Duration,
+    /// The URL's `capacity=`, set on each read end opened.
+    capacity: Option<usize>,
     /// The read end the next `accept` hands out. Opened at bind so writers can connect before
     /// the first accept (like a socket's backlog), and again right after each accept.
     pending: Option<IoFd>,
@@ -56,6 +59,7 @@ impl FifoListener {
             created,
             max: ep.effective_max_message_size(),
             spin: ep.read_spin(),
+            capacity: ep.options().pipe_capacity,
             pending: None,
         };
         listener.pending = Some(listener.open_reader()?);
@@ -63,10 +67,11 @@ impl FifoListener {
     }
 
     fn open_reader(&self) -> Result<IoFd> {
-        Ok(
-            IoFd::new(sys::open_fifo(&self.path, false)?, FdKind::Other, true)
-                .with_read_spin(self.spin),
-        )
+        let fd = sys::open_fifo(&self.path, false)?;
+        if let Some(bytes) = self.capacity {
+            sys::set_pipe_capacity(fd.as_fd(), bytes)?;
+        }
+        Ok(IoFd::new(fd, FdKind::Other, true).with_read_spin(self.spin))
     }
 
     /// Opens the FIFO for reading and waits until a writer has sent something.
@@ -113,6 +118,9 @@ impl Drop for FifoListener {
 pub(crate) fn connect_fifo(ep: &Endpoint) -> Result<Inner> {
     let path = ep.path().expect("fifo endpoints have a path");
     let fd = sys::open_fifo(path, true)?;
+    if let Some(bytes) = ep.options().pipe_capacity {
+        sys::set_pipe_capacity(fd.as_fd(), bytes)?;
+    }
     let io = IoFd::new(fd, FdKind::Other, true).with_read_spin(ep.read_spin());
     Ok(Inner::Stream(StreamConn::split(
         None,

@@ -144,7 +144,15 @@ fn from_env_with(ep: Endpoint) -> Result<Connection> {
     let mut fds = crate::inherit::take_fds(ENV_VAR, 2, crate::inherit::Expect::Pipe)?;
     let tx = fds.pop().flatten();
     let rx = fds.pop().flatten();
-    Ok(connection(rx, tx, ep))
+    with_url_capacity(connection(rx, tx, ep))
+}
+
+/// Applies the URL's `capacity=`, if any.
+fn with_url_capacity(mut conn: Connection) -> Result<Connection> {
+    if let Some(bytes) = conn.endpoint().options().pipe_capacity {
+        conn.set_pipe_capacity(bytes)?;
+    }
+    Ok(conn)
 }
 
 /// Standard input and output as a framed message connection (copies of descriptors 0 and 1,
@@ -159,7 +167,7 @@ fn stdio_with(ep: Endpoint) -> Result<Connection> {
     };
     let rx = dup(std::io::stdin().as_fd())?;
     let tx = dup(std::io::stdout().as_fd())?;
-    Ok(connection(Some(rx), Some(tx), ep))
+    with_url_capacity(connection(Some(rx), Some(tx), ep))
 }
 
 /// `pipe:`: the inherited pipe if [`ENV_VAR`] is set, else stdin/stdout.

@@ -48,7 +48,7 @@ pub(crate) fn heavy_fence() -> bool {
 }
 pub(crate) use mq::{mq_attributes, mq_create, mq_open, mq_receive, mq_send, mq_unlink};
 pub use mq::{mq_limits, MqAttributes};
-pub(crate) use pipe::pipe_pair;
+pub(crate) use pipe::{pipe_capacity, pipe_pair, set_pipe_capacity};
 pub(crate) use robust_mutex::{Locked, RobustMutex, ROBUST_MUTEX_ALIGN, ROBUST_MUTEX_SIZE};
 pub use shm::SHM_DIR;
 pub(crate) use shm::{

@@ -12,7 +12,9 @@
 //!   its header into a word and its body straight into the caller's buffer, when that buffer
 //!   already has the room: a stream of one size then makes one copy per message, the
 //!   kernel's.
-//! - The writer sends header and body with one vectored write (`writev`/`sendmsg`).
+//! - The writer sends each frame with one system call: a frame of up to 4 KiB of message is
+//!   copied next to its header and written with `write`/`send`, a larger one goes as header and
+//!   message with one `writev`/`sendmsg`.
 //! - A `try_`/`_timeout` call that runs out of time mid-frame keeps what it has (reader) or what
 //!   is left to write (writer) and resumes with the next call, so the stream never desyncs on a
 //!   timeout.
@@ -333,13 +335,23 @@ pub(crate) struct FrameWriter {
     /// Unwritten tail of a frame whose wait ran out part-way.
     pending: Vec<u8>,
     max: usize,
+    /// A small frame, header and message side by side, for one plain `write`.
+    contiguous: Vec<u8>,
 }
+
+/// Frames up to this size (header included) are copied into one buffer and written with a
+/// plain `write`/`send`; larger ones go out as header and message with `writev`/`sendmsg`.
+/// Two buffers cost the kernel more than the copy of a small message: 64-byte streams went
+/// 7 % faster on pipes, 8 % on FIFOs, 7 % on Unix sockets and 5 % on TCP (one binary, six
+/// interleaved runs each); at 4 KiB it was even (+0.4 % and +1 %).
+const CONTIGUOUS_MAX: usize = HEADER_LEN + 4096;
 
 impl FrameWriter {
     pub(crate) fn new(max: usize) -> FrameWriter {
         FrameWriter {
             pending: Vec::new(),
             max,
+            contiguous: Vec::new(),
         }
     }
 
@@ -374,9 +386,17 @@ impl FrameWriter {
         self.flush_pending(dst, wait)?;
         let header = (msg.len() as u32).to_le_bytes();
         let total = HEADER_LEN + msg.len();
+        let small = total <= CONTIGUOUS_MAX;
+        if small {
+            self.contiguous.clear();
+            self.contiguous.extend_from_slice(&header);
+            self.contiguous.extend_from_slice(msg);
+        }
         let mut done = 0;
         while done < total {
-            let result = if done < HEADER_LEN {
+            let result = if small {
+                dst.write_vectored(&[IoSlice::new(&self.contiguous[done..])], wait)
+            } else if done < HEADER_LEN {
                 dst.write_vectored(&[IoSlice::new(&header[done..]), IoSlice::new(msg)], wait)
             } else {
                 dst.write_vectored(&[IoSlice::new(&msg[done - HEADER_LEN..])], wait)
@@ -385,7 +405,9 @@ impl FrameWriter {
                 Ok(0) => return Err(Error::Disconnected),
                 Ok(n) => done += n,
                 Err(e) if e.is_retryable() && done > 0 => {
-                    if done < HEADER_LEN {
+                    if small {
+                        self.pending.extend_from_slice(&self.contiguous[done..]);
+                    } else if done < HEADER_LEN {
                         self.pending.extend_from_slice(&header[done..]);
                         self.pending.extend_from_slice(msg);
                     } else {
@@ -565,6 +587,54 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// Frames up to `CONTIGUOUS_MAX` go out as one buffer, larger ones as header and message;
+    /// either kind resumes after a partial write that ran out of time.
+    #[test]
+    fn small_frames_are_one_buffer_large_ones_two() {
+        struct Counting {
+            out: Vec<u8>,
+            slices: Vec<usize>,
+        }
+        impl ByteSink for Counting {
+            fn write_vectored(&mut self, bufs: &[IoSlice<'_>], _wait: Wait) -> Result<usize> {
+                self.slices.push(bufs.len());
+                bufs.iter().for_each(|b| self.out.extend_from_slice(b));
+                Ok(bufs.iter().map(|b| b.len()).sum())
+            }
+        }
+        let mut sink = Counting {
+            out: Vec::new(),
+            slices: Vec::new(),
+        };
+        let mut w = FrameWriter::new(usize::MAX);
+        let small = vec![1u8; CONTIGUOUS_MAX - HEADER_LEN];
+        let large = vec![2u8; CONTIGUOUS_MAX - HEADER_LEN + 1];
+        for m in [&small, &large, &Vec::new()] {
+            w.send(&mut sink, m, Wait::Forever, "test").unwrap();
+        }
+        assert_eq!(sink.slices, [1, 2, 1]);
+        assert_eq!(
+            decode_frames(&sink.out, usize::MAX).unwrap(),
+            [small.clone(), large.clone(), Vec::new()]
+        );
+
+        for (m, stop) in [(&small, 2), (&small, 100), (&large, 2), (&large, 100)] {
+            let mut sink = ChunkSink {
+                out: Vec::new(),
+                chunk: 50,
+                block_after: Some(stop),
+            };
+            w.send(&mut sink, m, Wait::Never, "test").unwrap();
+            w.send(&mut sink, b"after", Wait::Never, "test").unwrap();
+            assert_eq!(
+                decode_frames(&sink.out, usize::MAX).unwrap(),
+                [m.clone(), b"after".to_vec()],
+                "{} bytes, blocked after {stop}",
+                m.len()
+            );
+        }
     }
 
     /// A source that says WouldBlock every other call.

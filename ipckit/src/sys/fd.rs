@@ -257,6 +257,14 @@ impl crate::framing::ByteSink for IoFd {
     fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>], wait: Wait) -> Result<usize> {
         let kind = self.kind;
         let r = self.io(Dir::Write, wait, |fd, dontwait| match kind {
+            FdKind::Socket if bufs.len() == 1 => {
+                let mut flags = rustix::net::SendFlags::NOSIGNAL;
+                if dontwait {
+                    flags |= rustix::net::SendFlags::DONTWAIT;
+                }
+                rustix::net::send(fd, &bufs[0], flags)
+            }
+            FdKind::Other if bufs.len() == 1 => rustix::io::write(fd, &bufs[0]),
             FdKind::Socket => {
                 let mut flags = rustix::net::SendFlags::NOSIGNAL;
                 if dontwait {

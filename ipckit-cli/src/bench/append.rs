@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ipckit::queue::{Consumer, Durability, Producer, QueueOptions};
 
 use super::mechanism::Mechanism;
+use super::reap;
 use super::wire;
 use crate::cli::AppenderArgs;
 
@@ -182,20 +183,16 @@ struct Reaped(Child);
 impl Reaped {
     /// Waits (polling) until the process exits or `deadline`, then parses its report.
     fn finish(&mut self, deadline: Instant) -> Result<(u64, f64), String> {
-        let status = loop {
-            match self.0.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5))
-                }
-                Ok(None) => {
-                    let _ = self.0.kill();
-                    let _ = self.0.wait();
-                    return Err("a producer was still running at its deadline".to_owned());
-                }
-                Err(e) => return Err(format!("waiting for a producer: {e}")),
+        // Reaped only once it has exited, and gently (`reap`).
+        while !reap::has_exited(&self.0) {
+            if Instant::now() >= deadline {
+                let _ = self.0.kill();
+                let _ = reap::reap(&mut self.0);
+                return Err("a producer was still running at its deadline".to_owned());
             }
-        };
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let status = reap::reap(&mut self.0).map_err(|e| format!("waiting for a producer: {e}"))?;
         let mut out = String::new();
         let mut err = String::new();
         if let Some(mut o) = self.0.stdout.take() {
@@ -223,10 +220,10 @@ impl Reaped {
 
 impl Drop for Reaped {
     fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
+        if !reap::has_exited(&self.0) {
             let _ = self.0.kill();
-            let _ = self.0.wait();
         }
+        let _ = reap::reap(&mut self.0);
     }
 }
 

@@ -21,6 +21,7 @@ mod peer_process;
 mod pingpong;
 mod plot;
 mod progress;
+mod reap;
 mod report;
 mod report_files;
 mod results;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use ipckit::{Endpoint, MessageSender, Scheme};
 
+use super::reap;
 use super::wire::WAKE;
 
 /// How long the parent may stay stuck after the peer was killed at the deadline.
@@ -121,7 +122,7 @@ impl PeerProcess {
         self.stop_timer();
         let until = Instant::now() + patience;
         loop {
-            let exited = lock(&self.child).try_wait().ok().flatten().is_some();
+            let exited = reap::has_exited(&lock(&self.child));
             if exited || Instant::now() >= until {
                 break;
             }
@@ -141,17 +142,17 @@ impl PeerProcess {
     /// Kills the peer if it still runs, waits for it and collects its standard error.
     ///
     /// The standard-error thread is let finish (the peer's death closes the pipe) before the
-    /// peer is reaped. Reaping makes the kernel drop the peer's /proc entries and spin until
-    /// nobody is using them; run under `chrt -f` (every thread SCHED_FIFO, pinned to one
-    /// CPU), a reaper that found our other thread half-way through its exit never let it
-    /// run again, and the bench spun in `wait4` for good (seen twice, kernel 6.18).
+    /// peer is reaped, and the reaping itself runs under the normal policy ([`reap::reap`]):
+    /// under `chrt -f` a reaper spinning in the kernel starved our other thread, and the
+    /// bench spun in `wait4` for good (seen three times, kernel 6.18; the third time the
+    /// reaping was `finish`'s `try_wait`, now a look that does not reap).
     fn reap(&mut self) -> PeerReport {
         let _ = lock(&self.child).kill();
         let until = Instant::now() + STDERR_PATIENCE;
         while self.stderr.as_ref().is_some_and(|t| !t.is_finished()) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(1));
         }
-        let status = lock(&self.child).wait();
+        let status = reap::reap(&mut lock(&self.child));
         let stderr = self
             .stderr
             .take()

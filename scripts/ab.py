@@ -8,9 +8,10 @@ Each round runs every binary once (`BIN bench --mech MECHS --json --repeat 1 ARG
 reverse order every other round, and prints per figure the median over the rounds with the
 range. Where both rows are measured it adds `bus/shm rtt` (bus-local over shm round trip,
 same run) and `fan8/1sub` (bus-fanout-8 over bus-local msg/s). CHRT=1 runs each binary under
-`chrt -f 10` (keep /proc/sys/kernel/sched_rt_runtime_us at its default 950000: with -1 a
-bench thread once spun in the kernel for 25 minutes, see docs/BENCHMARKS.md; do not use it
-with the fan-out rows, whose subscribers outnumber the CPUs).
+`chrt -f 10` (keep /proc/sys/kernel/sched_rt_runtime_us at its default 950000; a bench
+parent reaping its peer under chrt once spun in the kernel for good, fixed in d72fb8c, see
+docs/BENCHMARKS.md; do not use it with the fan-out rows, whose subscribers outnumber the
+CPUs).
 
 Two builds of the same code can differ by about 10 % here (code layout): to measure a small
 change, build one binary with the change behind an environment switch read once (a

@@ -8,9 +8,10 @@
 # CMECH names the C mechanism to run beside MECH (default shm_spin), ITERS the round trips
 # (default 50000), DUR the streaming seconds (default 1). Each run is SCHED_FIFO (chrt -f 10)
 # so that nice'd work (a build) cannot preempt it. The kernel throttles real-time tasks for
-# 50 ms of every second (/proc/sys/kernel/sched_rt_runtime_us = 950000); keep it so. With
-# throttling off (-1), a bench parent's thread once spun in the kernel reading a dead peer's
-# pipe for 25 minutes, holding a CPU and ignoring SIGKILL (docs/BENCHMARKS.md).
+# 50 ms of every second (/proc/sys/kernel/sched_rt_runtime_us = 950000); keep it so. A bench
+# parent once spun in the kernel for good under chrt, ignoring SIGKILL, while reaping its
+# peer (fixed in d72fb8c, docs/BENCHMARKS.md); if a run ever hangs with a thread at 100 %
+# system time, `chrt -o -p 0 TID` on that thread ends it.
 # Build the C yardstick with
 #   gcc -std=c11 -O2 -pthread -o /tmp/ipc-baseline ../shared/ipc-baseline/baseline.c -lrt
 set -euo pipefail

@@ -40,6 +40,12 @@ pub(crate) enum Watch<'a> {
     Queue,
 }
 
+/// A pipe connection without descriptors (none is made so).
+const NO_PIPE: Error = Error::Unsupported {
+    op: "a pipe's capacity",
+    what: "a connection without descriptors",
+};
+
 /// A message connection over any transport: what [`connect`] and [`Listener::accept`] return.
 ///
 /// It implements [`MessageSender`] and [`MessageReceiver`] (and so [`crate::TypedSender`] and
@@ -137,12 +143,14 @@ impl Connection {
     }
 
     /// Sets the buffer the kernel keeps for the pipes of a `pipe:` or `fifo://` connection
-    /// (`F_SETPIPE_SZ`; the URL's `capacity=` does it on connect and accept): how much a sender
-    /// writes before it waits for the reader. The default, 16 pages (64 KiB), holds 11 frames
-    /// of 4 KiB (a 4,100-byte frame takes 1.5 pages on average); a larger one lets a bursty sender run further ahead, costs unswappable kernel memory
-    /// per pipe, and made 4 KiB pipe streams 8 % faster here at 1 MiB (524 k against 484 k
-    /// messages/s, medians of 10 interleaved runs; docs/BENCHMARKS.md). The kernel rounds `bytes` up to a power-of-two number of pages;
-    /// the size it set is returned (both pipes of a two-way `pipe:` get it).
+    /// (`F_SETPIPE_SZ`; the URL's `capacity=` does it on connect and accept): how much a
+    /// sender writes before it waits for the reader. The default, 16 pages (64 KiB), holds 11
+    /// frames of 4 KiB (a 4,100-byte frame takes 1.5 pages on average). A larger one lets a
+    /// bursty sender run further ahead and costs unswappable kernel memory per pipe; at 1 MiB
+    /// it made 4 KiB pipe streams 8 % faster here (524 k against 484 k messages/s, medians of
+    /// 10 interleaved runs; docs/BENCHMARKS.md). The kernel rounds `bytes` up to a
+    /// power-of-two number of pages; the size it set is returned (both pipes of a two-way
+    /// `pipe:` get it).
     ///
     /// Errors: [`Error::LimitExceeded`] above `/proc/sys/fs/pipe-max-size` (1 MiB by
     /// default) for a process without `CAP_SYS_RESOURCE`; [`Error::Io`] if the pipe holds more
@@ -156,11 +164,11 @@ impl Connection {
     /// # Ok::<(), ipckit::Error>(())
     /// ```
     pub fn set_pipe_capacity(&mut self, bytes: usize) -> Result<usize> {
-        let mut set = 0;
+        let mut set = None;
         for fd in self.pipe_fds()?.into_iter().flatten() {
-            set = crate::sys::set_pipe_capacity(fd, bytes)?;
+            set = Some(crate::sys::set_pipe_capacity(fd, bytes)?);
         }
-        Ok(set)
+        set.ok_or(NO_PIPE)
     }
 
     /// The buffer size of the pipe of a `pipe:` or `fifo://` connection (the receiving one of
@@ -168,10 +176,7 @@ impl Connection {
     pub fn pipe_capacity(&self) -> Result<usize> {
         match self.pipe_fds()? {
             [Some(fd), _] | [None, Some(fd)] => crate::sys::pipe_capacity(fd),
-            [None, None] => Err(Error::Unsupported {
-                op: "reading a pipe's capacity",
-                what: "a connection without descriptors",
-            }),
+            [None, None] => Err(NO_PIPE),
         }
     }
 

@@ -20,8 +20,9 @@
 //! `mode=0600` (octal permissions). `shm://` also takes `capacity=4M` (bytes of each ring,
 //! a power of two), `wait=adaptive|spin|block|sem` and `spin_us=20` (adaptive spin budget); so
 //! does `mmap://`. `pipe:` and `fifo://` take `capacity=1M`: the pipe's buffer in the kernel
-//! (`F_SETPIPE_SZ`; default the kernel's, 64 KiB; see [`crate::Connection::set_pipe_capacity`]). On pipes, FIFOs and sockets `spin_us=N` makes a blocking receive poll for
-//! N µs before it sleeps (default 0). The bound side of `udp://` and `unix+dgram://` takes
+//! (`F_SETPIPE_SZ`; default the kernel's, 64 KiB; see
+//! [`crate::Connection::set_pipe_capacity`]). On pipes, FIFOs and sockets `spin_us=N` makes a
+//! blocking receive poll for N µs before it sleeps (default 0). The bound side of `udp://` and `unix+dgram://` takes
 //! `peer=first`: it talks only to the first sender, connecting its socket to it (the kernel
 //! then drops datagrams from anyone else, and a send skips the address lookup: 64-byte UDP
 //! streaming measured about 10 % faster); the default `peer=any` receives from everyone and

@@ -24,7 +24,9 @@ fn server(url: &str) -> ServerPeer {
     peer.expect_line("ready");
     ServerPeer {
         peer,
-        shm_name: url.strip_prefix("shm://").map(str::to_owned),
+        shm_name: url
+            .strip_prefix("shm://")
+            .map(|rest| rest.split('?').next().unwrap_or(rest).to_owned()),
     }
 }
 
@@ -124,6 +126,64 @@ fn calls_many_in_flight_and_out_of_order() {
             );
             assert_eq!(c.in_flight(), 0);
         });
+        srv.kill();
+    }
+}
+
+/// Frame buffers are reused (`rpc::FramePool`): calls of every size in flight at once, some
+/// larger than the pool keeps, each get their own bytes back, from the async client and the
+/// blocking one.
+#[test]
+fn echoes_of_every_size_come_back_exact() {
+    common::watchdog();
+    let dir = common::tempdir();
+    let urls = [
+        format!("unix://{}/rpc-sizes.sock?max_msg=8M", dir.path().display()),
+        format!("shm://rpc-sizes-{}?max_msg=8M", std::process::id()),
+    ];
+    let sizes = [0usize, 1, 100, 4096, 65_536, 1 << 20, 5 << 20];
+    let bytes = |n: usize, call: usize| -> Vec<u8> {
+        (0..n)
+            .map(|j| (j as u8).wrapping_add((call as u8).wrapping_mul(37)))
+            .collect()
+    };
+    for url in &urls {
+        let mut srv = server(url);
+        common::rt().block_on(async {
+            let c = client(url).await;
+            for round in 0..3 {
+                let calls: Vec<_> = sizes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &n)| {
+                        let (c, sent) = (c.clone(), bytes(n, round * 10 + i));
+                        tokio::spawn(async move {
+                            let r = c.call_timeout(&Req::Echo(sent.clone()), LONG).await;
+                            (sent, r)
+                        })
+                    })
+                    .collect();
+                for h in calls {
+                    let (sent, r) = h.await.unwrap();
+                    let n = sent.len();
+                    let r = r.unwrap_or_else(|e| panic!("{url}: echo of {n} bytes: {e}"));
+                    assert!(r == Resp::Bytes(sent), "{url}: echo of {n} bytes differs");
+                }
+            }
+        });
+        let mut b = BlockingClient::<Req, Resp>::connect_timeout(url.as_str(), LONG).unwrap();
+        for round in 0..2 {
+            for (i, &n) in sizes.iter().enumerate().rev() {
+                let sent = bytes(n, round * 10 + i);
+                let r = b
+                    .call_timeout(&Req::Echo(sent.clone()), LONG)
+                    .unwrap_or_else(|e| panic!("{url}: blocking echo of {n} bytes: {e}"));
+                assert!(
+                    r == Resp::Bytes(sent),
+                    "{url}: blocking echo of {n} bytes differs"
+                );
+            }
+        }
         srv.kill();
     }
 }

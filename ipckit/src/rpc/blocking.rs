@@ -24,7 +24,11 @@ use crate::Connection;
 pub struct BlockingClient<Req, Resp> {
     conn: Connection,
     next_id: u64,
+    /// The last response frame (reused by the next).
     buf: Vec<u8>,
+    /// The last request frame (reused by the next, unless larger than
+    /// [`RETAIN_MAX`](super::RETAIN_MAX)).
+    frame: Vec<u8>,
     _types: PhantomData<fn(Req) -> Resp>,
 }
 
@@ -53,6 +57,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> BlockingClient<Req, Resp> {
             conn,
             next_id: 1,
             buf: Vec::new(),
+            frame: Vec::new(),
             _types: PhantomData,
         }
     }
@@ -62,8 +67,12 @@ impl<Req: Serialize, Resp: DeserializeOwned> BlockingClient<Req, Resp> {
     pub fn call_with(&mut self, req: &Req, wait: Wait) -> Result<Resp> {
         let id = self.next_id;
         self.next_id += 1;
-        let frame = wire::request(id, req)?;
-        self.conn.send_with(&frame, wait).map_err(gone)?;
+        wire::request_into(&mut self.frame, id, req)?;
+        let sent = self.conn.send_with(&self.frame, wait);
+        if self.frame.capacity() > super::RETAIN_MAX {
+            self.frame = Vec::new();
+        }
+        sent.map_err(gone)?;
         loop {
             match self.conn.recv_into_with(&mut self.buf, wait) {
                 Ok(()) => {}

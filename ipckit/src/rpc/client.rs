@@ -14,7 +14,10 @@ use crate::aio::{AsyncConnection, Ready};
 use crate::endpoint::ToEndpoint;
 use crate::error::{Error, Result};
 use crate::rpc::wire::{self, Frame};
+use crate::rpc::FramePool;
 
+/// A response frame, whole (its buffer goes back to the pool once decoded), or why there is
+/// none.
 type Reply = Result<Vec<u8>>;
 
 /// Calls waiting for their response, by id.
@@ -28,6 +31,8 @@ struct Pending {
 struct Shared {
     pending: Mutex<Pending>,
     next_id: AtomicU64,
+    /// Buffers of sent requests and decoded responses, for the next frames.
+    frames: FramePool,
 }
 
 fn lock(p: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
@@ -87,6 +92,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
             next_id: AtomicU64::new(1),
+            frames: FramePool::default(),
         });
         let (out, rx) = mpsc::unbounded_channel();
         tokio::spawn(drive(conn, rx, shared.clone()));
@@ -101,7 +107,8 @@ impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
     /// cancels the call (the server aborts its handler).
     pub async fn call(&self, req: &Req) -> Result<Resp> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = wire::request(id, req)?;
+        let mut frame = self.shared.frames.take();
+        wire::request_into(&mut frame, id, req)?;
         let (tx, rx) = oneshot::channel();
         {
             let mut p = lock(&self.shared.pending);
@@ -123,8 +130,11 @@ impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
         }
         let reply = rx.await;
         guard.done = true;
-        let bytes = reply.unwrap_or(Err(Error::PeerGone))?;
-        crate::transport::decode(&bytes)
+        let frame = reply.unwrap_or(Err(Error::PeerGone))?;
+        // `deliver` checked that the frame holds its header.
+        let resp = crate::transport::decode(frame.get(wire::HEADER..).unwrap_or_default());
+        self.shared.frames.give(frame);
+        resp
     }
 
     /// [`call`](Self::call) with a time limit: past it the call is cancelled (the server is
@@ -183,10 +193,10 @@ async fn run(
     let mut out = VecDeque::new();
     let mut buf = Vec::new();
     loop {
-        let blocked = super::pump_out(conn, &mut out)?;
+        let blocked = super::pump_out(conn, &mut out, &shared.frames)?;
         loop {
             match conn.try_recv_into(&mut buf) {
-                Ok(()) => deliver(&buf, shared)?,
+                Ok(()) => deliver(&mut buf, shared)?,
                 Err(Error::WouldBlock) => break,
                 Err(e) => return Err(e),
             }
@@ -208,19 +218,27 @@ async fn run(
     }
 }
 
-/// Hands a response to its call (a call cancelled meanwhile is simply gone).
-fn deliver(bytes: &[u8], shared: &Shared) -> Result<()> {
-    let (id, reply) = match wire::decode(bytes)? {
-        Frame::Response { id, body } => (id, Ok(body.to_vec())),
-        Frame::Failure { id, failure } => (id, Err(failure.into())),
+/// Hands a response to its call (a call cancelled meanwhile is simply gone): the frame
+/// itself, `buf` taking a buffer from the pool in its place.
+fn deliver(buf: &mut Vec<u8>, shared: &Shared) -> Result<()> {
+    let (id, failure) = match wire::decode(buf)? {
+        Frame::Response { id, .. } => (id, None),
+        Frame::Failure { id, failure } => (id, Some(Error::from(failure))),
         other => {
             return Err(Error::Protocol(format!(
                 "an RPC server sent a client frame: {other:?}"
             )))
         }
     };
-    if let Some(call) = lock(&shared.pending).calls.remove(&id) {
-        let _ = call.send(reply);
+    let Some(call) = lock(&shared.pending).calls.remove(&id) else {
+        return Ok(());
+    };
+    let reply = match failure {
+        None => Ok(std::mem::replace(buf, shared.frames.take())),
+        Some(e) => Err(e),
+    };
+    if let Err(Ok(frame)) = call.send(reply) {
+        shared.frames.give(frame);
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ use crate::aio::{AsyncConnection, AsyncListener, Ready};
 use crate::endpoint::{Endpoint, ToEndpoint};
 use crate::error::{Error, Result};
 use crate::rpc::wire::{self, Failure, Frame};
+use crate::rpc::FramePool;
 
 /// An RPC server bound to an endpoint (`unix://`, `tcp://`, `shm://`, …).
 ///
@@ -89,7 +90,8 @@ where
     Fut: Future<Output = Resp> + Send + 'static,
 {
     let mut calls = Calls::default();
-    if let Err(e) = run(&mut conn, &*handler, &mut calls).await {
+    let pool = Arc::new(FramePool::default());
+    if let Err(e) = run(&mut conn, &*handler, &mut calls, &pool).await {
         tracing::debug!(error = %e, "rpc connection ended");
     }
     // The client is gone: stop its work.
@@ -119,6 +121,7 @@ async fn run<Req, Resp, F, Fut>(
     conn: &mut AsyncConnection,
     handler: &F,
     calls: &mut Calls,
+    pool: &Arc<FramePool>,
 ) -> Result<()>
 where
     Req: DeserializeOwned + Send + 'static,
@@ -129,10 +132,10 @@ where
     let mut out: VecDeque<Vec<u8>> = VecDeque::new();
     let mut buf = Vec::new();
     loop {
-        let blocked = super::pump_out(conn, &mut out)?;
+        let blocked = super::pump_out(conn, &mut out, pool)?;
         loop {
             match conn.try_recv_into(&mut buf) {
-                Ok(()) => match take_request(&buf, handler, calls)? {
+                Ok(()) => match take_request(&buf, handler, calls, pool)? {
                     Incoming::Reply(reply) => out.push_back(reply),
                     Incoming::Call(id, mut call) => {
                         // Most handlers finish at once: poll here first and spawn a task
@@ -193,7 +196,12 @@ enum Incoming {
 }
 
 /// Handles one incoming frame: prepares a handler, cancels one, or answers a bad request.
-fn take_request<Req, Resp, F, Fut>(bytes: &[u8], handler: &F, calls: &mut Calls) -> Result<Incoming>
+fn take_request<Req, Resp, F, Fut>(
+    bytes: &[u8],
+    handler: &F,
+    calls: &mut Calls,
+    pool: &Arc<FramePool>,
+) -> Result<Incoming>
 where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
@@ -204,13 +212,15 @@ where
         Frame::Request { id, body } => match postcard::from_bytes::<Req>(body) {
             Ok(req) => {
                 let fut = handler(req);
+                let pool = pool.clone();
                 Ok(Incoming::Call(
                     id,
                     Box::pin(async move {
                         let resp = fut.await;
-                        let frame = wire::response(id, &resp).unwrap_or_else(|e| {
-                            wire::failure(id, &Failure::HandlerFailed(e.to_string()))
-                        });
+                        let mut frame = pool.take();
+                        if let Err(e) = wire::response_into(&mut frame, id, &resp) {
+                            frame = wire::failure(id, &Failure::HandlerFailed(e.to_string()));
+                        }
                         (id, frame)
                     }),
                 ))

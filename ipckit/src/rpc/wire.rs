@@ -57,18 +57,47 @@ fn start(out: &mut Vec<u8>, kind: u8, id: u64) {
     out.extend_from_slice(&id.to_le_bytes());
 }
 
-/// Encodes a request frame with `body` serialized into it (no intermediate buffer).
-pub(crate) fn request<T: Serialize + ?Sized>(id: u64, body: &T) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(64);
-    start(&mut out, REQUEST, id);
-    postcard::to_extend(body, out).map_err(Error::Encode)
+/// Encodes a request frame into `out` (cleared first), `body` serialized straight into it.
+pub(crate) fn request_into<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    id: u64,
+    body: &T,
+) -> Result<()> {
+    encode_into(out, REQUEST, id, body)
 }
 
-/// Encodes a response frame.
+/// Encodes a response frame into `out` (cleared first).
+pub(crate) fn response_into<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    id: u64,
+    body: &T,
+) -> Result<()> {
+    encode_into(out, RESPONSE, id, body)
+}
+
+/// [`request_into`] a new buffer.
+pub(crate) fn request<T: Serialize + ?Sized>(id: u64, body: &T) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    request_into(&mut out, id, body)?;
+    Ok(out)
+}
+
+/// [`response_into`] a new buffer.
 pub(crate) fn response<T: Serialize + ?Sized>(id: u64, body: &T) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(64);
-    start(&mut out, RESPONSE, id);
-    postcard::to_extend(body, out).map_err(Error::Encode)
+    let mut out = Vec::new();
+    response_into(&mut out, id, body)?;
+    Ok(out)
+}
+
+fn encode_into<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    kind: u8,
+    id: u64,
+    body: &T,
+) -> Result<()> {
+    start(out, kind, id);
+    *out = postcard::to_extend(body, std::mem::take(out)).map_err(Error::Encode)?;
+    Ok(())
 }
 
 /// Encodes an error response.
@@ -131,7 +160,8 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        let r = request(7, &(1u32, "x")).unwrap();
+        let mut r = Vec::new();
+        request_into(&mut r, 7, &(1u32, "x")).unwrap();
         assert_eq!(
             decode(&r).unwrap(),
             Frame::Request {
@@ -139,7 +169,8 @@ mod tests {
                 body: &postcard::to_stdvec(&(1u32, "x")).unwrap()
             }
         );
-        let r = response(u64::MAX, &5u8).unwrap();
+        // A buffer is reused whatever it held.
+        response_into(&mut r, u64::MAX, &5u8).unwrap();
         assert_eq!(
             decode(&r).unwrap(),
             Frame::Response {

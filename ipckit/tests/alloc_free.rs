@@ -106,3 +106,28 @@ fn send_and_recv_into_allocate_nothing() {
         check("udp://127.0.0.1:0", size);
     }
 }
+
+/// A typed send encodes into this thread's reused buffer: after the first, nothing is
+/// allocated.
+#[test]
+fn typed_send_allocates_nothing() {
+    use ipckit::{TypedReceiver, TypedSender};
+    type Value = (u64, [u8; 32], i32);
+    let dir = tempfile::tempdir().unwrap();
+    let mut listener = ipckit::bind(format!("unix://{}/typed", dir.path().display())).unwrap();
+    let mut client = ipckit::connect_timeout(listener.endpoint(), T).unwrap();
+    let value: Value = (7, [3; 32], -5);
+    // The first sizes the buffer.
+    client.send_typed_timeout(&value, T).unwrap();
+    let mut server = listener.accept_timeout(T).unwrap();
+    let rounds = 200;
+    let n = allocations_during(|| {
+        for _ in 0..rounds {
+            client.send_typed_timeout(&value, T).unwrap();
+        }
+    });
+    for _ in 0..=rounds {
+        assert_eq!(server.recv_typed_timeout::<Value>(T).unwrap(), value);
+    }
+    assert_eq!(n, 0, "{n} allocations in {rounds} typed sends");
+}

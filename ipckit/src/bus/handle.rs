@@ -119,8 +119,7 @@ impl Bus {
 
     /// Publishes a value (serde + postcard); receivers use [`Message::decode`].
     pub fn publish_typed<T: Serialize + ?Sized>(&self, topic: &str, value: &T) -> Result<()> {
-        let bytes = postcard::to_stdvec(value).map_err(Error::Encode)?;
-        self.publish(topic, &bytes)
+        crate::transport::with_encoded(value, |bytes| self.publish(topic, bytes))
     }
 
     /// Subscribes to a topic or pattern with the URL's depth and overflow policy.

@@ -96,8 +96,7 @@ fn encode_into<T: Serialize + ?Sized>(
     body: &T,
 ) -> Result<()> {
     start(out, kind, id);
-    *out = postcard::to_extend(body, std::mem::take(out)).map_err(Error::Encode)?;
-    Ok(())
+    crate::transport::encode_append(body, out)
 }
 
 /// Encodes an error response.

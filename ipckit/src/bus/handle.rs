@@ -339,6 +339,28 @@ impl Subscriber {
         Ok((m.topic, v))
     }
 
+    /// Fills `msg` with the next message (reusing its buffers), waiting as long as it takes.
+    pub fn recv_into(&mut self, msg: &mut Message) -> Result<()> {
+        self.recv_into_with(msg, Wait::Forever)
+    }
+
+    /// Fills `msg` with the next message if one is there, else [`Error::WouldBlock`].
+    pub fn try_recv_into(&mut self, msg: &mut Message) -> Result<()> {
+        self.recv_into_with(msg, Wait::Never)
+    }
+
+    /// Fills `msg` with the next message, waiting at most `timeout`, else
+    /// [`Error::Timeout`].
+    pub fn recv_into_timeout(&mut self, msg: &mut Message, timeout: Duration) -> Result<()> {
+        self.recv_into_with(msg, Wait::timeout(timeout))
+            .map_err(|e| match e {
+                Error::Timeout { .. } => Error::Timeout {
+                    after: Some(timeout),
+                },
+                e => e,
+            })
+    }
+
     /// The core receive: fills `msg` (reusing its buffers), waiting as `wait` allows.
     #[inline]
     pub fn recv_into_with(&mut self, msg: &mut Message, wait: Wait) -> Result<()> {

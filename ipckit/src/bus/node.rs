@@ -639,6 +639,14 @@ impl NodeSeg {
             .is_ok()
     }
 
+    /// Reads message `seq`'s payload, which follows its topic of `topic_len` bytes, into
+    /// `out` (its length). False if that is not inside the segment.
+    pub(crate) fn read_payload(&self, seq: u64, topic_len: usize, out: &mut [u8]) -> bool {
+        self.seg
+            .read_bytes(self.slot_off(seq) + SLOT_HEADER + topic_len, out)
+            .is_ok()
+    }
+
     /// Whether message `seq`'s slot still has stamp `s1`: what was read from it since
     /// `read_head` is whole (the writer did not start overwriting it meanwhile).
     #[inline]

@@ -1010,6 +1010,17 @@ impl ShmConn {
         self.loan_with(len, Wait::Forever)
     }
 
+    /// [`loan`](Self::loan) if the ring has room now, else [`Error::WouldBlock`].
+    pub fn try_loan(&mut self, len: usize) -> Result<Loan<'_>> {
+        self.loan_with(len, Wait::Never)
+    }
+
+    /// [`loan`](Self::loan), waiting at most `timeout` for space.
+    pub fn loan_timeout(&mut self, len: usize, timeout: Duration) -> Result<Loan<'_>> {
+        self.loan_with(len, Wait::timeout(timeout))
+            .map_err(|e| e.after(timeout))
+    }
+
     /// [`loan`](Self::loan), waiting as `wait` allows for space.
     pub fn loan_with(&mut self, len: usize, wait: Wait) -> Result<Loan<'_>> {
         if !self.try_reserve_fast(len) {
@@ -1024,9 +1035,15 @@ impl ShmConn {
         self.recv_ref_with(Wait::Forever)
     }
 
+    /// [`recv_ref`](Self::recv_ref) if a message is there now, else [`Error::WouldBlock`].
+    pub fn try_recv_ref(&mut self) -> Result<RecvRef<'_>> {
+        self.recv_ref_with(Wait::Never)
+    }
+
     /// [`recv_ref`](Self::recv_ref), waiting at most `timeout`.
     pub fn recv_ref_timeout(&mut self, timeout: Duration) -> Result<RecvRef<'_>> {
         self.recv_ref_with(Wait::timeout(timeout))
+            .map_err(|e| e.after(timeout))
     }
 
     /// [`recv_ref`](Self::recv_ref), waiting as `wait` allows.
@@ -1595,6 +1612,52 @@ fn post(
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// The `try_` and `_timeout` forms of the in-place calls: an empty ring is
+    /// `WouldBlock` at once and a `Timeout` naming the wait; a full one the same for loans.
+    #[test]
+    fn in_place_calls_have_try_and_timeout_forms() {
+        let url = format!("shm://t-forms-{}?capacity=4K", std::process::id());
+        let mut listener = crate::bind(&url).unwrap();
+        let mut client = crate::connect(&url).unwrap();
+        let mut server = listener.accept_timeout(Duration::from_secs(5)).unwrap();
+        let short = Duration::from_millis(20);
+        let rx = server.as_shm().unwrap();
+        assert!(matches!(rx.try_recv_ref(), Err(Error::WouldBlock)));
+        assert!(matches!(
+            rx.recv_ref_timeout(short),
+            Err(Error::Timeout { after: Some(d) }) if d == short
+        ));
+        let tx = client.as_shm().unwrap();
+        let mut sent = 0;
+        loop {
+            match tx.try_loan(1000) {
+                Ok(loan) => {
+                    loan.commit();
+                    sent += 1;
+                }
+                Err(Error::WouldBlock) => break,
+                Err(e) => panic!("try_loan: {e}"),
+            }
+            assert!(sent < 10, "a 4 KiB ring took {sent} loans of 1000 bytes");
+        }
+        assert!(sent >= 1);
+        assert!(matches!(
+            tx.loan_timeout(1000, short),
+            Err(Error::Timeout { after: Some(d) }) if d == short
+        ));
+        let rx = server.as_shm().unwrap();
+        for _ in 0..sent {
+            assert_eq!(rx.try_recv_ref().unwrap().len(), 1000);
+        }
+        assert!(matches!(rx.try_recv_ref(), Err(Error::WouldBlock)));
+        client
+            .as_shm()
+            .unwrap()
+            .loan_timeout(1000, Duration::from_secs(5))
+            .unwrap()
+            .commit();
+    }
 
     /// Adaptive sides publish and release without a fence where `membarrier` can stand in
     /// for it, and say so in their `WaitWords`; `block` and `spin` sides never do.

@@ -161,9 +161,16 @@ impl Event {
         self.wait_with(Wait::Forever)
     }
 
+    /// Returns at once: `Ok` if set, else [`Error::WouldBlock`]. (A pending notification is
+    /// not taken: only a waiter that waits takes one.)
+    pub fn try_wait(&self) -> Result<()> {
+        self.wait_with(Wait::Never)
+    }
+
     /// Waits at most `timeout`.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
         self.wait_with(Wait::timeout(timeout))
+            .map_err(|e| e.after(timeout))
     }
 
     /// Keeps the name after this handle is dropped.
@@ -194,12 +201,14 @@ mod tests {
     #[test]
     fn set_releases_everyone_until_reset() {
         let e = Event::create(&name("set")).unwrap();
-        assert!(matches!(e.wait_with(Wait::Never), Err(Error::WouldBlock)));
+        assert!(matches!(e.try_wait(), Err(Error::WouldBlock)));
+        let short = Duration::from_millis(20);
         assert!(matches!(
-            e.wait_timeout(Duration::from_millis(20)),
-            Err(Error::Timeout { .. })
+            e.wait_timeout(short),
+            Err(Error::Timeout { after: Some(d) }) if d == short
         ));
         e.set();
+        e.try_wait().unwrap();
         e.wait_timeout(Duration::from_secs(1)).unwrap();
         e.wait_timeout(Duration::from_secs(1)).unwrap();
         e.reset();

@@ -152,6 +152,8 @@ pub struct AsyncConnection {
     // Declared (so dropped) before `conn`: registrations end before descriptors close.
     ready: Readiness,
     conn: Connection,
+    /// Where `send_typed` encodes (reused; kept up to 4 MiB).
+    encoded: Vec<u8>,
 }
 
 impl std::fmt::Debug for AsyncConnection {
@@ -168,7 +170,11 @@ impl AsyncConnection {
         // SAFETY: `ready` is declared before `conn` in the struct, so it is dropped first;
         // `into_inner` drops it explicitly before handing `conn` out.
         let ready = unsafe { Readiness::of(&conn)? };
-        Ok(AsyncConnection { ready, conn })
+        Ok(AsyncConnection {
+            ready,
+            conn,
+            encoded: Vec::new(),
+        })
     }
 
     /// The connection, for its synchronous calls (`try_` calls never block).
@@ -319,8 +325,14 @@ impl AsyncConnection {
 
     /// Sends `value` encoded with postcard.
     pub async fn send_typed<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        let bytes = postcard::to_stdvec(value).map_err(Error::Encode)?;
-        self.send(&bytes).await
+        let mut bytes = std::mem::take(&mut self.encoded);
+        bytes.clear();
+        crate::transport::encode_append(value, &mut bytes)?;
+        let sent = self.send(&bytes).await;
+        if bytes.capacity() <= 4 << 20 {
+            self.encoded = bytes;
+        }
+        sent
     }
 
     /// Receives one message and decodes it as `T` ([`Error::Decode`] if it is not one).
@@ -331,7 +343,7 @@ impl AsyncConnection {
 
     /// Unwraps the connection (its registrations end).
     pub fn into_inner(self) -> Connection {
-        let AsyncConnection { ready, conn } = self;
+        let AsyncConnection { ready, conn, .. } = self;
         drop(ready);
         conn
     }

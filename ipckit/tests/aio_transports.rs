@@ -62,10 +62,17 @@ fn every_duplex_transport_both_ways() {
             let mut client = client.unwrap_or_else(|e| panic!("connect {url}: {e}"));
             let mut server = server.unwrap_or_else(|e| panic!("accept {url}: {e}"));
             exchange(&mut client, &mut server, sizes, url).await;
-            // Typed messages go through the same path.
+            // Typed messages go through the same path (the second and third reuse the
+            // buffer the first was encoded in, whatever it held).
             client.send_typed(&("typed", 7u32)).await.unwrap();
             let (w, n): (String, u32) = server.recv_typed().await.unwrap();
             assert_eq!((w.as_str(), n), ("typed", 7));
+            client.send_typed(&("a longer word", 8u32)).await.unwrap();
+            client.send_typed(&("x", 9u32)).await.unwrap();
+            let (w, n): (String, u32) = server.recv_typed().await.unwrap();
+            assert_eq!((w.as_str(), n), ("a longer word", 8));
+            let (w, n): (String, u32) = server.recv_typed().await.unwrap();
+            assert_eq!((w.as_str(), n), ("x", 9));
             // The peer closing is Disconnected, not a hang.
             drop(client);
             let r = server.recv_timeout(LONG).await;

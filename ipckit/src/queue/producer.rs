@@ -182,10 +182,10 @@ impl State {
         let seg = self.segment(shared, t.cur_base)?;
         if let Err(e) = sys::pwrite_all(seg.fd.as_fd(), &header, msg, t.cur_end) {
             // Take back whatever part was written; if even that fails, the next holder does.
-            ctl.truncations().fetch_add(1, Ordering::SeqCst);
             if sys::truncate(seg.fd.as_fd(), t.cur_end).is_err() {
                 guard.request_repair();
             }
+            ctl.truncated();
             return Err(write_error(&seg.path, e));
         }
         ctl.set_tail(Tail {

@@ -147,8 +147,10 @@ pub(crate) fn verify(shared: &Shared, guard: &AppendGuard<'_>) -> Result<Option<
         return Ok(None);
     }
     let t = shared.ctl.tail();
-    shared.ctl.truncations().fetch_add(1, Ordering::SeqCst);
-    let (tail, recovery) = rebuild(&shared.dir, &shared.opts, Some(t.last_seq))?;
+    let rebuilt = rebuild(&shared.dir, &shared.opts, Some(t.last_seq));
+    // Whatever the rebuild cut (or failed half-way through cutting).
+    shared.ctl.truncated();
+    let (tail, recovery) = rebuilt?;
     shared.ctl.set_tail(tail);
     shared
         .ctl
@@ -157,8 +159,10 @@ pub(crate) fn verify(shared: &Shared, guard: &AppendGuard<'_>) -> Result<Option<
     Ok(recovery)
 }
 
-/// Removes what a dead append-mutex holder left past the published end.
+/// Removes what a dead append-mutex holder left past the published end, and a segment it
+/// was creating.
 fn repair(shared: &Shared) -> Result<()> {
+    remove_stale_temporaries(&shared.dir)?;
     let t = shared.ctl.tail();
     for base in list_segments(&shared.dir)? {
         if base > t.cur_base {
@@ -173,8 +177,9 @@ fn repair(shared: &Shared) -> Result<()> {
         Err(e) => return Err(e),
     };
     if seg.len()? > t.cur_end {
-        shared.ctl.truncations().fetch_add(1, Ordering::SeqCst);
-        sys::truncate(seg.fd.as_fd(), t.cur_end).map_err(|e| write_error(&seg.path, e))?;
+        let cut = sys::truncate(seg.fd.as_fd(), t.cur_end);
+        shared.ctl.truncated();
+        cut.map_err(|e| write_error(&seg.path, e))?;
         tracing::debug!(
             file = %seg.path.display(),
             at = t.cur_end,

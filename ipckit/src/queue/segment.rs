@@ -58,6 +58,12 @@ pub(crate) fn sync_error(path: &Path, e: Errno) -> Error {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The number the next [`temp_path`] takes.
+#[cfg(test)]
+pub(crate) fn next_temp_number() -> u64 {
+    TMP_COUNTER.load(Ordering::Relaxed)
+}
+
 /// A temporary name in `dir` no other process or thread uses.
 pub(crate) fn temp_path(dir: &Path, what: &str) -> PathBuf {
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -70,7 +76,18 @@ pub(crate) fn temp_path(dir: &Path, what: &str) -> PathBuf {
 pub(crate) fn create_segment(dir: &Path, base: u64, mode: u32, durable: bool) -> Result<OwnedFd> {
     let path = segment_path(dir, base);
     let tmp = temp_path(dir, "segment");
-    let fd = sys::file_create(&tmp, mode, "queue segment").map_err(|e| match e {
+    let create = || sys::file_create(&tmp, mode, "queue segment");
+    let fd = match create() {
+        // The name carries this process's id and a number it never used: a file of that
+        // name was left by a process that had the same id before and died creating a
+        // segment (ids are reused).
+        Err(Error::AlreadyExists { .. }) => {
+            sys::file_unlink(&tmp)?;
+            create()
+        }
+        r => r,
+    }
+    .map_err(|e| match e {
         Error::Io { source, .. } if Errno::from_io_error(&source) == Some(Errno::NOSPC) => {
             Error::StorageFull { path: path.clone() }
         }

@@ -474,6 +474,70 @@ fn a_writer_that_dies_holding_the_lock_is_repaired_after() {
     assert_eq!(recv(&mut c), (2, b"after".to_vec()));
 }
 
+/// A writer that dies holding the append lock after writing a whole record it never
+/// published: a consumer that read that record ahead (with the one before it) still gets the
+/// record the next writer puts in its place, and the records after it from the right
+/// offsets. And a segment the dead writer was creating is removed.
+#[test]
+fn a_dead_writers_unpublished_record_read_ahead_is_not_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Producer::open(dir.path(), &os()).unwrap();
+    p.send(b"before").unwrap();
+    let path = dir.path().to_owned();
+    let stale_tmp = dir.path().join(".segment.tmp-999999-0");
+    let tmp = stale_tmp.clone();
+    std::thread::spawn(move || {
+        let (shared, _) = Shared::open(&path, &os()).unwrap();
+        let guard = shared.ctl.lock_append(Wait::Forever).unwrap();
+        let t = shared.ctl.tail();
+        let f = crate::sys::file_open(&segment_path(&path, t.cur_base), true, "seg").unwrap();
+        let dead = b"the dead writer's record, longer than the one that replaces it";
+        let header = super::record::record_header(t.last_seq + 1, dead);
+        crate::sys::pwrite_all(f.as_fd(), &header, dead, t.cur_end).unwrap();
+        std::fs::write(&tmp, b"half a segment").unwrap();
+        std::mem::forget(guard);
+        std::mem::forget(shared);
+    })
+    .join()
+    .unwrap();
+    let mut c = Consumer::open(dir.path(), "g", &os()).unwrap();
+    // Reads record 1, and what follows it in the file ahead.
+    assert_eq!(recv(&mut c), (1, b"before".to_vec()));
+    let mut buf = Vec::new();
+    assert!(matches!(c.try_recv_into(&mut buf), Err(Error::WouldBlock)));
+    assert_eq!(p.send(b"after").unwrap(), 2);
+    assert!(
+        !stale_tmp.exists(),
+        "the dead writer's segment creation is cleaned up"
+    );
+    assert_eq!(p.send(b"and then").unwrap(), 3);
+    assert_eq!(recv(&mut c), (2, b"after".to_vec()));
+    assert_eq!(recv(&mut c), (3, b"and then".to_vec()));
+}
+
+#[test]
+fn a_temporary_segment_name_left_by_a_dead_process_with_the_same_id_is_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = os().segment_size(4096);
+    // (Opening a queue without a control file removes every temporary: put them after.)
+    let mut p = Producer::open(dir.path(), &opts).unwrap();
+    // The next temporary names this process will use (other tests in it may take some).
+    let next = super::segment::next_temp_number();
+    for n in next..next + 256 {
+        let name = format!(".segment.tmp-{}-{n}", std::process::id());
+        std::fs::write(dir.path().join(name), b"left by a dead process").unwrap();
+    }
+    for i in 0..20u8 {
+        p.send(&[i; 1000]).unwrap();
+    }
+    assert!(
+        list_segments(dir.path()).unwrap().len() > 3,
+        "segments rolled"
+    );
+    let mut c = Consumer::open(dir.path(), "g", &opts).unwrap();
+    assert_eq!(drain(&mut c).len(), 20);
+}
+
 fn ctl_missing_rebuilds(dir: &Path) {
     std::fs::remove_file(dir.join(super::ctl::CTL_NAME)).unwrap();
 }

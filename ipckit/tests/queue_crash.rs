@@ -7,8 +7,9 @@
 //!
 //! The peers (`ipckit-queue-peer`) log what happened with one `write` per line: `ok i` after
 //! a send returned, `d SEQ P E I` after a delivery, `a SEQ` after an acknowledgement
-//! returned, `open C` with the committed offset found at start. After every round the logs
-//! are checked, and at the end a consumer in this process drains the queue:
+//! returned, `open C` with the committed offset found at start (a last line the kill cut
+//! short is dropped). After every round the logs are checked, and at the end a consumer in
+//! this process drains the queue:
 //! - every message whose `send` returned is delivered at least once (nothing is lost);
 //! - nothing is delivered that was never sent (at most the one send in flight at the kill);
 //! - each producer's messages keep their order in the log, and a sequence number always
@@ -97,12 +98,18 @@ struct Verifier {
     sessions: u64,
 }
 
+/// A peer's log, without a last line the kill cut short. (One `write` per line does not
+/// make a line whole: a line that crosses a page of the file can be cut where the page ends
+/// when SIGKILL comes during the write. Seen once in 15 runs of 2,000 rounds: a "d" line of
+/// two fields.)
 fn read_log(path: &Path) -> String {
-    match std::fs::read_to_string(path) {
+    let mut s = match std::fs::read_to_string(path) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => panic!("{}: {e}", path.display()),
-    }
+    };
+    s.truncate(s.rfind('\n').map_or(0, |end| end + 1));
+    s
 }
 
 impl Verifier {

@@ -10,9 +10,10 @@
 //! `(PRODUCER, EPOCH, i)` and a padding derived from them, and writes `ok i` to LOG after
 //! each `send` returns. `consume` reads as GROUP, checks each payload, writes
 //! `d SEQ PRODUCER EPOCH i` to LOG after each delivery, acknowledges every few deliveries
-//! and writes `a SEQ` after each `ack` returns. Every LOG line is one `write`, so a SIGKILL
-//! never leaves a line half-written in the page cache: what is in the log happened. Both
-//! exit on their own after a minute, and when the test process dies.
+//! and writes `a SEQ` after each `ack` returns. Every LOG line is one `write`, so what is in
+//! the log happened; only the last line can be cut short, where a SIGKILL stops a write at a
+//! page boundary of the file (the tests drop a last line without its newline). Both exit on
+//! their own after a minute, and when the test process dies.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;

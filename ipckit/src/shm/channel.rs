@@ -777,10 +777,15 @@ impl ShmConn {
                         1,
                     )
                     .unwrap_or(true);
+                // Only from the dead holder: another waiter that found it dead too may have
+                // taken the lock over already, and is alive. (Swapping whatever the word
+                // held let two senders in at once, and one's message was written over:
+                // "sender N out of order" in `tests/shm_channel.rs`, 2 in 15 runs three at
+                // once.)
                 if !alive
                     && lock
                         .compare_exchange(
-                            lock.load(Ordering::Relaxed),
+                            owner | CONTENDED,
                             want,
                             Ordering::Acquire,
                             Ordering::Relaxed,

@@ -152,7 +152,7 @@ pub struct AsyncConnection {
     // Declared (so dropped) before `conn`: registrations end before descriptors close.
     ready: Readiness,
     conn: Connection,
-    /// Where `send_typed` encodes (reused; kept up to 4 MiB).
+    /// Where `send_typed` encodes (reused; kept up to `transport::RETAIN_MAX` bytes).
     encoded: Vec<u8>,
 }
 
@@ -329,7 +329,7 @@ impl AsyncConnection {
         bytes.clear();
         crate::transport::encode_append(value, &mut bytes)?;
         let sent = self.send(&bytes).await;
-        if bytes.capacity() <= 4 << 20 {
+        if bytes.capacity() <= crate::transport::RETAIN_MAX {
             self.encoded = bytes;
         }
         sent

@@ -220,12 +220,13 @@ thread_local! {
     /// Where typed sends encode, reused by this thread's next typed send instead of
     /// allocating a buffer per message (for large messages the allocator hands the memory
     /// back to the system, and it was faulted in anew every time: see `rpc::FramePool`).
-    /// Kept up to [`SCRATCH_RETAIN_MAX`] bytes.
+    /// Kept up to [`RETAIN_MAX`] bytes.
     static SEND_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Largest scratch buffer a thread keeps after a typed call.
-const SCRATCH_RETAIN_MAX: usize = 4 << 20;
+/// Largest buffer kept for reuse after a message (typed sends' scratch, RPC frames, an
+/// async connection's encoding buffer): larger ones go back to the allocator.
+pub(crate) const RETAIN_MAX: usize = 4 << 20;
 
 /// Encodes `value` with postcard into this thread's scratch buffer and hands the bytes to
 /// `f` (a synchronous send: the bytes are not kept).
@@ -278,7 +279,7 @@ fn with_scratch<R>(
         Ok(mut buf) => {
             buf.clear();
             let r = f(&mut buf);
-            if buf.capacity() > SCRATCH_RETAIN_MAX {
+            if buf.capacity() > RETAIN_MAX {
                 *buf = Vec::new();
             }
             r
@@ -356,7 +357,7 @@ mod tests {
         })
         .unwrap();
         with_scratch(&SEND_SCRATCH, |buf| {
-            buf.reserve(SCRATCH_RETAIN_MAX + 1);
+            buf.reserve(RETAIN_MAX + 1);
             Ok(())
         })
         .unwrap();

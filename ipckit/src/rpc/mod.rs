@@ -55,8 +55,7 @@ pub(crate) struct FramePool {
 
 /// Buffers a pool keeps.
 const POOL_MAX: usize = 4;
-/// Largest buffer a pool keeps (larger ones go back to the allocator).
-pub(crate) const RETAIN_MAX: usize = 4 << 20;
+pub(crate) use crate::transport::RETAIN_MAX;
 
 impl FramePool {
     /// A buffer to encode a frame into (empty; with room left by an earlier frame if any).

@@ -313,12 +313,9 @@ impl Subscriber {
 
     /// The next message, waiting at most `timeout`, else [`Error::Timeout`].
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message> {
-        self.recv_with(Wait::timeout(timeout)).map_err(|e| match e {
-            Error::Timeout { .. } => Error::Timeout {
-                after: Some(timeout),
-            },
-            e => e,
-        })
+        let mut m = Message::default();
+        self.recv_into_timeout(&mut m, timeout)?;
+        Ok(m)
     }
 
     /// The next message, waiting as `wait` allows.

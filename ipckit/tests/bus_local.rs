@@ -218,6 +218,35 @@ fn slow_subscriber_drops_and_others_get_everything() {
     fast.wait(T);
 }
 
+/// Two subscriber processes take a publisher's stream in batches (`recv_batch`) under the
+/// block policy: each gets every message, in order, in fewer calls than messages.
+#[test]
+fn batch_receives_across_processes() {
+    let u = url("batches", "?overflow=block");
+    let bus = Bus::open(&u).unwrap();
+    let mut a = Peer::start_bin(PEER, &["batches", &u, "n/**", "50000"]);
+    let mut b = Peer::start_bin(PEER, &["batches", &u, "n/**", "50000"]);
+    a.expect_line("ready");
+    b.expect_line("ready");
+    // Both attached before the stream: a subscriber attaches to a node once it publishes a
+    // matching topic.
+    let deadline = Instant::now() + T;
+    while bus.stats().readers.len() < 2 {
+        assert!(Instant::now() < deadline, "the subscribers did not attach");
+        bus.publish("n/warm", b"").unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for i in 0..50_000u64 {
+        bus.publish_with("n/x", &i.to_le_bytes(), ipckit::Wait::timeout(T))
+            .unwrap();
+    }
+    for p in [&mut a, &mut b] {
+        let batches: u64 = p.expect_line("in order 50000 batches").parse().unwrap();
+        assert!((1..50_000).contains(&batches), "{batches} batches");
+        p.wait(T);
+    }
+}
+
 #[test]
 fn a_thousand_topics() {
     let u = url("many", "?overflow=block&depth=256");

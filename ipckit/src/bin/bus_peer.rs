@@ -5,6 +5,9 @@
 //!                                               one per INTERVAL_US; N = 0: forever
 //! ipckit-bus-peer stall URL PATTERN DEPTH       subscribe with the block policy and never read
 //! ipckit-bus-peer count URL PATTERN N           receive N messages, print "got N drops D"
+//! ipckit-bus-peer batches URL PATTERN N         receive N counters (0, 1, ...) in batches of up
+//!                                               to 100 (skipping topics ending in /warm), print
+//!                                               "in order N batches B"
 //! ipckit-bus-peer serve URL PATTERN             answer requests with "PID:" + the request
 //! ipckit-bus-peer malformed URL TOPIC           publish "before", a malformed slot, "after"
 //! ```
@@ -37,6 +40,7 @@ fn main() {
         "pub" => publish(arg(1), arg(2), num(3), num(4)),
         "stall" => stall(arg(1), arg(2), num(3) as u32),
         "count" => count(arg(1), arg(2), num(3)),
+        "batches" => batches(arg(1), arg(2), num(3)),
         "serve" => serve(arg(1), arg(2)),
         "malformed" => malformed(arg(1), arg(2)),
         _ => {
@@ -91,6 +95,39 @@ fn count(url: &str, pattern: &str, n: u64) -> ipckit::Result<()> {
         sub.recv_timeout(T)?;
     }
     say(&format!("got {n} drops {}", sub.drops()));
+    Ok(())
+}
+
+fn batches(url: &str, pattern: &str, n: u64) -> ipckit::Result<()> {
+    let bus = Bus::open(url)?;
+    let mut sub = bus.subscribe_with(
+        pattern,
+        SubscribeOptions {
+            depth: 1024,
+            overflow: Overflow::Block,
+        },
+    )?;
+    say("ready");
+    let (mut next, mut batches, mut wrong) = (0u64, 0u64, None);
+    while next < n {
+        sub.recv_batch_timeout(100, T, |m| {
+            if m.topic().ends_with("/warm") {
+                return;
+            }
+            let got = <[u8; 8]>::try_from(m.payload())
+                .ok()
+                .map(u64::from_le_bytes);
+            if got != Some(next) && wrong.is_none() {
+                wrong = Some(format!("message {next}: {:?}", m.payload()));
+            }
+            next += 1;
+        })?;
+        batches += 1;
+    }
+    match wrong {
+        Some(w) => say(&format!("out of order at {w}")),
+        None => say(&format!("in order {next} batches {batches}")),
+    }
     Ok(())
 }
 

@@ -149,7 +149,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::bus::{Bus, Declaration, Pattern};
+    use crate::bus::{Bus, Declaration, MessageRef, Pattern};
 
     #[test]
     fn hosts() {
@@ -309,6 +309,7 @@ mod tests {
         }
         fn recv_into_with(&mut self, msg: &mut Message, wait: Wait) -> Result<()> {
             match self.queue.lock().unwrap().pop_front() {
+                Some(m) if m.topic().ends_with("/bad") => Err(Error::Corrupted("fake".into())),
                 Some(m) => {
                     *msg = m;
                     self.delivered += 1;
@@ -361,8 +362,26 @@ mod tests {
             Err(Error::Timeout { after: Some(a) }) if a == t
         ));
         assert_eq!((sub.pattern(), sub.delivered(), sub.drops()), ("a/*", 2, 0));
+        // Batches: up to `max`; an error after the first message comes with the next call.
+        for t in ["a/1", "a/2", "a/bad", "a/3"] {
+            bus.publish(t, t.as_bytes()).unwrap();
+        }
+        let mut got = Vec::new();
+        let mut take = |m: MessageRef<'_>| got.push(m.topic().to_owned());
+        assert_eq!(sub.recv_batch_timeout(1, t, &mut take).unwrap(), 1);
+        assert_eq!(sub.try_recv_batch(10, &mut take).unwrap(), 1);
+        assert!(matches!(
+            sub.try_recv_batch(10, &mut take),
+            Err(Error::Corrupted(_))
+        ));
+        assert_eq!(sub.recv_batch(10, &mut take).unwrap(), 1);
+        assert!(matches!(
+            sub.recv_batch_timeout(10, t, &mut take),
+            Err(Error::Timeout { after: Some(a) }) if a == t
+        ));
+        assert_eq!(got, ["a/1", "a/2", "a/3"]);
         assert!(sub.publishers().is_empty());
-        assert_eq!(bus.stats().published, 3);
+        assert_eq!(bus.stats().published, 7);
 
         let _svc = bus
             .serve("svc/*", |m| [m.payload(), b"!"].concat())

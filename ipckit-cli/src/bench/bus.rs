@@ -14,7 +14,9 @@
 //!
 //! Each subscriber announces itself on `bench/up/ready` once subscribed; `bench/in/end`
 //! ends the stream and each subscriber answers on `bench/up/count` with how many messages it
-//! received.
+//! received. Subscribers take messages in batches of up to [`BATCH`]
+//! (`Subscriber::recv_batch_with`), as a subscriber built for throughput would; the parent's
+//! round trips take one message at a time.
 
 use std::time::{Duration, Instant};
 

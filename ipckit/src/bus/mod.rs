@@ -190,13 +190,13 @@ impl Message {
 
     /// True for a request (as a responder of [`Bus::serve`] sees them).
     pub fn is_request(&self) -> bool {
-        self.kind == KIND_REQUEST
+        self.as_ref().is_request()
     }
 
     /// Decodes a typed payload ([`Bus::publish_typed`]); a payload that is not a `T` is
     /// [`Error::Decode`].
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
-        crate::decode(&self.payload)
+        self.as_ref().decode()
     }
 }
 

@@ -305,6 +305,71 @@ fn malformed_messages_are_typed_errors() {
     assert_eq!((topic.as_str(), v), ("m/x", (7, "seven".to_owned())));
 }
 
+/// A publisher that writes random bytes over its own node segment (header, reader slots,
+/// catalog, ring) and the namespace's registry while it publishes: its subscriptions (drop and block policy), taking
+/// single messages and batches in turn, get messages or typed errors, never a panic, and
+/// every call returns within its timeout. `IPCKIT_SCRIBBLE_MS` runs it longer (default 3 s).
+#[test]
+fn a_scribbling_publisher_gives_messages_or_typed_errors() {
+    let ms: u64 = std::env::var("IPCKIT_SCRIBBLE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let u = url("scribble", "");
+    let bus = Bus::open(&u).unwrap();
+    let mut dropping = bus.subscribe("h/**").unwrap();
+    let block = SubscribeOptions {
+        depth: 64,
+        overflow: Overflow::Block,
+    };
+    let mut blocking = bus.subscribe_with("h/**", block).unwrap();
+    // The peer scribbles once we read its node, which our receives below attach to.
+    let mut peer = Peer::start_bin(PEER, &["scribble", &u, "h/x", &ms.to_string(), "2"]);
+    let wait = Duration::from_millis(100);
+    let end = Instant::now() + Duration::from_millis(ms) + Duration::from_secs(2);
+    let (mut messages, mut corrupted, mut quiet, mut calls) = (0u64, 0u64, 0u64, 0u64);
+    while Instant::now() < end {
+        let start = Instant::now();
+        let sub = if calls % 4 < 2 {
+            &mut dropping
+        } else {
+            &mut blocking
+        };
+        let r = if calls % 2 == 0 {
+            sub.recv_batch_timeout(32, wait, |m| {
+                assert!(m.topic().starts_with("h/"), "topic {:?}", m.topic());
+                messages += 1;
+            })
+            .map(drop)
+        } else {
+            sub.recv_timeout(wait).map(|m| {
+                assert!(m.topic().starts_with("h/"), "topic {:?}", m.topic());
+                messages += 1;
+            })
+        };
+        calls += 1;
+        match r {
+            Ok(()) => {}
+            Err(Error::Corrupted(_)) => corrupted += 1,
+            Err(Error::Timeout { .. }) => quiet += 1,
+            Err(e) => panic!("call {calls}: {e:?}"),
+        }
+        let took = start.elapsed();
+        assert!(
+            took < wait + Duration::from_secs(2),
+            "call {calls} took {took:?}"
+        );
+    }
+    peer.expect_line("ready");
+    let scribbles: u64 = peer.expect_line("done").parse().unwrap();
+    eprintln!(
+        "{scribbles} scribbles: {messages} messages, {corrupted} corrupted, {quiet} timeouts \
+         in {calls} calls"
+    );
+    assert!(scribbles > 0 && messages > 0);
+    assert_eq!(dropping.corrupted() + blocking.corrupted(), corrupted);
+}
+
 #[test]
 fn request_reply_across_processes() {
     let u = url("rr", "");

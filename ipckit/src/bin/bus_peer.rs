@@ -10,6 +10,12 @@
 //!                                               "in order N batches B"
 //! ipckit-bus-peer serve URL PATTERN             answer requests with "PID:" + the request
 //! ipckit-bus-peer malformed URL TOPIC           publish "before", a malformed slot, "after"
+//! ipckit-bus-peer scribble URL TOPIC MILLIS R    once R subscriptions read it, for MILLIS ms,
+//!                                               publish on TOPIC and write random bytes over
+//!                                               its own node segment and, in the last
+//!                                               quarter, now and then the registry (a hostile
+//!                                               or broken publisher),
+//!                                               then print "done N"
 //! ```
 //! Each prints "ready" once set up (and, for `pub`, after every 100 messages "sent N").
 //! Exit codes: 0 done, 2 usage, 3 an ipckit error (printed to stderr).
@@ -43,6 +49,7 @@ fn main() {
         "batches" => batches(arg(1), arg(2), num(3)),
         "serve" => serve(arg(1), arg(2)),
         "malformed" => malformed(arg(1), arg(2)),
+        "scribble" => scribble(arg(1), arg(2), num(3), num(4) as usize),
         _ => {
             eprintln!("usage: see the source");
             std::process::exit(2)
@@ -157,5 +164,74 @@ fn malformed(url: &str, topic: &str) -> ipckit::Result<()> {
     bus.publish(topic, b"after")?;
     say("done");
     std::thread::sleep(T);
+    Ok(())
+}
+
+fn scribble(url: &str, topic: &str, millis: u64, readers: usize) -> ipckit::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let bus = Bus::open(url)?;
+    // Scribbling starts once the subscriptions read the node (a node garbled before anyone
+    // opened it is never read at all).
+    let attach_by = std::time::Instant::now() + T;
+    while bus.stats().readers.len() < readers {
+        if std::time::Instant::now() > attach_by {
+            return Err(ipckit::Error::Timeout { after: Some(T) });
+        }
+        bus.publish(topic, b"first")?;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ns = ipckit::bus::BusUrl::parse(url)?.namespace;
+    let io = |op| move |source| ipckit::Error::Io { op, source };
+    let open = |path: String| -> ipckit::Result<(std::fs::File, u64)> {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io("open a bus segment"))?;
+        let len = f.metadata().map_err(io("fstat"))?.len();
+        Ok((f, len))
+    };
+    let node = open(format!("/dev/shm/ipckit.bus.{ns}.n.{:016x}", bus.node_id()))?;
+    // The namespace's registry too, now and then in the last quarter (every node reads it;
+    // its garbled entries soon hide the node, and the rest of the run would test little).
+    let registry = open(format!("/dev/shm/ipckit.bus.{ns}"))?;
+    say("ready");
+    // xorshift64*: no dependency, a different stream per process.
+    let mut x = u64::from(std::process::id()) | 1 << 40;
+    let mut next = move || {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let end = std::time::Instant::now() + Duration::from_millis(millis);
+    let mut scribbles = 0u64;
+    let mut junk = [0u8; 256];
+    while std::time::Instant::now() < end {
+        // Our own publishes may fail once our segment is garbage: that is not what is tested.
+        for i in 0..8u64 {
+            let _ = bus.publish_with(topic, &i.to_le_bytes(), ipckit::Wait::Never);
+        }
+        let n = 1 + (next() % junk.len() as u64) as usize;
+        for b in &mut junk[..n] {
+            *b = next() as u8;
+        }
+        let late = std::time::Instant::now() + Duration::from_millis(millis / 4) > end;
+        let (file, len) = if late && next() % 64 == 0 {
+            &registry
+        } else {
+            &node
+        };
+        // Half the time into the first 4 KiB (header, reader slots), else anywhere.
+        let span = if next() % 2 == 0 {
+            4096.min(*len)
+        } else {
+            *len
+        };
+        let at = next() % span.saturating_sub(n as u64).max(1);
+        file.write_all_at(&junk[..n], at).map_err(io("pwrite"))?;
+        scribbles += 1;
+    }
+    say(&format!("done {scribbles}"));
+    // Dropping the bus removes the node's segment (by name, whatever it holds now).
     Ok(())
 }

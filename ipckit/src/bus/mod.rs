@@ -93,7 +93,7 @@ pub use backend::register_backend;
 pub use handle::{Bus, PeerWatch, ServeHandle, Subscriber};
 use node::{
     NodeSeg, SlotHeader, SlotRead, CAT_PUBLISH, CAT_SERVE, CAT_SUBSCRIBE, KIND_MESSAGE, KIND_REPLY,
-    KIND_REQUEST, POLICY_BLOCK, POLICY_DROP,
+    KIND_REQUEST, MAX_SEQ, POLICY_BLOCK, POLICY_DROP,
 };
 pub use registry::{namespaces, remove_stale};
 use registry::{Registry, KIND_PUB, KIND_SERVE, KIND_SUB};
@@ -357,6 +357,9 @@ struct Shared {
 
 struct Writer {
     node: NodeSeg,
+    /// The next message's sequence number. Kept here and only stored to the segment (its
+    /// `write_seq`): what another process may have written there is never read back.
+    seq: u64,
     declared: HashSet<String>,
     published: u64,
     timeouts: u64,
@@ -404,7 +407,7 @@ fn reply_topic(node_id: u64) -> String {
 
 impl Shared {
     fn declare_locked(&self, w: &mut Writer, kind: u8, topic: &str) -> Result<()> {
-        let seq = w.node.write_seq().load(Ordering::Relaxed);
+        let seq = w.seq;
         if !w.node.catalog_append(kind, seq, topic)? {
             tracing::debug!(topic, "bus catalog full: topic not listed");
         }
@@ -453,7 +456,7 @@ impl Shared {
                 transport: "bus (its publisher's slots; raise with ?max_msg=)",
             });
         }
-        let seq = w.node.write_seq().load(Ordering::Relaxed);
+        let seq = w.seq;
         let key = w.node.room_key();
         if key != w.room_key || seq >= w.room_until {
             if let Err(e) = self.wait_for_room(&w, seq, wait) {
@@ -477,6 +480,7 @@ impl Shared {
             reply_to,
         };
         w.node.write_slot(seq, &h, topic.as_bytes(), payload);
+        w.seq = seq + 1;
         w.published += 1;
         // Pairs with the reader's fence before it sleeps (`sleep_fence`): either the reader
         // sees this message or this publish sees the reader asleep.
@@ -601,6 +605,7 @@ impl LocalBus {
             node_id,
             writer: Mutex::new(Writer {
                 node,
+                seq: 0,
                 declared: HashSet::new(),
                 published: 0,
                 timeouts: 0,
@@ -845,9 +850,10 @@ impl LocalBus {
     /// for tests of how receivers handle malformed messages.
     #[doc(hidden)]
     pub fn publish_malformed(&self, raw: &[u8]) -> Result<()> {
-        let w = lock(&self.shared.writer);
-        let seq = w.node.write_seq().load(Ordering::Relaxed);
+        let mut w = lock(&self.shared.writer);
+        let seq = w.seq;
         w.node.write_raw_slot(seq, raw)?;
+        w.seq = seq + 1;
         fence(Ordering::SeqCst);
         w.node
             .for_each_reader_entry(|e| self.shared.reg.wake_node(e));
@@ -1039,6 +1045,8 @@ struct Attachment {
     /// The cursor at which this reader last looked (with a fence) for a publisher waiting
     /// for room on it.
     notified_at: u64,
+    /// The publisher's write position was impossible at the last look (and was reported).
+    bad_w: bool,
 }
 
 impl Attachment {
@@ -1216,7 +1224,9 @@ impl LocalSubscriber {
 
     /// Messages this subscription skipped because it was full (drop policy) or overtaken.
     pub fn drops(&self) -> u64 {
-        self.past_drops + self.atts.iter().map(|a| a.drops).sum::<u64>()
+        self.atts
+            .iter()
+            .fold(self.past_drops, |n, a| n.saturating_add(a.drops))
     }
 
     /// Messages received.
@@ -1272,7 +1282,8 @@ impl LocalSubscriber {
             // Nodes there when we subscribed: what they publish from now on. Nodes that
             // joined later: everything they published (what the ring still holds, the rest
             // counted as drops).
-            let start = if initial { w } else { 0 };
+            // A write position past `MAX_SEQ` is refused by the first read.
+            let start = if initial { w.min(MAX_SEQ) } else { 0 };
             let depth = self.depth.min(seg.slots());
             match seg.claim_reader(shared.entry, self.policy, depth, start)? {
                 Some(slot) => {
@@ -1290,6 +1301,7 @@ impl LocalSubscriber {
                         notified_at: start,
                         last_topic: String::new(),
                         last_matched: false,
+                        bad_w: false,
                     });
                     if self.asleep {
                         // Publishers of a node found while we sleep must see us asleep too.
@@ -1333,6 +1345,20 @@ impl LocalSubscriber {
             // and reading it per message moved that line between the CPUs every time.
             if a.cursor >= a.known_w {
                 let w = a.seg.write_seq().load(Ordering::Acquire);
+                if w > MAX_SEQ {
+                    // Reported once, then the node is as if it had published nothing more
+                    // until its write position makes sense again: it does not starve the
+                    // other publishers of this subscription.
+                    if taken > 0 || a.bad_w {
+                        break None;
+                    }
+                    a.bad_w = true;
+                    break Some(format!(
+                        "node {:016x} has write position {w}, past any a publisher reaches",
+                        a.node_id
+                    ));
+                }
+                a.bad_w = false;
                 a.known_w = w;
                 if a.cursor > w {
                     // A lie: the publisher's word wins.
@@ -1362,7 +1388,7 @@ impl LocalSubscriber {
                 };
                 if w - a.cursor > keep {
                     let skip = w - keep - a.cursor;
-                    a.drops += skip;
+                    a.drops = a.drops.saturating_add(skip);
                     a.cursor += skip;
                 }
             }
@@ -1380,7 +1406,7 @@ impl LocalSubscriber {
                 Ok(found) => found,
                 Err(SlotRead::NotYet) => break None,
                 Err(SlotRead::Overwritten) => {
-                    a.drops += 1;
+                    a.drops = a.drops.saturating_add(1);
                     a.cursor += 1;
                     // Overtaken: look at the write position again, to skip what is lost.
                     a.known_w = a.cursor;
@@ -1442,7 +1468,7 @@ impl LocalSubscriber {
             a.cursor += 1;
             if !a.seg.unchanged(seq, s1) {
                 // Overwritten while read: what was read is not this message.
-                a.drops += 1;
+                a.drops = a.drops.saturating_add(1);
                 a.known_w = a.cursor;
                 continue;
             }
@@ -1537,11 +1563,11 @@ impl LocalSubscriber {
         self.atts.retain(|a| {
             let done = a.gone && a.cursor >= a.seg.write_seq().load(Ordering::Acquire);
             if done {
-                past += a.drops;
+                past = a.drops.saturating_add(past);
             }
             !done
         });
-        self.past_drops += past;
+        self.past_drops = self.past_drops.saturating_add(past);
         if self.atts.len() != before {
             self.next = 0;
         }

@@ -31,6 +31,10 @@ use super::topic::TOPIC_MAX;
 pub(crate) const SLOT_HEADER: usize = 32;
 /// Reader slots of a node.
 pub(crate) const READERS: usize = 64;
+/// Past any write position a publisher reaches (a thousand years at 100 M messages/s): a
+/// larger one was written by something other than the publisher, and a reader refuses it
+/// (its sequence arithmetic stays far from overflow).
+pub(crate) const MAX_SEQ: u64 = 1 << 62;
 /// How many messages ahead the publisher asks for its slot's lines (at most half the ring).
 const PREFETCH_AHEAD: u64 = 16;
 
@@ -505,7 +509,10 @@ impl NodeSeg {
                 depth: depth as u32,
                 lag,
                 delivered: self.reader_u64(i, R_DELIVERED).load(Ordering::Relaxed),
-                drops: self.reader_u64(i, R_DROPS).load(Ordering::Relaxed) + pending_drops,
+                drops: self
+                    .reader_u64(i, R_DROPS)
+                    .load(Ordering::Relaxed)
+                    .saturating_add(pending_drops),
             });
         }
         out
@@ -598,6 +605,7 @@ impl NodeSeg {
     pub(crate) fn read_head(&self, seq: u64) -> Result<(u64, SlotHead), SlotRead> {
         let off = self.slot_off(seq);
         let stamp = self.u64_at(off);
+        // `seq` is at most `MAX_SEQ` (callers check the write position): no overflow.
         let want = 2 * seq + 2;
         let s1 = stamp.load(Ordering::Acquire);
         if s1 != want {

@@ -7,6 +7,7 @@
  *   gcc -O2 -o /tmp/slots scripts/slots.c
  *   for s in 0 1 2 4; do chrt -f 10 /tmp/slots $s 0.5; done        # as shm-ref
  *   for s in 0 1 2 4; do chrt -f 10 /tmp/slots $s 0.5 copy; done   # as shm
+ *   for s in 1 2 4; do chrt -f 10 /tmp/slots $s 0.5 alone; done    # no child: the copies only
  *
  * The waits spin: a run now and then reports almost nothing (the kernel's real-time
  * throttling stopped one side mid-run); repeat it.
@@ -42,12 +43,13 @@ static void pin(int cpu)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s SLOTS SECONDS [copy]\n", argv[0]);
+        fprintf(stderr, "usage: %s SLOTS SECONDS [copy|alone]\n", argv[0]);
         return 2;
     }
     int slots = atoi(argv[1]);
     double dur = atof(argv[2]);
-    int copy = argc > 3;
+    int copy = argc > 3 && strcmp(argv[3], "copy") == 0;
+    int alone = argc > 3 && strcmp(argv[3], "alone") == 0;
     char *src = malloc(MSG), *dst = malloc(MSG);
     memset(src, 1, MSG);
     memset(dst, 0, MSG);
@@ -70,6 +72,19 @@ int main(int argc, char **argv)
     memset(m, 0, len);
     _Atomic unsigned long *head = (void *)m, *tail = (void *)(m + 128);
     char *ring = m + 4096;
+    if (alone) {
+        /* The parent's copies into the slots in turn, nobody reading: the footprint's cost. */
+        pin(0);
+        long n = 0;
+        double t0 = now();
+        while (now() - t0 < dur) {
+            memcpy(ring + (n % slots) * (size_t)MSG, src, MSG);
+            src[n & 1023]++;
+            n++;
+        }
+        printf("alone %d: %.2f GB/s\n", slots, n * (double)MSG / (now() - t0) / 1e9);
+        return 0;
+    }
     pid_t child = fork();
     if (child == 0) {
         pin(1);

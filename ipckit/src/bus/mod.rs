@@ -27,6 +27,14 @@
 //! registry, the nodes that publish a matching topic, and reads their rings with a cursor of
 //! its own.
 //!
+//! ## Receiving
+//! One message at a time ([`Subscriber::recv`], `try_recv`, `recv_timeout`, `recv_into` into
+//! a reused [`Message`], `recv_async`), or in batches: [`Subscriber::recv_batch`] hands each
+//! message there (up to a maximum) to a callback as a [`MessageRef`], and tells the publisher
+//! how far it has read once per batch. On a 2-CPU machine a subscriber process taking 64-byte
+//! messages in batches of up to 256 received 14.4 M msg/s against 10.3 M one by one (medians
+//! of 8 runs, `docs/BENCHMARKS.md`).
+//!
 //! ## Overflow
 //! Every subscription holds at most `depth` messages of each publisher it reads (default 64,
 //! `?depth=N`; never more than the publisher's ring, `?slots=`), with an explicit policy

@@ -306,15 +306,12 @@ fn malformed_messages_are_typed_errors() {
 }
 
 /// A publisher that writes random bytes over its own node segment (header, reader slots,
-/// catalog, ring) and the namespace's registry while it publishes: its subscriptions (drop and block policy), taking
-/// single messages and batches in turn, get messages or typed errors, never a panic, and
-/// every call returns within its timeout. `IPCKIT_SCRIBBLE_MS` runs it longer (default 3 s).
+/// catalog, ring) and the namespace's registry while it publishes: its subscriptions (drop
+/// and block policy), taking single messages and batches in turn, get messages or typed
+/// errors, never a panic, and every call returns within its timeout. `IPCKIT_SCRIBBLE_MS` runs it longer (default 3 s).
 #[test]
 fn a_scribbling_publisher_gives_messages_or_typed_errors() {
-    let ms: u64 = std::env::var("IPCKIT_SCRIBBLE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3000);
+    let ms: u64 = common::env_or("IPCKIT_SCRIBBLE_MS", 3000);
     let u = url("scribble", "");
     let bus = Bus::open(&u).unwrap();
     let mut dropping = bus.subscribe("h/**").unwrap();

@@ -198,10 +198,7 @@ fn a_last_segment_cut_anywhere_in_its_last_record_recovers_the_prefix() {
 
 #[test]
 fn flipped_bits_are_recovered_from_or_reported_never_skipped() {
-    let flips: u64 = std::env::var("IPCKIT_QUEUE_FLIPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(400);
+    let flips: u64 = common::env_or("IPCKIT_QUEUE_FLIPS", 400);
     let tmp = tempfile::tempdir().unwrap();
     let pristine = tmp.path().join("pristine");
     let n = 240;

@@ -217,10 +217,7 @@ impl Verifier {
 }
 
 fn rounds() -> u64 {
-    std::env::var("IPCKIT_QUEUE_CRASH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200)
+    common::env_or("IPCKIT_QUEUE_CRASH_ROUNDS", 200)
 }
 
 fn s(p: &Path) -> String {
@@ -229,10 +226,7 @@ fn s(p: &Path) -> String {
 
 #[test]
 fn producers_and_a_consumer_killed_at_random_moments_lose_nothing() {
-    let seed: u64 = std::env::var("IPCKIT_QUEUE_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x9E37_79B9_7F4A_7C15);
+    let seed: u64 = common::env_or("IPCKIT_QUEUE_CRASH_SEED", 0x9E37_79B9_7F4A_7C15);
     eprintln!("queue crash loop: seed {seed}");
     let mut rng = Rng(seed | 1);
     let tmp = tempfile::tempdir().unwrap();

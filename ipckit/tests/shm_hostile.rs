@@ -2,6 +2,8 @@
 //! Kept in a test binary of its own: the scribbler attacks every ipckit segment this process
 //! has open, so no other test may run beside it.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,10 +66,7 @@ impl Drop for Scribbler {
 /// with a message or a typed error. `IPCKIT_HOSTILE_SECS` makes it run longer.
 #[test]
 fn hostile_writer_causes_typed_errors_only() {
-    let secs: f64 = std::env::var("IPCKIT_HOSTILE_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10.0);
+    let secs: f64 = common::env_or("IPCKIT_HOSTILE_SECS", 10.0);
     let name = format!("t-hostile-{}", std::process::id());
     let url = format!("shm://{name}?capacity=64K");
     let mut listener = ipckit::bind(&url).unwrap();

@@ -29,10 +29,7 @@ fn shm_entries(name: &str) -> usize {
 /// never be handed an inconsistent pair without being told the holder died.
 #[test]
 fn mutex_survives_holders_killed_at_random_points() {
-    let rounds: u32 = std::env::var("IPCKIT_KILL_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
+    let rounds: u32 = common::env_or("IPCKIT_KILL_ROUNDS", 1000);
     let name = format!("t-mutex-kill-{}", std::process::id());
     let m = Mutex::create(&name, [0u64; 2]).unwrap();
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
@@ -88,10 +85,7 @@ fn mutex_survives_holders_killed_at_random_points() {
 /// operations in all. Lost or duplicated permits would show as a wrong total or value.
 #[test]
 fn semaphore_stress_across_four_processes() {
-    let per: u64 = std::env::var("IPCKIT_SEM_OPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(250_000);
+    let per: u64 = common::env_or("IPCKIT_SEM_OPS", 250_000);
     let sem_name = format!("t-sem-stress-{}", std::process::id());
     let seg_name = format!("t-sem-counter-{}", std::process::id());
     let sem = Semaphore::create(&sem_name, 1).unwrap();

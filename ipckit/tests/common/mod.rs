@@ -17,6 +17,15 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// The environment variable `name` parsed as a `T` (a test's length or seed, raised on
+/// request), or `default` when it is unset or does not parse.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// How long anything that should succeed may take (generous: the machine is noisy).
 pub const LONG: Duration = Duration::from_secs(10);
 /// The timeout given to calls that are expected to time out.

@@ -5,27 +5,31 @@
 #
 #   scripts/stress-tests.sh 10                     # every ipckit integration test
 #   scripts/stress-tests.sh 20 shm_channel rpc     # some of them
+#   PKG=ipckit-cli scripts/stress-tests.sh 5       # the CLI's integration tests
 #
 # The tenth session found a lost message in shm+mpsc's lock takeover this way (7 of 45
-# runs of shm_channel), and see scripts/queue-crash-stress.sh for the queue. Only the
-# library's tests: two of ipckit-cli's cannot run beside a copy of themselves (bench_report
-# shares one report directory, and resources' `ipckit rm --stale` removes the other copy's
-# stale segment); its cli and queue_cli passed 9 of 9 runs three at once.
+# runs of shm_channel), and see scripts/queue-crash-stress.sh for the queue. Every test can
+# run beside a copy of itself (ipckit-cli's bench_report writes a report directory per
+# process, and resources removes stale segments by a prefix of its own since the twelfth
+# session).
 set -euo pipefail
 rounds=${1:-10}
 shift || true
 out=${OUT:-/tmp}
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/ipckit-target}
+pkg=${PKG:-ipckit}
+features=()
+[ "$pkg" = ipckit ] && features=(--features tokio)
 tests=("$@")
 if [ ${#tests[@]} -eq 0 ]; then
-  mapfile -t tests < <(ls ipckit/tests/*.rs | xargs -n1 basename | sed 's/\.rs$//')
+  mapfile -t tests < <(ls "$pkg"/tests/*.rs | xargs -n1 basename | sed 's/\.rs$//')
 fi
 args=()
 for t in "${tests[@]}"; do args+=(--test "$t"); done
-mapfile -t bins < <(cargo test -p ipckit --features tokio "${args[@]}" --no-run 2>&1 |
+mapfile -t bins < <(cargo test -p "$pkg" "${features[@]}" "${args[@]}" --no-run 2>&1 |
   grep -o '/[^ ]*/deps/[a-z_]*-[0-9a-f]*)' | tr -d ')')
-cd ipckit
+cd "$pkg"
 total=0 fails=0
 for bin in "${bins[@]}"; do
   name=$(basename "$bin" | sed 's/-[0-9a-f]*$//')

@@ -178,7 +178,8 @@ Removing a name does not free the memory until the last holder unmaps it.
 
 Examples:
   ipckit rm sensor-data
-  ipckit rm --stale          # every segment no process holds";
+  ipckit rm --stale          # every segment no process holds
+  ipckit rm --stale --prefix myapp-   # only those of names starting with myapp-";
 
 /// `ipckit ls`.
 #[derive(Debug, Args)]
@@ -197,6 +198,9 @@ pub struct RmArgs {
     /// Remove every ipckit segment that no process holds, and print their names.
     #[arg(long, conflicts_with_all = ["names", "force"])]
     pub stale: bool,
+    /// With --stale: only the segments whose names start with PREFIX.
+    #[arg(long, value_name = "PREFIX", requires = "stale")]
+    pub prefix: Option<String>,
     /// Remove the named segments even if a process still holds them.
     #[arg(long)]
     pub force: bool,

@@ -338,8 +338,9 @@ fn render_table(segments: &[SegmentInfo], queues: Option<&[QueueInfo]>, now: u64
 /// Runs `ipckit rm`.
 pub fn rm(args: RmArgs) -> Result<(), CliError> {
     if args.stale {
-        let removed =
-            ipckit::shm::cleanup_stale().doing(|| "cannot remove the stale segments".to_owned())?;
+        let prefix = args.prefix.as_deref().unwrap_or("");
+        let removed = ipckit::shm::cleanup_stale_prefixed(prefix)
+            .doing(|| "cannot remove the stale segments".to_owned())?;
         let mut text = String::new();
         if removed.is_empty() {
             eprintln!("ipckit: no stale segments");

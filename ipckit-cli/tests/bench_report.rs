@@ -32,11 +32,26 @@ struct Report {
     run: Finished,
 }
 
+/// This process's report directory, `bench-report/PID` in cargo's temporary directory for
+/// tests (a copy of this test running beside it writes its own), after removing those of
+/// processes that have exited.
+fn report_dir() -> PathBuf {
+    let parent = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-report");
+    for entry in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+        let pid = entry.file_name();
+        let gone = !Path::new("/proc").join(&pid).exists();
+        if gone || pid.to_str() == Some(&std::process::id().to_string()) {
+            let path = entry.path();
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        }
+    }
+    parent.join(std::process::id().to_string())
+}
+
 fn report() -> &'static Report {
     static REPORT: OnceLock<Report> = OnceLock::new();
     REPORT.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-report");
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = report_dir();
         let dir_arg = dir.to_str().expect("a UTF-8 temporary directory");
         let args = [
             "bench",

@@ -1,7 +1,8 @@
 //! `ipckit ls`, `ipckit rm` and `ipckit doctor` run as real processes against segments this
 //! test creates. Other tests may create ipckit segments at the same time, so only our own
-//! names (which carry this process's id) are asserted on. Only one test here leaves a
-//! segment without a holder, because `rm --stale` removes every such segment.
+//! names (which carry this process's id) are asserted on, and `rm --stale` is given a
+//! `--prefix` of this process's names: plain `rm --stale` would remove any unheld segment,
+//! another test's (or another copy of this test's) included.
 
 mod common;
 
@@ -92,8 +93,9 @@ fn ls_shows_a_live_segment_in_use() {
 
 #[test]
 fn rm_stale_removes_unheld_segments_and_keeps_live_ones() {
-    let live_name = unique("live");
-    let stale_name = unique("stale");
+    let ours = unique("rm-stale");
+    let live_name = format!("{ours}-live");
+    let stale_name = format!("{ours}-stale");
     let _cleanup = Cleanup(vec![live_name.clone(), stale_name.clone()]);
     let live = Segment::builder(&live_name).size(64).create().unwrap();
     // Kept and dropped: the name stays with no process holding it, as a crashed process
@@ -106,8 +108,9 @@ fn rm_stale_removes_unheld_segments_and_keeps_live_ones() {
     let v = json_entry(&stale_name).expect("the stale segment is listed");
     assert_eq!(v["in_use"], false);
 
-    let f = run(&["rm", "--stale"]);
-    ok(&f, "rm --stale");
+    let f = run(&["rm", "--stale", "--prefix", &ours]);
+    ok(&f, "rm --stale --prefix");
+    assert_eq!(f.stdout.lines().count(), 1, "{}", f.stdout);
     assert!(
         f.stdout
             .lines()
@@ -129,6 +132,19 @@ fn rm_stale_removes_unheld_segments_and_keeps_live_ones() {
     assert!(json_entry(&stale_name).is_none());
     drop(live);
     assert!(!exists(&live_name));
+
+    // Nothing of ours left: said on stderr, success all the same.
+    let f = run(&["rm", "--stale", "--prefix", &ours]);
+    ok(&f, "rm --stale --prefix, nothing left");
+    assert!(
+        f.stdout.is_empty() && f.stderr.contains("no stale segments"),
+        "{f:?}"
+    );
+    // A prefix is part of a name: no '/'; and it needs --stale.
+    let f = run(&["rm", "--stale", "--prefix", "a/b"]);
+    assert!(!f.status.success() && f.stderr.contains("'/'"), "{f:?}");
+    let f = run(&["rm", "--prefix", &ours]);
+    assert!(!f.status.success() && f.stderr.contains("--stale"), "{f:?}");
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_ipckit");
 
 /// What a finished run left behind.
+#[derive(Debug)]
 pub struct Finished {
     pub status: ExitStatus,
     pub stdout: String,

@@ -35,6 +35,7 @@ pub(crate) use channel::{bind_mpsc, connect as connect_channel, connect_mpsc, Sh
 pub use channel::{ChannelStats, Loan, RecvRef, ShmConn};
 pub(crate) use segment::LOCK_ATTACHED;
 pub use segment::{
-    cleanup_stale, fingerprint_of, list, remove, validate_name, Segment, SegmentBuilder,
-    SegmentInfo, SegmentKind, ENV_VAR, HEADER_LEN, LAYOUT_VERSION, NAME_MAX, NAME_PREFIX,
+    cleanup_stale, cleanup_stale_prefixed, fingerprint_of, list, remove, validate_name, Segment,
+    SegmentBuilder, SegmentInfo, SegmentKind, ENV_VAR, HEADER_LEN, LAYOUT_VERSION, NAME_MAX,
+    NAME_PREFIX,
 };

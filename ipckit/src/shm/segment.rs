@@ -647,8 +647,32 @@ const CREATION_GRACE: Duration = Duration::from_secs(10);
 /// Removes every ipckit segment that no process holds any more (left by crashed processes).
 /// Returns the names removed.
 pub fn cleanup_stale() -> Result<Vec<String>> {
+    cleanup_stale_prefixed("")
+}
+
+/// As [`cleanup_stale`], for the segments whose names start with `prefix` only: one
+/// application's leftovers, not those of another (or of a test running beside it) that may
+/// be about to look at its own.
+///
+/// ```
+/// use ipckit::shm::{cleanup_stale_prefixed, Segment};
+///
+/// let name = format!("doc-crashed-{}", std::process::id());
+/// let mut seg = Segment::builder(&name).size(64).create()?;
+/// seg.keep(); // as if its creator had died before removing it
+/// drop(seg);
+/// assert_eq!(cleanup_stale_prefixed(&name)?, vec![name]);
+/// # Ok::<(), ipckit::Error>(())
+/// ```
+///
+/// A prefix that contains `/` or NUL, or is longer than a name may be, is
+/// [`Error::InvalidName`].
+pub fn cleanup_stale_prefixed(prefix: &str) -> Result<Vec<String>> {
+    if !prefix.is_empty() {
+        validate_name(prefix)?;
+    }
     let mut removed = Vec::new();
-    for os in sys::list_shm(NAME_PREFIX) {
+    for os in sys::list_shm(&os_name(prefix)) {
         let Ok(fd) = sys::shm_open(&os, true, "shared-memory segment") else {
             continue;
         };
@@ -865,10 +889,11 @@ mod tests {
         let find = |n: &str| infos.iter().find(|i| i.name == n).cloned();
         assert!(find(&live).unwrap().in_use);
         assert!(!find(&stale).unwrap().in_use);
-        let removed = cleanup_stale().unwrap();
-        assert!(removed.contains(&stale));
-        assert!(!removed.contains(&live));
+        // Only this test's names: another test's cleanup beside it must not take them.
+        assert!(cleanup_stale_prefixed(&live).unwrap().is_empty());
+        assert_eq!(cleanup_stale_prefixed(&stale).unwrap(), vec![stale.clone()]);
         assert!(exists(&live) && !exists(&stale));
+        assert!(cleanup_stale_prefixed("a/b").is_err());
     }
 
     /// An empty segment no process holds is the moment between a creator's `shm_open` and its
@@ -893,9 +918,9 @@ mod tests {
         )
         .unwrap();
         drop(fd);
-        let removed = cleanup_stale().unwrap();
-        assert!(!removed.contains(&young) && exists(&young));
-        assert!(removed.contains(&old) && !exists(&old));
+        assert!(cleanup_stale_prefixed(&young).unwrap().is_empty() && exists(&young));
+        assert_eq!(cleanup_stale_prefixed(&old).unwrap(), vec![old.clone()]);
+        assert!(!exists(&old));
         remove(&young).unwrap();
     }
 }

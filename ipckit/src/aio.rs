@@ -154,6 +154,8 @@ pub struct AsyncConnection {
     conn: Connection,
     /// Where `send_typed` encodes (reused; kept up to `transport::RETAIN_MAX` bytes).
     encoded: Vec<u8>,
+    /// Where `recv_typed` receives (the same).
+    received: Vec<u8>,
 }
 
 impl std::fmt::Debug for AsyncConnection {
@@ -174,6 +176,7 @@ impl AsyncConnection {
             ready,
             conn,
             encoded: Vec::new(),
+            received: Vec::new(),
         })
     }
 
@@ -301,11 +304,15 @@ impl AsyncConnection {
         }
     }
 
-    /// Receives one message as an owned vector.
+    /// Receives one message as an owned vector (of the message's size: a datagram is
+    /// measured first, where a receive into a buffer reserves the largest one allowed).
     pub async fn recv(&mut self) -> Result<Vec<u8>> {
-        let mut buf = Vec::new();
-        self.recv_into(&mut buf).await?;
-        Ok(buf)
+        loop {
+            match self.conn.recv_with(Wait::Never) {
+                Err(Error::WouldBlock) => self.ready(Ready::RECV).await?,
+                r => return r,
+            }
+        }
     }
 
     /// [`send`](Self::send) with a time limit ([`Error::Timeout`]).
@@ -337,8 +344,22 @@ impl AsyncConnection {
 
     /// Receives one message and decodes it as `T` ([`Error::Decode`] if it is not one).
     pub async fn recv_typed<T: DeserializeOwned>(&mut self) -> Result<T> {
-        let bytes = self.recv().await?;
-        decode(&bytes)
+        let mut buf = std::mem::take(&mut self.received);
+        let got = loop {
+            match self.conn.recv_sized_with(&mut buf, Wait::Never) {
+                Err(Error::WouldBlock) => {
+                    if let Err(e) = self.ready(Ready::RECV).await {
+                        break Err(e);
+                    }
+                }
+                r => break r,
+            }
+        };
+        let value = got.and_then(|()| decode(&buf));
+        if buf.capacity() <= crate::transport::RETAIN_MAX {
+            self.received = buf;
+        }
+        value
     }
 
     /// Unwraps the connection (its registrations end).

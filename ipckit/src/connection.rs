@@ -262,6 +262,19 @@ impl MessageReceiver for Connection {
         Ok(v)
     }
 
+    fn recv_sized_with(&mut self, buf: &mut Vec<u8>, wait: Wait) -> Result<()> {
+        match &mut self.inner {
+            // A datagram receive otherwise reserves the largest datagram allowed: kept when
+            // that is at most what a reused buffer may keep, else the size is peeked at first.
+            Inner::Datagram(d) => {
+                let max = d.recv_max();
+                let exact = max > crate::transport::RETAIN_MAX && buf.capacity() < max;
+                d.recv_into(buf, wait, exact)
+            }
+            _ => self.recv_into_with(buf, wait),
+        }
+    }
+
     fn max_message_size(&self) -> usize {
         match &self.inner {
             Inner::Datagram(d) => d.recv_max(),

@@ -104,6 +104,15 @@ pub trait MessageReceiver {
     /// The largest message this endpoint accepts.
     fn max_message_size(&self) -> usize;
 
+    /// Receives into `buf` as [`recv_into_with`](Self::recv_into_with) does, into a buffer
+    /// kept for messages of any size (typed receives keep one per thread): where
+    /// `recv_into_with` would reserve the largest message allowed in `buf` (a datagram
+    /// endpoint), this reserves the message's own size when the largest is over 4 MiB, which
+    /// may cost a look at the next datagram's size first.
+    fn recv_sized_with(&mut self, buf: &mut Vec<u8>, wait: Wait) -> Result<()> {
+        self.recv_into_with(buf, wait)
+    }
+
     /// Receives the next message as an owned vector, waiting as `wait` allows.
     fn recv_with(&mut self, wait: Wait) -> Result<Vec<u8>> {
         let mut v = Vec::new();
@@ -193,11 +202,10 @@ impl<S: MessageSender + ?Sized> TypedSender for S {}
 pub trait TypedReceiver: MessageReceiver {
     /// Receives one message and decodes it, waiting as `wait` allows.
     fn recv_typed_with<T: DeserializeOwned>(&mut self, wait: Wait) -> Result<T> {
-        // Into a buffer of its own, not a reused one: a datagram receive reserves the
-        // largest message allowed in a buffer it is given, where `recv_with` sizes it to the
-        // datagram.
-        let bytes = self.recv_with(wait)?;
-        decode(&bytes)
+        with_scratch(&RECV_SCRATCH, |buf| {
+            self.recv_sized_with(buf, wait)?;
+            decode(buf)
+        })
     }
     /// Receives and decodes, blocking as long as needed.
     fn recv_typed<T: DeserializeOwned>(&mut self) -> Result<T> {
@@ -222,6 +230,11 @@ thread_local! {
     /// back to the system, and it was faulted in anew every time: see `rpc::FramePool`).
     /// Kept up to [`RETAIN_MAX`] bytes.
     static SEND_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+thread_local! {
+    /// Where typed receives receive, reused by this thread's next one (as `SEND_SCRATCH`).
+    static RECV_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Largest buffer kept for reuse after a message (typed sends' scratch, RPC frames, an

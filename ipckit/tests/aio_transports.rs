@@ -21,6 +21,12 @@ async fn exchange(a: &mut AsyncConnection, b: &mut AsyncConnection, sizes: &[usi
         sent.unwrap_or_else(|e| panic!("{what}: send of {size} bytes: {e}"));
         let got = got.unwrap_or_else(|e| panic!("{what}: recv of {size} bytes: {e}"));
         assert_pattern(&got, i, size, what);
+        // Sized to the message, not to the largest allowed (16 MiB for a datagram).
+        assert!(
+            got.capacity() <= size.max(64 << 10),
+            "{what}: {size} bytes came in a vector of {} bytes",
+            got.capacity()
+        );
         let (sent, got) = tokio::join!(b.send_timeout(&got, LONG), a.recv_timeout(LONG));
         sent.unwrap_or_else(|e| panic!("{what}: reply of {size} bytes: {e}"));
         assert_pattern(&got.unwrap(), i, size, what);
@@ -125,6 +131,12 @@ fn one_way_transports() {
             let got = got.unwrap_or_else(|e| panic!("{url}: recv: {e}"));
             for (i, m) in got.iter().enumerate() {
                 assert_pattern(m, i, 100, url);
+                // Sized to the message, not to the largest allowed (16 MiB for a datagram).
+                assert!(
+                    m.capacity() <= 64 << 10,
+                    "{url}: a vector of {}",
+                    m.capacity()
+                );
             }
         }
     });

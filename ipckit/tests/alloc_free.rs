@@ -131,3 +131,42 @@ fn typed_send_allocates_nothing() {
     }
     assert_eq!(n, 0, "{n} allocations in {rounds} typed sends");
 }
+
+/// A typed receive receives into this thread's reused buffer: after the first, nothing is
+/// allocated for a value that owns no heap memory, on a stream, a datagram (whose largest
+/// message, 16 MiB by default, is over what the buffer keeps: its size is looked at first) and
+/// a shared-memory connection.
+#[test]
+fn typed_recv_allocates_nothing() {
+    use ipckit::{TypedReceiver, TypedSender};
+    type Value = (u64, [u8; 32], i32);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let shm = format!("shm://alloc-typed-{}", std::process::id());
+    for url in [
+        format!("unix://{d}/typed-s"),
+        format!("unix+dgram://{d}/typed-d"),
+        "udp://127.0.0.1:0".to_owned(),
+        shm,
+    ] {
+        let mut listener = ipckit::bind(&url).unwrap();
+        let mut client = ipckit::connect_timeout(listener.endpoint(), T).unwrap();
+        let value: Value = (7, [3; 32], -5);
+        client.send_typed_timeout(&value, T).unwrap();
+        let mut server = listener.accept_timeout(T).unwrap();
+        // The first sizes the buffer.
+        assert_eq!(server.recv_typed_timeout::<Value>(T).unwrap(), value);
+        // One at a time: a Unix datagram socket queues only 10 (net.unix.max_dgram_qlen).
+        let rounds = 100;
+        let n = allocations_during(|| {
+            for _ in 0..rounds {
+                client.send_typed_timeout(&value, T).unwrap();
+                assert_eq!(server.recv_typed_timeout::<Value>(T).unwrap(), value);
+            }
+        });
+        assert_eq!(
+            n, 0,
+            "{url}: {n} allocations in {rounds} typed sends and receives"
+        );
+    }
+}

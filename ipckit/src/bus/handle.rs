@@ -47,7 +47,8 @@ impl Bus {
     /// Joins the bus the URL names: `bus://local` or `bus://local/NAMESPACE`, with
     /// `?depth=N&overflow=drop|block` (subscription defaults), `timeout_ms=N` (how long a
     /// publish waits for a `block` subscriber), `slots=N` and `max_msg=SIZE` (this node's
-    /// ring), `spin_us=N` (how long a receive spins before it sleeps).
+    /// ring), `spin_us=N` (how long a receive, or a publisher waiting for room, spins before it
+    /// sleeps; it yields the CPU every few looks).
     ///
     /// Any other `bus://HOST...` goes to the backend registered for `HOST`
     /// ([`register_backend`](super::register_backend)): `bus://zenoh?...` after

@@ -519,7 +519,39 @@ pub fn doctor() -> Result<(), CliError> {
             .then(|| "below 1 MiB: large messages over pipes take more system calls".to_owned()),
     );
 
+    let user_pages = read_proc("/proc/sys/fs/pipe-user-pages-soft");
+    line(
+        &mut out,
+        "fs.pipe-user-pages-soft",
+        &or_unknown(user_pages, |v| {
+            if v == 0 {
+                "0 (no limit)".to_owned()
+            } else {
+                format!(
+                    "{v} ({}, {} pipes of 64 KiB)",
+                    human_bytes(v * 4096),
+                    v / 16
+                )
+            }
+        }),
+        "pipe pages all of one user's pipes and FIFOs may hold before new ones get buffers \
+         of 2 pages (8 KiB: more system calls per message)",
+        "sysctl -w fs.pipe-user-pages-soft=N",
+        user_pages
+            .filter(|&v| v != 0 && v < 16 * 64)
+            .map(|v| format!("room for only {} pipes of the default 64 KiB", v / 16)),
+    );
+
     // Sockets.
+    let qlen = read_proc("/proc/sys/net/unix/max_dgram_qlen");
+    line(
+        &mut out,
+        "net.unix.max_dgram_qlen",
+        &or_unknown(qlen, plain),
+        "datagrams a unix+dgram socket queues before its senders wait (or get WouldBlock)",
+        "sysctl -w net.unix.max_dgram_qlen=N",
+        None,
+    );
     let wmem = read_proc("/proc/sys/net/core/wmem_max");
     let unix_dgram_max = wmem.map(|w| (2 * w).saturating_sub(32).min(4 << 20));
     line(

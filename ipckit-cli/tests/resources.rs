@@ -195,6 +195,8 @@ fn doctor_prints_the_limits() {
         "RLIMIT_MSGQUEUE = ",
         "/dev/shm size = ",
         "fs.pipe-max-size = ",
+        "fs.pipe-user-pages-soft = ",
+        "net.unix.max_dgram_qlen = ",
         "net.core.wmem_max = ",
         "RLIMIT_NOFILE = ",
         "CPUs available = ",

@@ -267,9 +267,20 @@ impl AsyncConnection {
 
     /// Waits until everything sent has been handed to the OS (see [`try_send`](Self::try_send)).
     pub async fn flush(&mut self) -> Result<()> {
+        self.when_ready(Ready::SEND, |c| c.flush_with(Wait::Never))
+            .await
+    }
+
+    /// Runs `op` (a call that must not block) until it stops reporting
+    /// [`Error::WouldBlock`], awaiting `what` between tries.
+    async fn when_ready<T>(
+        &mut self,
+        what: Ready,
+        mut op: impl FnMut(&mut Connection) -> Result<T>,
+    ) -> Result<T> {
         loop {
-            match self.try_flush() {
-                Err(Error::WouldBlock) => self.ready(Ready::SEND).await?,
+            match op(&mut self.conn) {
+                Err(Error::WouldBlock) => self.ready(what).await?,
                 r => return r,
             }
         }
@@ -284,35 +295,23 @@ impl AsyncConnection {
     /// transports: a send dropped half-way leaves a partial frame that the next send
     /// completes first, so call it again with the same message or drop the connection.
     pub async fn send(&mut self, msg: &[u8]) -> Result<()> {
-        loop {
-            match self.try_send(msg) {
-                Err(Error::WouldBlock) => self.ready(Ready::SEND).await?,
-                Ok(()) => return self.flush().await,
-                Err(e) => return Err(e),
-            }
-        }
+        self.when_ready(Ready::SEND, |c| c.send_with(msg, Wait::Never))
+            .await?;
+        self.flush().await
     }
 
     /// Receives one message into `buf` (its allocation is reused). Cancel-safe: a receive
     /// dropped while waiting loses nothing; a partly received frame is kept for the next.
     pub async fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
-        loop {
-            match self.try_recv_into(buf) {
-                Err(Error::WouldBlock) => self.ready(Ready::RECV).await?,
-                r => return r,
-            }
-        }
+        self.when_ready(Ready::RECV, |c| c.recv_into_with(buf, Wait::Never))
+            .await
     }
 
     /// Receives one message as an owned vector (of the message's size: a datagram is
     /// measured first, where a receive into a buffer reserves the largest one allowed).
     pub async fn recv(&mut self) -> Result<Vec<u8>> {
-        loop {
-            match self.conn.recv_with(Wait::Never) {
-                Err(Error::WouldBlock) => self.ready(Ready::RECV).await?,
-                r => return r,
-            }
-        }
+        self.when_ready(Ready::RECV, |c| c.recv_with(Wait::Never))
+            .await
     }
 
     /// [`send`](Self::send) with a time limit ([`Error::Timeout`]).
@@ -345,16 +344,9 @@ impl AsyncConnection {
     /// Receives one message and decodes it as `T` ([`Error::Decode`] if it is not one).
     pub async fn recv_typed<T: DeserializeOwned>(&mut self) -> Result<T> {
         let mut buf = std::mem::take(&mut self.received);
-        let got = loop {
-            match self.conn.recv_sized_with(&mut buf, Wait::Never) {
-                Err(Error::WouldBlock) => {
-                    if let Err(e) = self.ready(Ready::RECV).await {
-                        break Err(e);
-                    }
-                }
-                r => break r,
-            }
-        };
+        let got = self
+            .when_ready(Ready::RECV, |c| c.recv_sized_with(&mut buf, Wait::Never))
+            .await;
         let value = got.and_then(|()| decode(&buf));
         if buf.capacity() <= crate::transport::RETAIN_MAX {
             self.received = buf;

@@ -44,6 +44,10 @@
 pub mod aio;
 #[cfg(not(loom))]
 pub mod bus;
+// Under loom, of the bus only its handshakes are built, for their models.
+#[cfg(loom)]
+#[path = "bus/protocol.rs"]
+mod bus_protocol;
 mod connection;
 pub mod endpoint;
 mod error;

@@ -82,6 +82,7 @@
 pub mod backend;
 mod handle;
 mod node;
+mod protocol;
 mod registry;
 mod topic;
 mod url;
@@ -100,9 +101,10 @@ use crate::transport::Wait;
 pub use backend::register_backend;
 pub use handle::{Bus, PeerWatch, ServeHandle, Subscriber};
 use node::{
-    NodeSeg, SlotHeader, SlotRead, CAT_PUBLISH, CAT_SERVE, CAT_SUBSCRIBE, KIND_MESSAGE, KIND_REPLY,
+    NodeSeg, SlotHeader, CAT_PUBLISH, CAT_SERVE, CAT_SUBSCRIBE, KIND_MESSAGE, KIND_REPLY,
     KIND_REQUEST, MAX_SEQ, POLICY_BLOCK, POLICY_DROP,
 };
+use protocol::SlotRead;
 pub use registry::{namespaces, remove_stale};
 use registry::{Registry, KIND_PUB, KIND_SERVE, KIND_SUB};
 pub use topic::{validate_topic, Pattern, TOPIC_MAX};
@@ -552,9 +554,7 @@ impl Shared {
             };
             // Says which reader it waits for: only that one wakes it (`notify_writer`), not
             // every reader that moves (with 8 subscribers, the others woke it for nothing).
-            node.writer_waiting().store(i as u32 + 1, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
-            let observed = node.space().load(Ordering::Relaxed);
+            let observed = protocol::announce_wait(node.writer_waiting(), node.space(), i);
             if node.blocking_reader(seq) != Some(i) {
                 // That reader made room meanwhile: look again.
                 continue;

@@ -17,7 +17,8 @@
 //!
 //! Readers and writer are different processes that may crash or lie: every offset, length
 //! and cursor read from the segment is checked before use, and all access goes through the
-//! bounds-checked [`SharedBytes`] copies and atomics.
+//! bounds-checked [`SharedBytes`] copies and atomics. The orderings of the stamps, cursors
+//! and wake-up words are [`super::protocol`]'s (loom-checked there).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -25,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::shm::{Segment, SharedBytes};
 use crate::sys;
 
+use super::protocol::{self, SlotRead};
 use super::registry::node_name;
 use super::topic::TOPIC_MAX;
 
@@ -151,16 +153,6 @@ pub(crate) struct CatalogEntry {
     /// The node's write sequence when it declared the topic (its first message on it).
     pub seq: u64,
     pub topic: String,
-}
-
-/// What reading slot `seq` found instead of a message.
-pub(crate) enum SlotRead {
-    /// The writer has not finished it yet.
-    NotYet,
-    /// The writer overwrote it before (or while) we read: the reader was overtaken.
-    Overwritten,
-    /// The slot holds something impossible.
-    Corrupt(String),
 }
 
 /// A node segment, mapped, with its checked geometry.
@@ -355,8 +347,7 @@ impl NodeSeg {
     pub(crate) fn write_slot(&self, seq: u64, h: &SlotHeader, topic: &[u8], payload: &[u8]) {
         let off = self.slot_off(seq);
         let stamp = self.u64_at(off);
-        stamp.store(2 * seq + 1, Ordering::Relaxed);
-        std::sync::atomic::fence(Ordering::Release);
+        protocol::open_slot(stamp, seq);
         let checked = (|| {
             self.seg.write_bytes(off + 8, &h.encode())?;
             self.seg.write_bytes(off + SLOT_HEADER, topic)?;
@@ -364,8 +355,7 @@ impl NodeSeg {
                 .write_bytes(off + SLOT_HEADER + topic.len(), payload)
         })();
         debug_assert!(checked.is_ok(), "sizes are checked before writing");
-        stamp.store(2 * seq + 2, Ordering::Release);
-        self.write_seq().store(seq + 1, Ordering::Release);
+        protocol::seal_slot(stamp, self.write_seq(), seq);
         // A later message's slot, owned ahead of time (as many lines as this message took,
         // at most two): its lines come while the publisher does something else (waits for a
         // reply, builds the next messages) instead of when it writes there. Same binary, a
@@ -392,11 +382,9 @@ impl NodeSeg {
         let off = self.slot_off(seq);
         let n = raw.len().min(self.slot_bytes as usize - 8);
         let stamp = self.u64_at(off);
-        stamp.store(2 * seq + 1, Ordering::Relaxed);
-        std::sync::atomic::fence(Ordering::Release);
+        protocol::open_slot(stamp, seq);
         self.seg.write_bytes(off + 8, &raw[..n])?;
-        stamp.store(2 * seq + 2, Ordering::Release);
-        self.write_seq().store(seq + 1, Ordering::Release);
+        protocol::seal_slot(stamp, self.write_seq(), seq);
         Ok(())
     }
 
@@ -439,13 +427,10 @@ impl NodeSeg {
                 {
                     continue;
                 }
-                let cursor = self
-                    .reader_u64(i, R_CURSOR)
-                    .load(Ordering::Acquire)
-                    .min(seq);
                 let depth = u64::from(self.reader_u32(i, R_DEPTH).load(Ordering::Relaxed))
                     .clamp(1, u64::from(self.slots));
-                return Some((i, cursor + depth));
+                let limit = protocol::room_limit(self.reader_u64(i, R_CURSOR), seq, depth);
+                return Some((i, limit));
             }
             None
         })
@@ -581,8 +566,7 @@ impl NodeSeg {
         drops: u64,
         wake_writer: bool,
     ) {
-        self.reader_u64(i, R_CURSOR)
-            .store(cursor, Ordering::Release);
+        protocol::publish_cursor(self.reader_u64(i, R_CURSOR), cursor);
         self.reader_u64(i, R_DELIVERED)
             .store(delivered, Ordering::Relaxed);
         self.reader_u64(i, R_DROPS).store(drops, Ordering::Relaxed);
@@ -596,11 +580,9 @@ impl NodeSeg {
     /// waiting for another reader is left alone.
     #[inline]
     pub(crate) fn notify_writer(&self, i: usize) {
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if self.writer_waiting().load(Ordering::Relaxed) == i as u32 + 1 {
-            let s = self.space();
-            s.fetch_add(1, Ordering::Release);
-            sys::futex_wake(s, u32::MAX);
+        if protocol::waited_for(self.writer_waiting(), i) {
+            protocol::make_room(self.space());
+            sys::futex_wake(self.space(), u32::MAX);
         }
     }
 
@@ -610,20 +592,8 @@ impl NodeSeg {
     #[inline]
     pub(crate) fn read_head(&self, seq: u64) -> Result<(u64, SlotHead), SlotRead> {
         let off = self.slot_off(seq);
-        let stamp = self.u64_at(off);
-        // `seq` is at most `MAX_SEQ` (callers check the write position): no overflow.
-        let want = 2 * seq + 2;
-        let s1 = stamp.load(Ordering::Acquire);
-        if s1 != want {
-            return Err(if s1 > want {
-                SlotRead::Overwritten
-            } else if s1 == want - 1 {
-                SlotRead::NotYet
-            } else {
-                // Older than expected although the writer says it is published.
-                SlotRead::Corrupt(format!("slot of message {seq} has stamp {s1}"))
-            });
-        }
+        // `seq` is at most `MAX_SEQ` (callers check the write position).
+        let s1 = protocol::stamp_of(self.u64_at(off), seq)?;
         let Ok(words) = self.seg.read::<[u64; 3]>(off + 8) else {
             return Err(SlotRead::Corrupt("slot outside the segment".into()));
         };
@@ -665,7 +635,6 @@ impl NodeSeg {
     /// `read_head` is whole (the writer did not start overwriting it meanwhile).
     #[inline]
     pub(crate) fn unchanged(&self, seq: u64, s1: u64) -> bool {
-        std::sync::atomic::fence(Ordering::Acquire);
-        self.u64_at(self.slot_off(seq)).load(Ordering::Relaxed) == s1
+        protocol::unchanged(self.u64_at(self.slot_off(seq)), s1)
     }
 }

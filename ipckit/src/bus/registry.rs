@@ -153,7 +153,7 @@ impl Registry {
     /// Arms node `idx`'s doorbell before a receiver sleeps on it; returns the value to wait
     /// on (see `wake_node`). Call before the fence that precedes the last look for messages.
     pub(crate) fn arm(&self, idx: usize) -> u32 {
-        self.doorbell(idx).fetch_or(1, Ordering::Relaxed) | 1
+        super::protocol::arm(self.doorbell(idx))
     }
 
     /// How many receivers of the node sleep (or are about to) on its doorbell.
@@ -231,11 +231,7 @@ impl Registry {
         // publishers find it disarmed and make no system call until a receiver sleeps again:
         // otherwise every publish would pay one futex_wake per sleeping subscriber node.
         let d = self.doorbell(idx);
-        let v = d.load(Ordering::Relaxed);
-        if v & 1 == 1
-            && d.compare_exchange(v, v.wrapping_add(1), Ordering::Release, Ordering::Relaxed)
-                .is_ok()
-        {
+        if super::protocol::disarm(d) {
             sys::futex_wake(d, u32::MAX);
         }
     }

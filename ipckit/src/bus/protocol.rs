@@ -1,0 +1,428 @@
+//! The lock-free handshakes of `bus://local` between a node's publisher and its readers, in
+//! one place so that loom checks the code the bus runs (the models at the end:
+//! `RUSTFLAGS="--cfg loom" cargo test -p ipckit --lib --release loom`).
+//!
+//! - **Slot stamps** (a seqlock). The publisher stamps slot `seq % slots` with `2*seq+1`
+//!   ([`open_slot`]) before it changes a byte of it and with `2*seq+2` after
+//!   ([`seal_slot`]), then moves the write position. A reader takes the stamp
+//!   ([`stamp_of`]), copies the message out, and keeps the copy only if the stamp is still
+//!   the same ([`unchanged`]). A reader that was lapped sees a newer stamp and counts a
+//!   drop; it never keeps a torn copy.
+//! - **Room for block readers.** A block-policy reader publishes its cursor
+//!   ([`publish_cursor`]) once it has copied the messages before it; the publisher writes
+//!   message `seq` only while `seq` is under every such reader's [`room_limit`].
+//! - **A publisher waiting for room** says which reader it waits for, fences and reads the
+//!   `space` word ([`announce_wait`]), looks at that reader's cursor once more, and sleeps
+//!   on `space`. The reader, once its cursor is out, fences and, if it is the one waited
+//!   for ([`waited_for`]), bumps `space` ([`make_room`]) and wakes it. One of the two sees
+//!   the other.
+//! - **A subscriber going to sleep** counts itself in the node's sleeping readers, arms its
+//!   doorbell ([`arm`]), fences and looks for messages once more before it sleeps on the
+//!   doorbell. The publisher, after each message, fences, and if readers sleep, disarms
+//!   their doorbells ([`disarm`]) and wakes them.
+//!
+//! In the library the words are atomics in shared memory (std's types over the mapping);
+//! in the models they are loom's. [`Word`] lets the same functions take both.
+
+use crate::loom::{fence, Ordering};
+
+/// What reading slot `seq` found instead of a message.
+pub(crate) enum SlotRead {
+    /// The writer has not finished it yet.
+    NotYet,
+    /// The writer overwrote it before (or while) we read: the reader was overtaken.
+    Overwritten,
+    /// The slot holds something impossible.
+    Corrupt(String),
+}
+
+/// An atomic word of the protocol: std's (in shared memory) or loom's (in a model).
+pub(crate) trait Word {
+    type V: Copy + Eq;
+    fn load(&self, order: Ordering) -> Self::V;
+    fn store(&self, v: Self::V, order: Ordering);
+    fn fetch_add(&self, v: Self::V, order: Ordering) -> Self::V;
+    fn fetch_or(&self, v: Self::V, order: Ordering) -> Self::V;
+    fn compare_exchange(
+        &self,
+        current: Self::V,
+        new: Self::V,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<Self::V, Self::V>;
+}
+
+macro_rules! word {
+    ($atomic:ty, $v:ty) => {
+        impl Word for $atomic {
+            type V = $v;
+            #[inline]
+            fn load(&self, order: Ordering) -> $v {
+                <$atomic>::load(self, order)
+            }
+            #[inline]
+            fn store(&self, v: $v, order: Ordering) {
+                <$atomic>::store(self, v, order)
+            }
+            #[inline]
+            fn fetch_add(&self, v: $v, order: Ordering) -> $v {
+                <$atomic>::fetch_add(self, v, order)
+            }
+            #[inline]
+            fn fetch_or(&self, v: $v, order: Ordering) -> $v {
+                <$atomic>::fetch_or(self, v, order)
+            }
+            #[inline]
+            fn compare_exchange(
+                &self,
+                current: $v,
+                new: $v,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<$v, $v> {
+                <$atomic>::compare_exchange(self, current, new, success, failure)
+            }
+        }
+    };
+}
+
+word!(std::sync::atomic::AtomicU32, u32);
+word!(std::sync::atomic::AtomicU64, u64);
+#[cfg(loom)]
+word!(loom::sync::atomic::AtomicU32, u32);
+#[cfg(loom)]
+word!(loom::sync::atomic::AtomicU64, u64);
+
+// ---- slot stamps ------------------------------------------------------------------------
+
+/// Publisher: marks slot `seq` as being written, before any byte of it changes.
+#[inline]
+pub(crate) fn open_slot(stamp: &impl Word<V = u64>, seq: u64) {
+    stamp.store(2 * seq + 1, Ordering::Relaxed);
+    // Orders the stamp before the writes of the body: a reader that copies any of them
+    // then sees this stamp (or a later one) when it checks.
+    fence(Ordering::Release);
+}
+
+/// Publisher: marks slot `seq` complete and publishes it (the write position, `write_seq`,
+/// becomes `seq + 1`).
+#[inline]
+pub(crate) fn seal_slot(stamp: &impl Word<V = u64>, write_seq: &impl Word<V = u64>, seq: u64) {
+    stamp.store(2 * seq + 2, Ordering::Release);
+    write_seq.store(seq + 1, Ordering::Release);
+}
+
+/// Reader: the stamp slot `seq` has if it holds message `seq`, complete (to hand to
+/// [`unchanged`] once the message is copied out). `seq` is at most `MAX_SEQ`: no overflow.
+#[inline]
+pub(crate) fn stamp_of(stamp: &impl Word<V = u64>, seq: u64) -> Result<u64, SlotRead> {
+    let want = 2 * seq + 2;
+    let s1 = stamp.load(Ordering::Acquire);
+    if s1 == want {
+        Ok(s1)
+    } else if s1 > want {
+        Err(SlotRead::Overwritten)
+    } else if s1 == want - 1 {
+        Err(SlotRead::NotYet)
+    } else {
+        // Older than expected although the writer says it is published.
+        Err(SlotRead::Corrupt(format!(
+            "slot of message {seq} has stamp {s1}"
+        )))
+    }
+}
+
+/// Reader: whether the slot still has stamp `s1`, so that what was copied out of it since
+/// [`stamp_of`] is whole (the writer did not start overwriting it meanwhile).
+#[inline]
+pub(crate) fn unchanged(stamp: &impl Word<V = u64>, s1: u64) -> bool {
+    // Orders the copies before the second look at the stamp.
+    fence(Ordering::Acquire);
+    stamp.load(Ordering::Relaxed) == s1
+}
+
+// ---- room for block readers -------------------------------------------------------------
+
+/// Publisher: the first message a block-policy reader with cursor word `cursor` and
+/// `depth` (at least 1, at most the ring's slots) has no room for; `seq` is the next
+/// message to write, and a cursor ahead of it is a lie that counts as caught up.
+#[inline]
+pub(crate) fn room_limit(cursor: &impl Word<V = u64>, seq: u64, depth: u64) -> u64 {
+    // Acquire: the reader's copies of the messages before its cursor are done before the
+    // publisher overwrites their slots.
+    cursor.load(Ordering::Acquire).min(seq) + depth
+}
+
+/// Reader: publishes its cursor, once it has copied every message before it.
+#[inline]
+pub(crate) fn publish_cursor(cursor: &impl Word<V = u64>, at: u64) {
+    cursor.store(at, Ordering::Release);
+}
+
+/// Publisher about to wait for reader `i`: says so (`waiting`), fences, and returns the
+/// `space` word's value to sleep on. It must look at the reader's room again after this,
+/// and sleep only if there is still none (then a reader that made room meanwhile has seen
+/// `waiting` and changed `space`).
+#[inline]
+pub(crate) fn announce_wait(
+    waiting: &impl Word<V = u32>,
+    space: &impl Word<V = u32>,
+    i: usize,
+) -> u32 {
+    waiting.store(i as u32 + 1, Ordering::Relaxed);
+    fence(Ordering::SeqCst);
+    // Acquire: had it been relaxed, a publisher could see the `space` a reader bumped and
+    // still an older cursor of that reader, then sleep on the new value with nobody left
+    // to wake it (loom found it: `waiting_publisher_is_woken` below).
+    space.load(Ordering::Acquire)
+}
+
+/// Reader `i`, after [`publish_cursor`]: whether a publisher waits for it (then it calls
+/// [`make_room`] and wakes it).
+#[inline]
+pub(crate) fn waited_for(waiting: &impl Word<V = u32>, i: usize) -> bool {
+    fence(Ordering::SeqCst);
+    waiting.load(Ordering::Relaxed) == i as u32 + 1
+}
+
+/// Reader: changes `space`, so that a publisher about to sleep on its old value does not.
+#[inline]
+pub(crate) fn make_room(space: &impl Word<V = u32>) {
+    space.fetch_add(1, Ordering::Release);
+}
+
+// ---- doorbells ----------------------------------------------------------------------------
+
+/// Subscriber about to sleep: arms its node's doorbell (makes it odd) and returns the value
+/// to sleep on. It fences and looks for messages once more before it sleeps.
+#[inline]
+pub(crate) fn arm(doorbell: &impl Word<V = u32>) -> u32 {
+    doorbell.fetch_or(1, Ordering::Relaxed) | 1
+}
+
+/// Publisher, after its fence, for a node with sleeping readers: disarms the doorbell if it
+/// is armed; true if this call did (then it wakes the sleepers). A disarmed doorbell costs
+/// later publishers no system call until a receiver arms it again.
+#[inline]
+pub(crate) fn disarm(doorbell: &impl Word<V = u32>) -> bool {
+    let v = doorbell.load(Ordering::Relaxed);
+    v & 1 == 1
+        && doorbell
+            .compare_exchange(v, v.wrapping_add(1), Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! The models run the functions above with loom's atomics. A message's body is words
+    //! stored and loaded relaxed: a seqlock reads while the writer may be writing, by
+    //! design, and decides afterwards whether what it read counts (the library copies
+    //! plain bytes out of shared memory the same way). A futex is a loom mutex and
+    //! condition variable, so a wake-up that nobody sends leaves the sleeper blocked and
+    //! loom reports the deadlock.
+
+    use super::*;
+    use loom::sync::atomic::{AtomicU32, AtomicU64};
+    use loom::sync::{Arc, Condvar, Mutex};
+
+    const WORDS: usize = 2;
+
+    /// One node's ring and control words.
+    struct Node {
+        stamps: Vec<AtomicU64>,
+        body: Vec<AtomicU64>,
+        write_seq: AtomicU64,
+        cursor: AtomicU64,
+        waiting: AtomicU32,
+        space: AtomicU32,
+        sleeping: AtomicU32,
+        doorbell: AtomicU32,
+        futex: (Mutex<()>, Condvar),
+    }
+
+    impl Node {
+        fn new(slots: usize) -> Node {
+            Node {
+                stamps: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+                body: (0..slots * WORDS).map(|_| AtomicU64::new(0)).collect(),
+                write_seq: AtomicU64::new(0),
+                cursor: AtomicU64::new(0),
+                waiting: AtomicU32::new(0),
+                space: AtomicU32::new(0),
+                sleeping: AtomicU32::new(0),
+                doorbell: AtomicU32::new(0),
+                futex: (Mutex::new(()), Condvar::new()),
+            }
+        }
+
+        fn slot(&self, seq: u64) -> usize {
+            (seq % self.stamps.len() as u64) as usize
+        }
+
+        /// Message `seq`'s body word `j`.
+        fn value(seq: u64, j: usize) -> u64 {
+            100 * (seq + 1) + j as u64
+        }
+
+        fn write(&self, seq: u64) {
+            let s = self.slot(seq);
+            open_slot(&self.stamps[s], seq);
+            for j in 0..WORDS {
+                self.body[s * WORDS + j].store(Node::value(seq, j), Ordering::Relaxed);
+            }
+            seal_slot(&self.stamps[s], &self.write_seq, seq);
+        }
+
+        /// Copies message `seq` out; `Ok(None)` if it is not there yet.
+        fn read(&self, seq: u64) -> Result<Option<[u64; WORDS]>, ()> {
+            let s = self.slot(seq);
+            let s1 = match stamp_of(&self.stamps[s], seq) {
+                Ok(s1) => s1,
+                Err(SlotRead::NotYet) => return Ok(None),
+                Err(SlotRead::Overwritten) => return Err(()),
+                Err(SlotRead::Corrupt(why)) => panic!("{why}"),
+            };
+            let mut out = [0; WORDS];
+            for (j, w) in out.iter_mut().enumerate() {
+                *w = self.body[s * WORDS + j].load(Ordering::Relaxed);
+            }
+            if unchanged(&self.stamps[s], s1) {
+                Ok(Some(out))
+            } else {
+                Err(())
+            }
+        }
+
+        /// A futex wait: sleeps while `word` holds `expected`.
+        fn sleep(&self, word: &AtomicU32, expected: u32) {
+            let mut g = self.futex.0.lock().unwrap();
+            while word.load(Ordering::Relaxed) == expected {
+                g = self.futex.1.wait(g).unwrap();
+            }
+        }
+
+        fn wake(&self) {
+            let _g = self.futex.0.lock().unwrap();
+            self.futex.1.notify_all();
+        }
+    }
+
+    /// A reader the writer laps (one slot, no block policy) keeps whole messages only.
+    #[test]
+    fn loom_lapped_reader_never_keeps_a_torn_message() {
+        loom::model(|| {
+            let node = Arc::new(Node::new(1));
+            let n2 = node.clone();
+            let writer = loom::thread::spawn(move || {
+                for seq in 0..2 {
+                    n2.write(seq);
+                }
+            });
+            let mut seq = 0;
+            while seq < 2 {
+                let w = node.write_seq.load(Ordering::Acquire);
+                if seq >= w {
+                    loom::thread::yield_now();
+                    continue;
+                }
+                match node.read(seq) {
+                    Ok(Some(body)) => {
+                        for (j, &v) in body.iter().enumerate() {
+                            assert_eq!(v, Node::value(seq, j), "message {seq} torn");
+                        }
+                        seq += 1;
+                    }
+                    // The slot is being rewritten for a later message: the write position
+                    // says so soon.
+                    Ok(None) => loom::thread::yield_now(),
+                    // Lapped: a drop.
+                    Err(()) => seq += 1,
+                }
+            }
+            writer.join().unwrap();
+        });
+    }
+
+    /// A block-policy reader is never overwritten, and a publisher that sleeps waiting for
+    /// it is always woken (one slot of depth one: the publisher waits before every message
+    /// but the first).
+    #[test]
+    fn loom_waiting_publisher_is_woken() {
+        loom::model(|| {
+            const MESSAGES: u64 = 2;
+            let node = Arc::new(Node::new(1));
+            let n2 = node.clone();
+            let writer = loom::thread::spawn(move || {
+                let n = &*n2;
+                for seq in 0..MESSAGES {
+                    // `wait_for_room`, without its spinning and time slices.
+                    while seq >= room_limit(&n.cursor, seq, 1) {
+                        let observed = announce_wait(&n.waiting, &n.space, 0);
+                        if seq < room_limit(&n.cursor, seq, 1) {
+                            break;
+                        }
+                        n.sleep(&n.space, observed);
+                    }
+                    n.waiting.store(0, Ordering::Relaxed);
+                    n.write(seq);
+                }
+            });
+            for seq in 0..MESSAGES {
+                let body = loop {
+                    if seq < node.write_seq.load(Ordering::Acquire) {
+                        match node.read(seq) {
+                            Ok(Some(body)) => break body,
+                            Ok(None) => {}
+                            Err(()) => panic!("a block reader was overwritten at {seq}"),
+                        }
+                    }
+                    loom::thread::yield_now();
+                };
+                assert_eq!(body, [Node::value(seq, 0), Node::value(seq, 1)]);
+                // `set_cursor` with a wake-up, then `notify_writer`.
+                publish_cursor(&node.cursor, seq + 1);
+                if waited_for(&node.waiting, 0) {
+                    make_room(&node.space);
+                    node.wake();
+                }
+            }
+            writer.join().unwrap();
+        });
+    }
+
+    /// A subscriber that goes to sleep is woken by the next message: either its last look
+    /// finds the message or the publisher finds it asleep and rings.
+    #[test]
+    fn loom_sleeping_subscriber_is_woken() {
+        loom::model(|| {
+            let node = Arc::new(Node::new(2));
+            let n2 = node.clone();
+            let writer = loom::thread::spawn(move || {
+                let n = &*n2;
+                n.write(0);
+                // `publish`'s fence, then the look at the sleeping readers.
+                fence(Ordering::SeqCst);
+                if n.sleeping.load(Ordering::Relaxed) > 0 && disarm(&n.doorbell) {
+                    n.wake();
+                }
+            });
+            let look = |node: &Node| node.write_seq.load(Ordering::Acquire) > 0;
+            // `recv_some` once it has spun, and `sleep_until_message`.
+            let mut got = look(&node);
+            while !got {
+                // Counted asleep, the doorbell armed, the heavy fence, the last look.
+                node.sleeping.fetch_add(1, Ordering::Relaxed);
+                let observed = arm(&node.doorbell);
+                fence(Ordering::SeqCst);
+                got = look(&node);
+                if !got {
+                    node.sleep(&node.doorbell, observed);
+                    got = look(&node);
+                }
+                node.sleeping.fetch_sub(1, Ordering::Relaxed);
+            }
+            assert!(matches!(node.read(0), Ok(Some(_))));
+            writer.join().unwrap();
+        });
+    }
+}

@@ -19,8 +19,22 @@ pub(crate) fn spin_hint() {
     std::hint::spin_loop();
 }
 
-/// Sleeps while `*word == expected` (a process-shared futex), at most `timeout`; under loom,
-/// a yield. Returns true if the wait timed out.
+// Under loom every futex is this one queue: a sleeper waits on the condition variable and
+// every wake notifies it. A waiter checks its word under the lock and a waker takes the
+// lock after its store, as the kernel's bucket lock orders them, so a wake-up is never lost
+// by the model itself.
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref FUTEX: (loom::sync::Mutex<()>, loom::sync::Condvar) =
+        (loom::sync::Mutex::new(()), loom::sync::Condvar::new());
+}
+
+/// Sleeps while `*word == expected` (a process-shared futex), at most `timeout`. Returns
+/// true if the wait timed out.
+///
+/// Under loom the sleep has no timeout: the sleeper is woken only by a wake (and never
+/// reports a time-out), so a protocol that loses a wake-up and counts on its time slice to
+/// recover leaves the sleeper blocked, and loom reports the deadlock.
 #[inline]
 pub(crate) fn futex_wait(
     word: &AtomicU32,
@@ -29,8 +43,12 @@ pub(crate) fn futex_wait(
 ) -> crate::Result<bool> {
     #[cfg(loom)]
     {
-        let _ = (word, expected, timeout);
-        loom::thread::yield_now();
+        let _ = timeout;
+        let (lock, queue) = &*FUTEX;
+        let guard = lock.lock().unwrap();
+        if word.load(Ordering::Relaxed) == expected {
+            drop(queue.wait(guard).unwrap());
+        }
         Ok(false)
     }
     #[cfg(not(loom))]
@@ -40,11 +58,16 @@ pub(crate) fn futex_wait(
     }
 }
 
-/// Wakes up to `n` sleepers of `word` (nothing to do under loom).
+/// Wakes up to `n` sleepers of `word` (under loom: every sleeper, which may look again).
 #[inline]
 pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
     #[cfg(loom)]
-    let _ = (word, n);
+    {
+        let _ = (word, n);
+        let (lock, queue) = &*FUTEX;
+        let _guard = lock.lock().unwrap();
+        queue.notify_all();
+    }
     #[cfg(not(loom))]
     crate::sys::futex_wake(word, n);
 }

@@ -94,9 +94,11 @@ const LOCK_PRODUCER: u64 = LOCK_ATTACHED + 16;
 
 /// The ring format, recorded in each channel segment's type fingerprint: records whose
 /// header check names their position and publishes them (see `shm::ring`), and sides that
-/// may publish without a fence (`WaitWords::light`). A segment of an ipckit with an earlier
-/// format is refused on open, not misread (nor slept on without the heavy fence).
-struct SealedRecordsLightWakeV3;
+/// may publish without a fence (`WaitWords::light`), sleeping on their announcement
+/// (`ring::wake_sleeper`), not on the peer's position. A segment of an ipckit with an
+/// earlier format is refused on open, not misread (nor slept on in the old way, which an
+/// old peer would not wake).
+struct SealedRecordsFlagWakeV4;
 
 /// Offsets in a connection segment's data area.
 const OFF_C2S: usize = 128;
@@ -511,32 +513,22 @@ impl ShmConn {
                 == 0
     }
 
-    /// Wakes the peer if it announced that it sleeps on `word`. In `spin` mode nobody is
+    /// Wakes the peer if it announced (in `flag`) that it sleeps. In `spin` mode nobody is
     /// expected to sleep, and the check is skipped (a peer that sleeps anyway notices within
     /// its liveness slice).
     #[inline]
-    fn notify(&self, word: &AtomicU32, flag: &AtomicU32) {
+    fn notify(&self, flag: &AtomicU32) {
         if self.mode == WaitMode::Spin {
             return;
         }
-        // Pairs with the sleeper's fence (`sleep_fence`): either the sleeper sees our store,
-        // or we see its flag. A light side leaves its half to the sleeper's heavy fence: the
-        // full fence here drained the store buffer, the record's lines and the position
-        // included, on every message (92% of `publish`'s samples, 87% of `recv_into`'s, in a
-        // 64-byte stream).
-        if self.light {
-            std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        } else {
-            fence(Ordering::SeqCst);
-        }
-        if flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::AcqRel) != 0 {
-            // Several MPSC producers may sleep on the same word.
-            futex_wake(word, u32::MAX);
-        }
+        // A light side leaves its half to the sleeper's heavy fence: the full fence here
+        // drained the store buffer, the record's lines and the position included, on every
+        // message (92% of `publish`'s samples, 87% of `recv_into`'s, in a 64-byte stream).
+        ring::wake_sleeper(flag, self.light);
     }
 
-    /// Waits until `ready` says yes, as `wait` and the wait mode allow. `word` is the futex
-    /// word the peer bumps (our rx head or tx tail), `flag` our announcement that we sleep.
+    /// Waits until `ready` says yes, as `wait` and the wait mode allow (`sending`: for
+    /// space in the tx ring, else for data in the rx ring).
     fn block_until(
         &mut self,
         wait: Wait,
@@ -617,27 +609,25 @@ impl ShmConn {
         if self.mode == WaitMode::Sem && !sending {
             return self.sleep_on_sem(wait, ready);
         }
-        // The word the peer bumps, our announcement, and the peer's light flag.
-        let (word, flag, peer_light) = if sending {
+        // Our announcement (the futex word we sleep on), and the peer's light flag.
+        let (flag, peer_light) = if sending {
             (
-                &self.tx_ctl().consumer.0.tail as *const AtomicU32,
                 &self.tx_ctl().producer_waiting.0.waiting as *const AtomicU32,
                 &self.tx_ctl().consumer_waiting.0.light as *const AtomicU32,
             )
         } else {
             (
-                &self.rx_ctl().producer.0.head as *const AtomicU32,
                 &self.rx_ctl().consumer_waiting.0.waiting as *const AtomicU32,
                 &self.rx_ctl().producer_waiting.0.light as *const AtomicU32,
             )
         };
-        // SAFETY: all point into the mapping owned by `self.seg`, which outlives this call;
+        // SAFETY: both point into the mapping owned by `self.seg`, which outlives this call;
         // raw pointers only so `ready(self)` can take `&mut self` meanwhile.
-        let (word, flag, peer_light) = unsafe { (&*word, &*flag, &*peer_light) };
+        let (flag, peer_light) = unsafe { (&*flag, &*peer_light) };
         loop {
-            flag.store(1, Ordering::Relaxed);
-            let slice_cap = sleep_fence(|| peer_light.load(Ordering::Relaxed) != 0);
-            let observed = word.load(Ordering::Relaxed);
+            let slice_cap = ring::announce_sleep(flag, || {
+                sleep_fence(|| peer_light.load(Ordering::Relaxed) != 0)
+            });
             if ready(self)? {
                 flag.store(0, Ordering::Relaxed);
                 return Ok(());
@@ -649,7 +639,7 @@ impl ShmConn {
                     return Err(e);
                 }
             };
-            let timed_out = futex_wait(word, observed, Some(slice))?;
+            let timed_out = futex_wait(flag, ring::SLEEPING, Some(slice))?;
             flag.store(0, Ordering::Relaxed);
             if ready(self)? {
                 return Ok(());
@@ -864,7 +854,7 @@ impl ShmConn {
             // SAFETY: points into the mapping owned by `self.seg`; atomics only.
             let _ = unsafe { &*self.tx_sem }.release(1);
         } else {
-            self.notify(&ctl.producer.0.head, &ctl.consumer_waiting.0.waiting);
+            self.notify(&ctl.consumer_waiting.0.waiting);
         }
     }
 
@@ -921,7 +911,7 @@ impl ShmConn {
         // SAFETY: see `rx_ctl`.
         let ctl = unsafe { &*self.rx_ctl };
         self.rx.release_found(ctl, Ordering::Release);
-        self.notify(&ctl.consumer.0.tail, &ctl.producer_waiting.0.waiting);
+        self.notify(&ctl.producer_waiting.0.waiting);
     }
 
     /// A reservation in the common case, inlined: a client or server whose ring has room
@@ -1077,9 +1067,15 @@ impl Drop for ShmConn {
         };
         mine.store(1, Ordering::Release);
         fence(Ordering::SeqCst);
-        // Wake the peer wherever it sleeps: waiting for our data or for our reads.
-        futex_wake(&self.tx_ctl().producer.0.head, 1);
-        futex_wake(&self.rx_ctl().consumer.0.tail, 1);
+        // Wake the peer wherever it sleeps, waiting for our data or for our reads: its
+        // announcement cleared, so that a peer about to sleep does not either.
+        for flag in [
+            &self.tx_ctl().consumer_waiting.0.waiting,
+            &self.rx_ctl().producer_waiting.0.waiting,
+        ] {
+            flag.store(0, Ordering::Relaxed);
+            futex_wake(flag, u32::MAX);
+        }
         if self.mode == WaitMode::Sem {
             // SAFETY: points into the mapping owned by `self.seg`; atomics only.
             let _ = unsafe { &*self.tx_sem }.release(1);
@@ -1343,7 +1339,7 @@ impl Place {
     fn connection(&self, id: u64) -> crate::shm::SegmentBuilder {
         self.builder(&format!("{}~{id:x}", self.name))
             .kind(SegmentKind::Channel)
-            .typed::<SealedRecordsLightWakeV3>()
+            .typed::<SealedRecordsFlagWakeV4>()
     }
 }
 
@@ -1451,7 +1447,7 @@ pub(crate) fn bind_mpsc(ep: &Endpoint) -> Result<Inner> {
             .size(channel_len(cap))
             .mode(ep.options().mode)
             .kind(SegmentKind::Channel)
-            .typed::<SealedRecordsLightWakeV3>()
+            .typed::<SealedRecordsFlagWakeV4>()
             .populate()
     })?;
     if !sys::ofd_lock(seg.fd(), LOCK_SERVER, 1, true)? {
@@ -1483,7 +1479,7 @@ pub(crate) fn connect_mpsc(ep: &Endpoint) -> Result<Inner> {
     let seg = match place
         .builder(&place.name)
         .kind(SegmentKind::Channel)
-        .typed::<SealedRecordsLightWakeV3>()
+        .typed::<SealedRecordsFlagWakeV4>()
         .populate()
         .open()
     {

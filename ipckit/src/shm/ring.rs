@@ -31,7 +31,7 @@
 //! [`Error::Corrupted`], never an out-of-bounds access.
 
 use crate::error::{Error, Result};
-use crate::loom::{AtomicU32, AtomicU64, Ordering};
+use crate::loom::{fence, futex_wake, AtomicU32, AtomicU64, Ordering};
 
 /// Bytes of a record header.
 pub(crate) const REC_HEADER: u32 = 8;
@@ -167,6 +167,52 @@ pub(crate) fn bump(counter: &AtomicU64, by: u64) {
         counter.load(Ordering::Relaxed).wrapping_add(by),
         Ordering::Relaxed,
     );
+}
+
+/// A side's sleep announcement (`WaitWords::waiting`) while it sleeps, or is about to: the
+/// futex word it sleeps on while the word still says so.
+pub(crate) const SLEEPING: u32 = 1;
+
+/// The waking half of the sleep handshake, after this side published its position: wakes
+/// the peer if it announced (in `flag`) that it sleeps, clearing the announcement (one
+/// wake per sleep). The fence pairs with the sleeper's (see [`announce_sleep`]): either the
+/// sleeper's last look sees our position or we see its flag. `light`: this side leaves its
+/// fence to the sleeper's heavy one (`membarrier`) and makes only a compiler fence.
+///
+/// The sleeper sleeps on the flag itself, not on our position: a waker that read the flag
+/// of an earlier sleep and clears it late (after the sleeper took what it waited for and
+/// announced its next sleep) then clears the new announcement, and the sleeper, finding
+/// its flag changed, does not sleep (or is woken). Sleeping on the position instead, that
+/// late clear took the announcement away, the next waker saw no sleeper, and the sleeper
+/// slept out its liveness slice (50 ms): loom found it
+/// (`consumer_sleeping_for_data_is_woken`).
+#[inline]
+pub(crate) fn wake_sleeper(flag: &AtomicU32, light: bool) {
+    if light {
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    } else {
+        fence(Ordering::SeqCst);
+    }
+    if flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::AcqRel) != 0 {
+        // Several MPSC producers may sleep on the same flag.
+        futex_wake(flag, u32::MAX);
+    }
+}
+
+/// The sleeping half, first part: announces in `flag` that this side is about to sleep and
+/// makes `fence_half` (a full fence, and a heavy one for a light peer), returning what it
+/// returned. The caller then looks once more for what it waits for and, only if it is still
+/// not there, sleeps on `flag` while it holds [`SLEEPING`]; it clears `flag` when it wakes.
+///
+/// The announcement is a swap, not a plain store: the same here (nobody else sets the
+/// flag), and loom then orders it after a waker's clear of an earlier announcement. With a
+/// store, loom (whose modification order is only what each thread has seen) let the next
+/// waker read that older clear although the store came after it, and reported a lost
+/// wake-up that the C++ memory model rules out.
+#[inline]
+pub(crate) fn announce_sleep<R>(flag: &AtomicU32, fence_half: impl FnOnce() -> R) -> R {
+    flag.swap(SLEEPING, Ordering::Relaxed);
+    fence_half()
 }
 
 /// The ring's data bytes. Offsets passed are always `< cap` with `off + len <= cap`, and
@@ -900,6 +946,95 @@ mod loom_tests {
     #[test]
     fn spsc_with_sealed_headers_publishing_delivers_in_order_without_races() {
         spsc_model(true);
+    }
+
+    /// The library's sleep (`ShmConn::block_until` past its spin): announce, fence, look
+    /// again, sleep on the announcement while it stands. The fence is the library's under
+    /// loom: a full one (no side is light).
+    fn sleep_until<T>(flag: &AtomicU32, mut look: impl FnMut() -> Option<T>) -> T {
+        loop {
+            if let Some(t) = look() {
+                return t;
+            }
+            announce_sleep(flag, || fence(Ordering::SeqCst));
+            if let Some(t) = look() {
+                flag.store(0, Ordering::Relaxed);
+                return t;
+            }
+            crate::loom::futex_wait(flag, SLEEPING, None).unwrap();
+            flag.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A consumer that sleeps for data is always woken (the shim's futex has no timeout: a
+    /// lost wake-up leaves it blocked, and loom reports the deadlock).
+    #[test]
+    fn consumer_sleeping_for_data_is_woken() {
+        loom::model(|| {
+            let cap = 32u32;
+            let ctl = Arc::new(RingControl::new());
+            let data = Arc::new(Words::new(cap, false));
+            let (c2, d2) = (ctl.clone(), data.clone());
+            let producer = loom::thread::spawn(move || {
+                let c = &*c2;
+                let mut p = Producer::attach(c, cap);
+                for i in 0..2u8 {
+                    let r = p.reserve(c, 8).unwrap().expect("two records fit");
+                    d2.write(r.data_off, &[i; 8]);
+                    p.commit(c, &*d2, r, Ordering::Release);
+                    wake_sleeper(&c.consumer_waiting.0.waiting, false);
+                }
+            });
+            let c = &*ctl;
+            let mut k = Consumer::attach(c, cap, max_payload(cap), false);
+            for i in 0..2u8 {
+                let flag = &c.consumer_waiting.0.waiting;
+                let r = sleep_until(flag, || k.peek(c, &*data).unwrap());
+                let mut buf = [0u8; 8];
+                data.read(r.data_off, &mut buf);
+                assert_eq!(buf, [i; 8]);
+                k.release(c, r, Ordering::Release);
+            }
+            producer.join().unwrap();
+        });
+    }
+
+    /// A producer that sleeps for space is always woken: a ring of two records, three
+    /// messages.
+    #[test]
+    fn producer_sleeping_for_space_is_woken() {
+        loom::model(|| {
+            let cap = 32u32;
+            let ctl = Arc::new(RingControl::new());
+            let data = Arc::new(Words::new(cap, false));
+            let (c2, d2) = (ctl.clone(), data.clone());
+            let producer = loom::thread::spawn(move || {
+                let c = &*c2;
+                let mut p = Producer::attach(c, cap);
+                for i in 0..3u8 {
+                    let flag = &c.producer_waiting.0.waiting;
+                    let r = sleep_until(flag, || p.reserve(c, 8).unwrap());
+                    d2.write(r.data_off, &[i; 8]);
+                    p.commit(c, &*d2, r, Ordering::Release);
+                }
+            });
+            let c = &*ctl;
+            let mut k = Consumer::attach(c, cap, max_payload(cap), false);
+            for i in 0..3u8 {
+                let r = loop {
+                    if let Some(r) = k.peek(c, &*data).unwrap() {
+                        break r;
+                    }
+                    loom::thread::yield_now();
+                };
+                let mut buf = [0u8; 8];
+                data.read(r.data_off, &mut buf);
+                assert_eq!(buf, [i; 8]);
+                k.release(c, r, Ordering::Release);
+                wake_sleeper(&c.producer_waiting.0.waiting, false);
+            }
+            producer.join().unwrap();
+        });
     }
 
     fn spsc_model(watch_headers: bool) {

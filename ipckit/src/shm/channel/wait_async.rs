@@ -87,30 +87,35 @@ impl ShmConn {
     /// One sleep of at most a liveness slice on the words the peer bumps.
     async fn sleep_on_words(&self, recv: bool, send: bool, ready: &impl Fn(&ShmConn) -> bool) {
         let (rx, tx) = (self.rx_ctl(), self.tx_ctl());
+        let (rx_flag, tx_flag) = (
+            &rx.consumer_waiting.0.waiting,
+            &tx.producer_waiting.0.waiting,
+        );
+        // Announced (`ring::announce_sleep`), then the fence that pairs with the one in
+        // `notify` (or stands in for it, see `sleep_fence`): either the peer sees our flag,
+        // or we see its store in `ready` below.
         if recv {
-            rx.consumer_waiting.0.waiting.store(1, Ordering::Relaxed);
+            rx_flag.store(ring::SLEEPING, Ordering::Relaxed);
         }
         if send {
-            tx.producer_waiting.0.waiting.store(1, Ordering::Relaxed);
+            tx_flag.store(ring::SLEEPING, Ordering::Relaxed);
         }
-        // Pairs with the fence in `notify` (or stands in for it, see `sleep_fence`): either
-        // the peer sees our flag, or we see its store in `ready` below.
         let slice = sleep_fence(|| {
             (recv && rx.producer_waiting.0.light.load(Ordering::Relaxed) != 0)
                 || (send && tx.consumer_waiting.0.light.load(Ordering::Relaxed) != 0)
         });
-        let head = rx.producer.0.head.load(Ordering::Relaxed);
-        let tail = tx.consumer.0.tail.load(Ordering::Relaxed);
         if !ready(self) {
+            // On the announcements themselves, as `block_until` sleeps (see
+            // `ring::wake_sleeper`).
             let on_head = async {
                 match recv {
-                    true => sys::futex_watch(&rx.producer.0.head, head).await,
+                    true => sys::futex_watch(rx_flag, ring::SLEEPING).await,
                     false => std::future::pending().await,
                 }
             };
             let on_tail = async {
                 match send {
-                    true => sys::futex_watch(&tx.consumer.0.tail, tail).await,
+                    true => sys::futex_watch(tx_flag, ring::SLEEPING).await,
                     false => std::future::pending().await,
                 }
             };
@@ -121,10 +126,10 @@ impl ShmConn {
             }
         }
         if recv {
-            rx.consumer_waiting.0.waiting.store(0, Ordering::Relaxed);
+            rx_flag.store(0, Ordering::Relaxed);
         }
         if send {
-            tx.producer_waiting.0.waiting.store(0, Ordering::Relaxed);
+            tx_flag.store(0, Ordering::Relaxed);
         }
     }
 }

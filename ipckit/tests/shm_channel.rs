@@ -291,6 +291,29 @@ fn mpsc_many_senders_one_receiver_in_order_per_sender() {
     assert!(leftovers(&name).is_empty(), "{:?}", leftovers(&name));
 }
 
+/// A sender that dies holding the producers' lock leaves its slot to the next sender to
+/// connect; that one must not pass for the dead holder, or the lock stays held for as long
+/// as it does not send.
+#[test]
+fn mpsc_a_new_sender_in_a_dead_holders_slot_does_not_keep_the_lock() {
+    let name = unique("mpscslot");
+    let url = format!("shm+mpsc://{name}");
+    let mut listener = ipckit::bind(&url).unwrap();
+    let mut rx = listener.accept_timeout(T).unwrap();
+    let mut stuck = shm_peer(&["loan-and-hang", &url]);
+    stuck.expect_line("ready");
+    let mut waiting = ipckit::connect(&url).unwrap();
+    stuck.kill();
+    // The lowest free slot: the dead holder's.
+    let idle = ipckit::connect(&url).unwrap();
+    waiting
+        .send_timeout(b"after", Duration::from_secs(3))
+        .expect("the dead holder's lock is taken over although its slot is in use again");
+    assert_eq!(rx.recv_timeout(T).unwrap(), b"after");
+    drop((idle, waiting, rx, listener));
+    assert!(leftovers(&name).is_empty(), "{:?}", leftovers(&name));
+}
+
 #[test]
 fn anonymous_segment_is_inherited_by_a_child() {
     use ipckit::shm::{Segment, SharedBytes};

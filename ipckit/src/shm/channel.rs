@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::loom::{fence, futex_wait, futex_wake, spin_hint, AtomicU32, AtomicU64, Ordering};
 use crate::shm::ring::{self, Consumer, Producer, RingControl, RingData};
 use crate::shm::segment::{Segment, SegmentKind, LOCK_ATTACHED};
-use crate::sync::SemWords;
+use crate::sync::{claim_slot, Acquired, MutexWords, SemWords, SlotLiveness};
 use crate::sys;
 use crate::transport::Wait;
 
@@ -79,14 +79,14 @@ struct ChannelHeader {
     server_attached: AtomicU32,
     /// `FLAG_MPSC` for a many-producer queue.
     flags: u32,
-    /// MPSC only: the producers' lock, 0 or (slot + 1) | `CONTENDED`.
-    tx_lock: AtomicU32,
+    /// MPSC only: the producers' lock, free or held by a producer slot's token (see
+    /// `OFF_PRODUCER_GENS`), taken over from a holder that died.
+    tx_lock: MutexWords,
 }
 
 const FLAG_MPSC: u32 = 1;
 /// The receivers wait on per-ring message counters (`wait=sem`).
 const FLAG_SEM: u32 = 2;
-const CONTENDED: u32 = 1 << 31;
 /// Producers an MPSC queue admits at once.
 const MPSC_PRODUCERS: u32 = 64;
 /// Lock bytes of MPSC producer slots: `LOCK_PRODUCER + slot`.
@@ -97,8 +97,8 @@ const LOCK_PRODUCER: u64 = LOCK_ATTACHED + 16;
 /// may publish without a fence (`WaitWords::light`), sleeping on their announcement
 /// (`ring::wake_sleeper`), not on the peer's position. A segment of an ipckit with an
 /// earlier format is refused on open, not misread (nor slept on in the old way, which an
-/// old peer would not wake).
-struct SealedRecordsFlagWakeV4;
+/// old peer would not wake); and (V5) MPSC producers' lock words and slot generations.
+struct SealedRecordsFlagWakeSlotLockV5;
 
 /// Offsets in a connection segment's data area.
 const OFF_C2S: usize = 128;
@@ -106,6 +106,8 @@ const OFF_S2C: usize = 896;
 /// Message counters of `wait=sem` connections, one per ring.
 const OFF_SEM_C2S: usize = 1664;
 const OFF_SEM_S2C: usize = 1728;
+/// MPSC only: the generation of each producer slot's latest claim (`sync::claim_slot`).
+const OFF_PRODUCER_GENS: usize = 1792;
 /// Ring data starts on a page boundary of the mapping (the data area starts after the
 /// 128-byte segment header).
 const OFF_DATA: usize = 4096 - crate::shm::HEADER_LEN;
@@ -115,8 +117,23 @@ const _: () = {
     assert!(std::mem::size_of::<ChannelHeader>() == 128);
     assert!(OFF_C2S + std::mem::size_of::<RingControl>() == OFF_S2C);
     assert!(OFF_S2C + std::mem::size_of::<RingControl>() <= OFF_SEM_C2S);
-    assert!(OFF_SEM_S2C + std::mem::size_of::<SemWords>() <= OFF_DATA);
+    assert!(OFF_SEM_S2C + std::mem::size_of::<SemWords>() <= OFF_PRODUCER_GENS);
+    assert!(OFF_PRODUCER_GENS + 4 * MPSC_PRODUCERS as usize <= OFF_DATA);
 };
+
+/// The MPSC producer slots' generations in a connection segment.
+fn producer_gens(seg: &Segment) -> &[AtomicU32] {
+    // SAFETY: callers pass a connection segment checked to be at least OFF_DATA bytes (every
+    // `ShmConn`'s is `channel_len(cap)`; `connect_mpsc` checks before it claims a slot), so
+    // the 64 words at OFF_PRODUCER_GENS (4-aligned) are inside the mapping; atomics only (zero
+    // in a fresh segment, a valid value); the borrow is tied to `seg`, which keeps it mapped.
+    unsafe {
+        &*seg
+            .as_ptr()
+            .add(OFF_PRODUCER_GENS)
+            .cast::<[AtomicU32; MPSC_PRODUCERS as usize]>()
+    }
+}
 
 fn channel_len(cap: u32) -> usize {
     OFF_DATA + 2 * cap as usize
@@ -220,7 +237,7 @@ enum Role {
     /// `shm://` server (accepted connection).
     Server,
     /// `shm+mpsc://` sender, one of up to 64, holding producer slot `slot`.
-    Producer { slot: u32 },
+    Producer { token: u32 },
     /// `shm+mpsc://` receiver.
     Consumer,
 }
@@ -706,8 +723,8 @@ impl ShmConn {
                 what: "the receiving end of an shm+mpsc:// queue",
             });
         }
-        if let Role::Producer { slot } = self.role {
-            self.lock_tx(slot, wait)?;
+        if let Role::Producer { token } = self.role {
+            self.lock_tx(token, wait)?;
             // SAFETY: see `tx_ctl`. Under the lock the shared head is ours to advance.
             self.tx = Producer::attach(unsafe { &*self.tx_ctl }, self.cap);
             let r = self.reserve_unlocked(len, wait);
@@ -719,85 +736,30 @@ impl ShmConn {
         self.reserve_unlocked(len, wait)
     }
 
-    /// Takes the MPSC producers' lock. A holder that died (its slot lock is gone) is
-    /// replaced; what it had half-written was never published, so it is simply overwritten.
-    fn lock_tx(&mut self, slot: u32, wait: Wait) -> Result<()> {
-        let me = slot + 1;
-        let lock = &self.header().tx_lock as *const AtomicU32;
-        // SAFETY: points into the mapping owned by `self.seg`; raw so `self` stays usable.
-        let lock = unsafe { &*lock };
-        let mut want = me;
-        loop {
-            let owner = match lock.compare_exchange(0, want, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => return Ok(()),
-                Err(owner) => owner,
-            };
-            for _ in 0..100 {
-                spin_hint();
-                if lock.load(Ordering::Relaxed) == 0 {
-                    break;
-                }
-            }
-            if lock.load(Ordering::Relaxed) == 0 {
-                continue;
-            }
-            if wait == Wait::Never {
-                return Err(Error::WouldBlock);
-            }
-            if owner & CONTENDED == 0
-                && lock
-                    .compare_exchange(
-                        owner,
-                        owner | CONTENDED,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    )
-                    .is_err()
-            {
-                continue;
-            }
-            want = me | CONTENDED;
-            let slice = wait.slice(LIVENESS_SLICE)?;
-            if futex_wait(lock, owner | CONTENDED, Some(slice))? {
-                let holder = (owner & !CONTENDED).wrapping_sub(1);
-                let alive = holder < MPSC_PRODUCERS
-                    && sys::ofd_locked_by_other(
-                        self.seg.fd(),
-                        LOCK_PRODUCER + u64::from(holder),
-                        1,
-                    )
-                    .unwrap_or(true);
-                // Only from the dead holder: another waiter that found it dead too may have
-                // taken the lock over already, and is alive. (Swapping whatever the word
-                // held let two senders in at once, and one's message was written over:
-                // "sender N out of order" in `tests/shm_channel.rs`, 2 in 15 runs three at
-                // once.)
-                if !alive
-                    && lock
-                        .compare_exchange(
-                            owner | CONTENDED,
-                            want,
-                            Ordering::Acquire,
-                            Ordering::Relaxed,
-                        )
-                        .is_ok()
-                {
-                    tracing::debug!(holder, "took over the lock of a dead shm+mpsc producer");
-                    return Ok(());
-                }
-                if !self.peer_alive() {
-                    return Err(Error::Disconnected);
-                }
+    /// Takes the MPSC producers' lock. A holder that died (its slot's lock byte is free, or
+    /// the slot was claimed again since) is replaced; what it had half-written was never
+    /// published, so it is simply overwritten.
+    fn lock_tx(&mut self, token: u32, wait: Wait) -> Result<()> {
+        let live = SlotLiveness {
+            fd: self.seg.fd(),
+            gens: producer_gens(&self.seg),
+            lock_base: LOCK_PRODUCER,
+            me: token,
+        };
+        let lock = &self.header().tx_lock;
+        match lock.lock(&live, wait)? {
+            Acquired::Clean => {}
+            Acquired::OwnerDied | Acquired::Poisoned => {
+                tracing::debug!("took over the lock of a dead shm+mpsc producer");
+                lock.make_consistent();
             }
         }
+        Ok(())
     }
 
     fn unlock_tx(&self) {
         if let Role::Producer { .. } = self.role {
-            let lock = &self.header().tx_lock;
-            if lock.swap(0, Ordering::Release) & CONTENDED != 0 {
-                futex_wake(lock, 1);
-            }
+            self.header().tx_lock.unlock();
         }
     }
 
@@ -1094,7 +1056,7 @@ struct ChannelHeaderAtomics {
     server_closed: AtomicU32,
     server_attached: AtomicU32,
     _flags: AtomicU32,
-    tx_lock: AtomicU32,
+    tx_lock: MutexWords,
 }
 
 #[cfg(not(loom))]
@@ -1339,7 +1301,7 @@ impl Place {
     fn connection(&self, id: u64) -> crate::shm::SegmentBuilder {
         self.builder(&format!("{}~{id:x}", self.name))
             .kind(SegmentKind::Channel)
-            .typed::<SealedRecordsFlagWakeV4>()
+            .typed::<SealedRecordsFlagWakeSlotLockV5>()
     }
 }
 
@@ -1447,7 +1409,7 @@ pub(crate) fn bind_mpsc(ep: &Endpoint) -> Result<Inner> {
             .size(channel_len(cap))
             .mode(ep.options().mode)
             .kind(SegmentKind::Channel)
-            .typed::<SealedRecordsFlagWakeV4>()
+            .typed::<SealedRecordsFlagWakeSlotLockV5>()
             .populate()
     })?;
     if !sys::ofd_lock(seg.fd(), LOCK_SERVER, 1, true)? {
@@ -1479,7 +1441,7 @@ pub(crate) fn connect_mpsc(ep: &Endpoint) -> Result<Inner> {
     let seg = match place
         .builder(&place.name)
         .kind(SegmentKind::Channel)
-        .typed::<SealedRecordsFlagWakeV4>()
+        .typed::<SealedRecordsFlagWakeSlotLockV5>()
         .populate()
         .open()
     {
@@ -1500,18 +1462,19 @@ pub(crate) fn connect_mpsc(ep: &Endpoint) -> Result<Inner> {
     if !sys::ofd_locked_by_other(seg.fd(), LOCK_SERVER, 1)? {
         return Err(refused("the receiver's process is gone"));
     }
-    let mut slot = None;
-    for i in 0..MPSC_PRODUCERS {
-        if sys::ofd_lock(seg.fd(), LOCK_PRODUCER + u64::from(i), 1, true)? {
-            slot = Some(i);
-            break;
-        }
+    if seg.len() < OFF_DATA {
+        return Err(Error::Corrupted(format!(
+            "shm+mpsc queue {}: a segment of {} bytes, too short for a queue",
+            place.name,
+            seg.len()
+        )));
     }
-    let slot = slot.ok_or_else(|| refused("all 64 producer slots are taken"))?;
+    let token = claim_slot(seg.fd(), producer_gens(&seg), LOCK_PRODUCER)?
+        .ok_or_else(|| refused("all 64 producer slots are taken"))?;
     Ok(Inner::Shm(Box::new(ShmConn::new(
         seg,
         None,
-        Role::Producer { slot },
+        Role::Producer { token },
         ep,
     )?)))
 }

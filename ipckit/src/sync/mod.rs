@@ -18,11 +18,15 @@ mod event;
 mod mutex;
 mod raw_mutex;
 mod semaphore;
+mod slots;
 
 pub use event::Event;
 pub use mutex::{LockError, Mutex, MutexGuard};
+pub(crate) use raw_mutex::{Acquired, MutexWords};
 pub(crate) use semaphore::SemWords;
 pub use semaphore::SEM_VALUE_MAX;
+pub(crate) use slots::claim as claim_slot;
+pub(crate) use slots::SlotLiveness;
 
 use crate::error::Result;
 use crate::shm::{Segment, SegmentKind};

@@ -6,17 +6,15 @@ use std::time::Duration;
 
 use bytemuck::Pod;
 
-use super::raw_mutex::{Acquired, Liveness, MutexWords};
+use super::raw_mutex::{Acquired, MutexWords};
+use super::slots::{self, SlotLiveness};
 use crate::error::{Error, Result};
 use crate::shm::{Segment, SegmentKind, LOCK_ATTACHED};
-use crate::sys;
 use crate::transport::Wait;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
 
 /// Process slots per mutex: processes that may have it open at once.
-const SLOTS: usize = 255;
-/// Generations are 23 bits: bits 8..31 of a token.
-const GEN_MASK: u32 = (1 << 23) - 1;
+const SLOTS: usize = slots::MAX_SLOTS;
 /// Lock bytes of the slots: `LOCK_SLOT + slot`.
 const LOCK_SLOT: u64 = LOCK_ATTACHED + 1024;
 
@@ -161,25 +159,25 @@ impl<T: Pod> Mutex<T> {
 
     /// Claims a process slot: lock its byte, bump its generation.
     fn with_segment(seg: Segment) -> Result<Mutex<T>> {
-        let header = header(&seg);
-        for (i, gen) in header.slot_gen.iter().enumerate() {
-            if sys::ofd_lock(seg.fd(), LOCK_SLOT + i as u64, 1, true)? {
-                let g = gen.fetch_add(1, Ordering::SeqCst).wrapping_add(1) & GEN_MASK;
-                return Ok(Mutex {
-                    token: (g << 8) | (i as u32 + 1),
-                    seg,
-                    _t: PhantomData,
-                });
-            }
-        }
-        Err(Error::Overflow {
-            what: "processes holding this mutex (255 at most)",
+        let token =
+            slots::claim(seg.fd(), &header(&seg).slot_gen, LOCK_SLOT)?.ok_or(Error::Overflow {
+                what: "processes holding this mutex (255 at most)",
+            })?;
+        Ok(Mutex {
+            token,
+            seg,
+            _t: PhantomData,
         })
     }
 
     /// Locks, waiting as `wait` allows.
     pub fn lock_with(&self, wait: Wait) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
-        let live = Slots { m: self };
+        let live = SlotLiveness {
+            fd: self.seg.fd(),
+            gens: &header(&self.seg).slot_gen,
+            lock_base: LOCK_SLOT,
+            me: self.token,
+        };
         let how = header(&self.seg).words.lock(&live, wait)?;
         let guard = MutexGuard { m: self };
         match how {
@@ -218,33 +216,6 @@ fn header(seg: &Segment) -> &MutexHeader {
     // this layout) to start with a MutexHeader at its 64-aligned data start; the header is
     // atomics only (and padding); the borrow is tied to `seg`.
     unsafe { &*seg.as_ptr().cast::<MutexHeader>() }
-}
-
-/// Liveness through process slots: a holder is alive while its slot's byte stays locked and
-/// the slot has not been claimed again.
-struct Slots<'a, T> {
-    m: &'a Mutex<T>,
-}
-
-impl<T> Liveness for Slots<'_, T> {
-    fn token(&self) -> u32 {
-        self.m.token
-    }
-
-    fn alive(&self, token: u32) -> bool {
-        if token == self.m.token {
-            return true;
-        }
-        let slot = (token & 0xFF) as usize;
-        if slot == 0 || slot > SLOTS {
-            return false;
-        }
-        let gen = token >> 8;
-        if header(&self.m.seg).slot_gen[slot - 1].load(Ordering::Acquire) & GEN_MASK != gen {
-            return false;
-        }
-        sys::ofd_locked_by_other(self.m.seg.fd(), LOCK_SLOT + slot as u64 - 1, 1).unwrap_or(true)
-    }
 }
 
 /// The lock, held. Unlocks on drop.

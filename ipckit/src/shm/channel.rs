@@ -122,7 +122,8 @@ const _: () = {
 };
 
 /// The MPSC producer slots' generations in a connection segment.
-fn producer_gens(seg: &Segment) -> &[AtomicU32] {
+/// (std's atomics even under loom: slots are not part of any model.)
+fn producer_gens(seg: &Segment) -> &[std::sync::atomic::AtomicU32] {
     // SAFETY: callers pass a connection segment checked to be at least OFF_DATA bytes (every
     // `ShmConn`'s is `channel_len(cap)`; `connect_mpsc` checks before it claims a slot), so
     // the 64 words at OFF_PRODUCER_GENS (4-aligned) are inside the mapping; atomics only (zero
@@ -131,7 +132,7 @@ fn producer_gens(seg: &Segment) -> &[AtomicU32] {
         &*seg
             .as_ptr()
             .add(OFF_PRODUCER_GENS)
-            .cast::<[AtomicU32; MPSC_PRODUCERS as usize]>()
+            .cast::<[std::sync::atomic::AtomicU32; MPSC_PRODUCERS as usize]>()
     }
 }
 

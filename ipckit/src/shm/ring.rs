@@ -967,43 +967,25 @@ mod loom_tests {
     }
 
     /// A consumer that sleeps for data is always woken (the shim's futex has no timeout: a
-    /// lost wake-up leaves it blocked, and loom reports the deadlock).
+    /// lost wake-up leaves it blocked, and loom reports the deadlock). Two messages: the
+    /// producer never waits.
     #[test]
     fn consumer_sleeping_for_data_is_woken() {
-        loom::model(|| {
-            let cap = 32u32;
-            let ctl = Arc::new(RingControl::new());
-            let data = Arc::new(Words::new(cap, false));
-            let (c2, d2) = (ctl.clone(), data.clone());
-            let producer = loom::thread::spawn(move || {
-                let c = &*c2;
-                let mut p = Producer::attach(c, cap);
-                for i in 0..2u8 {
-                    let r = p.reserve(c, 8).unwrap().expect("two records fit");
-                    d2.write(r.data_off, &[i; 8]);
-                    p.commit(c, &*d2, r, Ordering::Release);
-                    wake_sleeper(&c.consumer_waiting.0.waiting, false);
-                }
-            });
-            let c = &*ctl;
-            let mut k = Consumer::attach(c, cap, max_payload(cap), false);
-            for i in 0..2u8 {
-                let flag = &c.consumer_waiting.0.waiting;
-                let r = sleep_until(flag, || k.peek(c, &*data).unwrap());
-                let mut buf = [0u8; 8];
-                data.read(r.data_off, &mut buf);
-                assert_eq!(buf, [i; 8]);
-                k.release(c, r, Ordering::Release);
-            }
-            producer.join().unwrap();
-        });
+        sleeping_model(2, false);
     }
 
     /// A producer that sleeps for space is always woken: a ring of two records, three
-    /// messages.
+    /// messages (the consumer spins).
     #[test]
     fn producer_sleeping_for_space_is_woken() {
-        loom::model(|| {
+        sleeping_model(3, true);
+    }
+
+    /// `messages` of 8 bytes through a ring of two records; the producer sleeps when the ring
+    /// is full (`producer_sleeps`), or else the consumer sleeps when it is empty; the other
+    /// side yields (a model with both sleeping took over ten minutes).
+    fn sleeping_model(messages: u8, producer_sleeps: bool) {
+        loom::model(move || {
             let cap = 32u32;
             let ctl = Arc::new(RingControl::new());
             let data = Arc::new(Words::new(cap, false));
@@ -1011,30 +993,48 @@ mod loom_tests {
             let producer = loom::thread::spawn(move || {
                 let c = &*c2;
                 let mut p = Producer::attach(c, cap);
-                for i in 0..3u8 {
-                    let flag = &c.producer_waiting.0.waiting;
-                    let r = sleep_until(flag, || p.reserve(c, 8).unwrap());
+                for i in 0..messages {
+                    let space = || p.reserve(c, 8).unwrap();
+                    let r = if producer_sleeps {
+                        sleep_until(&c.producer_waiting.0.waiting, space)
+                    } else {
+                        spin_until(space)
+                    };
                     d2.write(r.data_off, &[i; 8]);
                     p.commit(c, &*d2, r, Ordering::Release);
+                    if !producer_sleeps {
+                        wake_sleeper(&c.consumer_waiting.0.waiting, false);
+                    }
                 }
             });
             let c = &*ctl;
             let mut k = Consumer::attach(c, cap, max_payload(cap), false);
-            for i in 0..3u8 {
-                let r = loop {
-                    if let Some(r) = k.peek(c, &*data).unwrap() {
-                        break r;
-                    }
-                    loom::thread::yield_now();
+            for i in 0..messages {
+                let data_there = || k.peek(c, &*data).unwrap();
+                let r = if producer_sleeps {
+                    spin_until(data_there)
+                } else {
+                    sleep_until(&c.consumer_waiting.0.waiting, data_there)
                 };
                 let mut buf = [0u8; 8];
                 data.read(r.data_off, &mut buf);
                 assert_eq!(buf, [i; 8]);
                 k.release(c, r, Ordering::Release);
-                wake_sleeper(&c.producer_waiting.0.waiting, false);
+                if producer_sleeps {
+                    wake_sleeper(&c.producer_waiting.0.waiting, false);
+                }
             }
             producer.join().unwrap();
         });
+    }
+
+    fn spin_until<T>(mut look: impl FnMut() -> Option<T>) -> T {
+        loop {
+            if let Some(t) = look() {
+                return t;
+            }
+            loom::thread::yield_now();
+        }
     }
 
     fn spsc_model(watch_headers: bool) {

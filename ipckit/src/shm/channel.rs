@@ -237,7 +237,8 @@ enum Role {
     Client,
     /// `shm://` server (accepted connection).
     Server,
-    /// `shm+mpsc://` sender, one of up to 64, holding producer slot `slot`.
+    /// `shm+mpsc://` sender, one of up to 64, holding the producer slot its token names
+    /// (`sync::claim_slot`).
     Producer { token: u32 },
     /// `shm+mpsc://` receiver.
     Consumer,

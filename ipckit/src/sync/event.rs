@@ -33,8 +33,6 @@ const _: () = assert!(std::mem::offset_of!(EventWordsV2, counts) == 8);
 
 /// One waiter in [`EventWordsV2::counts`].
 const WAITER: u64 = 1;
-/// One token in [`EventWordsV2::counts`].
-const TOKEN: u64 = 1 << 32;
 
 fn waiters(counts: u64) -> u64 {
     counts & 0xFFFF_FFFF
@@ -74,7 +72,9 @@ impl EventWordsV2 {
 
     fn notify_one(&self) {
         // Nobody waits, or every waiter already has a wake-up: nothing to do.
-        if self.update_counts(|c| (tokens(c) < waiters(c)).then_some(c + TOKEN)) {
+        if self
+            .update_counts(|c| (tokens(c) < waiters(c)).then(|| (tokens(c) + 1) << 32 | waiters(c)))
+        {
             self.bump_and_wake(1);
         }
     }
@@ -94,8 +94,11 @@ impl EventWordsV2 {
         self.counts.fetch_add(WAITER, Ordering::SeqCst);
         loop {
             let seq = self.seq.load(Ordering::SeqCst);
-            // Leaves with a token, if there is one.
-            if self.update_counts(|c| (tokens(c) > 0).then(|| c - TOKEN - WAITER)) {
+            // Leaves with a token, if there is one. (Counts read from shared memory: no
+            // arithmetic that a corrupted word could make overflow.)
+            if self.update_counts(|c| {
+                (tokens(c) > 0).then(|| (tokens(c) - 1) << 32 | waiters(c).saturating_sub(1))
+            }) {
                 return Ok(());
             }
             let outcome = if self.set.load(Ordering::SeqCst) != 0 {
@@ -252,6 +255,16 @@ mod tests {
         e.wait_timeout(Duration::from_secs(1)).unwrap();
         e.reset();
         assert!(!e.is_set());
+    }
+
+    /// A count word another process corrupted gives odd wake-ups at worst, never a panic
+    /// (here the waiter count wraps into the token count as this waiter joins).
+    #[test]
+    fn corrupted_counts_do_not_panic() {
+        let e = Event::create(&name("corrupt")).unwrap();
+        e.words().counts.store(0xFFFF_FFFF, Ordering::SeqCst);
+        let r = e.wait_timeout(Duration::from_millis(20));
+        assert!(matches!(r, Ok(()) | Err(Error::Timeout { .. })), "{r:?}");
     }
 
     #[test]

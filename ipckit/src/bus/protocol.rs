@@ -217,13 +217,14 @@ mod loom_tests {
     //! The models run the functions above with loom's atomics. A message's body is words
     //! stored and loaded relaxed: a seqlock reads while the writer may be writing, by
     //! design, and decides afterwards whether what it read counts (the library copies
-    //! plain bytes out of shared memory the same way). A futex is a loom mutex and
-    //! condition variable, so a wake-up that nobody sends leaves the sleeper blocked and
-    //! loom reports the deadlock.
+    //! plain bytes out of shared memory the same way). Sleeps go through the loom shim's
+    //! futex, which has no timeout: a wake-up that nobody sends leaves the sleeper blocked
+    //! and loom reports the deadlock.
 
     use super::*;
+    use crate::loom::{futex_wait, futex_wake};
     use loom::sync::atomic::{AtomicU32, AtomicU64};
-    use loom::sync::{Arc, Condvar, Mutex};
+    use loom::sync::Arc;
 
     const WORDS: usize = 2;
 
@@ -237,7 +238,6 @@ mod loom_tests {
         space: AtomicU32,
         sleeping: AtomicU32,
         doorbell: AtomicU32,
-        futex: (Mutex<()>, Condvar),
     }
 
     impl Node {
@@ -251,7 +251,6 @@ mod loom_tests {
                 space: AtomicU32::new(0),
                 sleeping: AtomicU32::new(0),
                 doorbell: AtomicU32::new(0),
-                futex: (Mutex::new(()), Condvar::new()),
             }
         }
 
@@ -291,19 +290,6 @@ mod loom_tests {
             } else {
                 Err(())
             }
-        }
-
-        /// A futex wait: sleeps while `word` holds `expected`.
-        fn sleep(&self, word: &AtomicU32, expected: u32) {
-            let mut g = self.futex.0.lock().unwrap();
-            while word.load(Ordering::Relaxed) == expected {
-                g = self.futex.1.wait(g).unwrap();
-            }
-        }
-
-        fn wake(&self) {
-            let _g = self.futex.0.lock().unwrap();
-            self.futex.1.notify_all();
         }
     }
 
@@ -361,7 +347,7 @@ mod loom_tests {
                         if seq < room_limit(&n.cursor, seq, 1) {
                             break;
                         }
-                        n.sleep(&n.space, observed);
+                        futex_wait(&n.space, observed, None).unwrap();
                     }
                     n.waiting.store(0, Ordering::Relaxed);
                     n.write(seq);
@@ -383,7 +369,7 @@ mod loom_tests {
                 publish_cursor(&node.cursor, seq + 1);
                 if waited_for(&node.waiting, 0) {
                     make_room(&node.space);
-                    node.wake();
+                    futex_wake(&node.space, u32::MAX);
                 }
             }
             writer.join().unwrap();
@@ -403,7 +389,7 @@ mod loom_tests {
                 // `publish`'s fence, then the look at the sleeping readers.
                 fence(Ordering::SeqCst);
                 if n.sleeping.load(Ordering::Relaxed) > 0 && disarm(&n.doorbell) {
-                    n.wake();
+                    futex_wake(&n.doorbell, u32::MAX);
                 }
             });
             let look = |node: &Node| node.write_seq.load(Ordering::Acquire) > 0;
@@ -416,7 +402,7 @@ mod loom_tests {
                 fence(Ordering::SeqCst);
                 got = look(&node);
                 if !got {
-                    node.sleep(&node.doorbell, observed);
+                    futex_wait(&node.doorbell, observed, None).unwrap();
                     got = look(&node);
                 }
                 node.sleeping.fetch_sub(1, Ordering::Relaxed);

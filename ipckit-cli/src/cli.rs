@@ -18,11 +18,17 @@ URLs:
   unix+seqpacket:///tmp/my.sock  Unix sequenced-packet socket
   tcp://127.0.0.1:7000           TCP (port 0 binds a free port; the side that binds prints it)
   udp://127.0.0.1:7000           UDP (at most 65507 bytes per message; messages may be lost)
+  shm://my-channel               shared-memory rings (/dev/shm), both ways; ?capacity=4M (bytes of
+                                 each ring), ?wait=adaptive|spin|block|sem, ?spin_us=20
+  mmap:///tmp/my-channel         the shm:// channel in memory-mapped files (same options)
+  shm+mpsc://my-queue            one shared-memory queue, many senders, one receiver (one way)
+  mq:///my-queue                 POSIX message queue, one way (limits: `ipckit doctor`)
   queue:///var/lib/my-queue      durable queue in a directory, one way: send appends (no receiver needs
                                  to run), recv reads as a consumer group (?group=NAME, default
                                  \"default\") and acknowledges each message once it is written out;
                                  ?durability=fsync (default: send waits for the disk) or os
-Query options: ?max_msg=16M (largest message), ?mode=0600 (permissions of files created).";
+Query options: ?max_msg=16M (largest message), ?mode=0600 (permissions of files created).
+The publish/subscribe bus has URLs of its own (bus://local, bus://zenoh?...): see `ipckit bus --help`.";
 
 /// Send, receive and benchmark messages over every ipckit transport.
 #[derive(Debug, Parser)]
@@ -517,6 +523,28 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_url_help_names_every_scheme() {
+        // Each example URL starts a line, two spaces in, and parses.
+        let shown: Vec<ipckit::Scheme> = URL_HELP
+            .lines()
+            .filter_map(|l| l.strip_prefix("  ")?.split_whitespace().next())
+            .filter(|word| word.contains(':'))
+            .map(|url| {
+                url.parse::<Endpoint>()
+                    .unwrap_or_else(|e| panic!("{url}: {e}"))
+                    .scheme()
+            })
+            .collect();
+        for scheme in ipckit::Scheme::ALL {
+            assert!(
+                shown.contains(&scheme),
+                "`ipckit --help` shows no {} URL",
+                scheme.as_str()
+            );
+        }
     }
 
     #[test]

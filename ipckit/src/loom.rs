@@ -71,3 +71,97 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
     #[cfg(not(loom))]
     crate::sys::futex_wake(word, n);
 }
+
+/// An atomic word of a protocol that runs both over shared memory (std's atomics over the
+/// mapping) and in loom models (loom's atomics): the protocol's functions take `impl Word`,
+/// so the library and the models run the same code.
+pub(crate) trait Word {
+    type V: Copy + Eq;
+    fn load(&self, order: Ordering) -> Self::V;
+    fn store(&self, v: Self::V, order: Ordering);
+    fn swap(&self, v: Self::V, order: Ordering) -> Self::V;
+    fn fetch_add(&self, v: Self::V, order: Ordering) -> Self::V;
+    fn fetch_or(&self, v: Self::V, order: Ordering) -> Self::V;
+    fn compare_exchange(
+        &self,
+        current: Self::V,
+        new: Self::V,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<Self::V, Self::V>;
+}
+
+macro_rules! word {
+    ($atomic:ty, $v:ty) => {
+        impl Word for $atomic {
+            type V = $v;
+            #[inline]
+            fn load(&self, order: Ordering) -> $v {
+                <$atomic>::load(self, order)
+            }
+            #[inline]
+            fn store(&self, v: $v, order: Ordering) {
+                <$atomic>::store(self, v, order)
+            }
+            #[inline]
+            fn swap(&self, v: $v, order: Ordering) -> $v {
+                <$atomic>::swap(self, v, order)
+            }
+            #[inline]
+            fn fetch_add(&self, v: $v, order: Ordering) -> $v {
+                <$atomic>::fetch_add(self, v, order)
+            }
+            #[inline]
+            fn fetch_or(&self, v: $v, order: Ordering) -> $v {
+                <$atomic>::fetch_or(self, v, order)
+            }
+            #[inline]
+            fn compare_exchange(
+                &self,
+                current: $v,
+                new: $v,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<$v, $v> {
+                <$atomic>::compare_exchange(self, current, new, success, failure)
+            }
+        }
+    };
+}
+
+word!(std::sync::atomic::AtomicU32, u32);
+word!(std::sync::atomic::AtomicU64, u64);
+#[cfg(loom)]
+word!(loom::sync::atomic::AtomicU32, u32);
+#[cfg(loom)]
+word!(loom::sync::atomic::AtomicU64, u64);
+
+/// A 32-bit [`Word`] that is also a futex: the kernel's (std's atomics in shared memory) or
+/// the model's ([`futex_wait`]/[`futex_wake`] above, under loom).
+pub(crate) trait FutexWord: Word<V = u32> {
+    /// Sleeps while the word is `expected`, at most `timeout` (no limit under loom).
+    fn wait_while(&self, expected: u32, timeout: Option<std::time::Duration>) -> crate::Result<()>;
+    /// Wakes up to `n` sleepers.
+    fn wake(&self, n: u32);
+}
+
+impl FutexWord for std::sync::atomic::AtomicU32 {
+    #[inline]
+    fn wait_while(&self, expected: u32, timeout: Option<std::time::Duration>) -> crate::Result<()> {
+        crate::sys::futex_wait(self, expected, timeout).map(drop)
+    }
+    #[inline]
+    fn wake(&self, n: u32) {
+        crate::sys::futex_wake(self, n);
+    }
+}
+
+#[cfg(loom)]
+impl FutexWord for loom::sync::atomic::AtomicU32 {
+    fn wait_while(&self, expected: u32, timeout: Option<std::time::Duration>) -> crate::Result<()> {
+        futex_wait(self, expected, timeout).map(drop)
+    }
+    fn wake(&self, n: u32) {
+        futex_wake(self, n)
+    }
+}

@@ -24,7 +24,7 @@
 //! In the library the words are atomics in shared memory (std's types over the mapping);
 //! in the models they are loom's. [`Word`] lets the same functions take both.
 
-use crate::loom::{fence, Ordering};
+use crate::loom::{fence, Ordering, Word};
 
 /// What reading slot `seq` found instead of a message.
 pub(crate) enum SlotRead {
@@ -35,63 +35,6 @@ pub(crate) enum SlotRead {
     /// The slot holds something impossible.
     Corrupt(String),
 }
-
-/// An atomic word of the protocol: std's (in shared memory) or loom's (in a model).
-pub(crate) trait Word {
-    type V: Copy + Eq;
-    fn load(&self, order: Ordering) -> Self::V;
-    fn store(&self, v: Self::V, order: Ordering);
-    fn fetch_add(&self, v: Self::V, order: Ordering) -> Self::V;
-    fn fetch_or(&self, v: Self::V, order: Ordering) -> Self::V;
-    fn compare_exchange(
-        &self,
-        current: Self::V,
-        new: Self::V,
-        success: Ordering,
-        failure: Ordering,
-    ) -> Result<Self::V, Self::V>;
-}
-
-macro_rules! word {
-    ($atomic:ty, $v:ty) => {
-        impl Word for $atomic {
-            type V = $v;
-            #[inline]
-            fn load(&self, order: Ordering) -> $v {
-                <$atomic>::load(self, order)
-            }
-            #[inline]
-            fn store(&self, v: $v, order: Ordering) {
-                <$atomic>::store(self, v, order)
-            }
-            #[inline]
-            fn fetch_add(&self, v: $v, order: Ordering) -> $v {
-                <$atomic>::fetch_add(self, v, order)
-            }
-            #[inline]
-            fn fetch_or(&self, v: $v, order: Ordering) -> $v {
-                <$atomic>::fetch_or(self, v, order)
-            }
-            #[inline]
-            fn compare_exchange(
-                &self,
-                current: $v,
-                new: $v,
-                success: Ordering,
-                failure: Ordering,
-            ) -> Result<$v, $v> {
-                <$atomic>::compare_exchange(self, current, new, success, failure)
-            }
-        }
-    };
-}
-
-word!(std::sync::atomic::AtomicU32, u32);
-word!(std::sync::atomic::AtomicU64, u64);
-#[cfg(loom)]
-word!(loom::sync::atomic::AtomicU32, u32);
-#[cfg(loom)]
-word!(loom::sync::atomic::AtomicU64, u64);
 
 // ---- slot stamps ------------------------------------------------------------------------
 

@@ -568,24 +568,41 @@ impl ShmConn {
         if wait == Wait::Never {
             return Err(Error::WouldBlock);
         }
-        let start = Instant::now();
-        let deadline = match wait {
-            Wait::Until(t) => Some(t),
-            _ => None,
-        };
         // Spin phase.
         let spin_for = match self.mode {
             WaitMode::Spin => None,
             WaitMode::Adaptive => Some(self.spin),
             WaitMode::Block | WaitMode::Sem => Some(Duration::ZERO),
         };
-        let mut last_check = start;
-        let mut i: u32 = 0;
         // A sender waiting for space polls the consumer's position less often: each poll
         // takes that cache line from the consumer, which then waits for it to store its next
         // position, and a full ring with a sender polling flat out moved in lockstep, one
         // record at a time.
         let pause_per_poll = if sending { SPACE_POLL_PAUSES } else { 1 };
+        // The first burst of looks comes before the clock is read: a running peer's answer
+        // usually comes within it, and a clock read (20-50 ns on a virtual machine) between
+        // two looks delays taking it. (A waiting side's budget then starts a burst late.)
+        let burst = match spin_for {
+            None => true,
+            Some(budget) => !budget.is_zero() && self.peer_running(),
+        };
+        if burst {
+            for _ in 0..64 / pause_per_poll {
+                for _ in 0..pause_per_poll {
+                    spin_hint();
+                }
+                if ready(self)? {
+                    return Ok(());
+                }
+            }
+        }
+        let start = Instant::now();
+        let deadline = match wait {
+            Wait::Until(t) => Some(t),
+            _ => None,
+        };
+        let mut last_check = start;
+        let mut i: u32 = 0;
         loop {
             match spin_for {
                 Some(budget) if budget.is_zero() || !self.peer_running() => break,

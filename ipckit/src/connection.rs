@@ -217,6 +217,7 @@ impl Connection {
 }
 
 impl MessageSender for Connection {
+    #[inline]
     fn send_with(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
         match &mut self.inner {
             Inner::Stream(s) => s.send(msg, wait),
@@ -239,6 +240,7 @@ impl MessageSender for Connection {
 }
 
 impl MessageReceiver for Connection {
+    #[inline]
     fn recv_into_with(&mut self, buf: &mut Vec<u8>, wait: Wait) -> Result<()> {
         match &mut self.inner {
             Inner::Stream(s) => s.recv_into(buf, wait),

@@ -193,7 +193,17 @@ pub(crate) fn wake_sleeper(flag: &AtomicU32, light: bool) {
     } else {
         fence(Ordering::SeqCst);
     }
-    if flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::AcqRel) != 0 {
+    if flag.load(Ordering::Relaxed) != 0 {
+        wake_announced(flag);
+    }
+}
+
+/// [`wake_sleeper`]'s wake-up, out of the hot path (the system call's registers inlined
+/// cost every message saves and restores).
+#[cold]
+#[inline(never)]
+fn wake_announced(flag: &AtomicU32) {
+    if flag.swap(0, Ordering::AcqRel) != 0 {
         // Several MPSC producers may sleep on the same flag.
         futex_wake(flag, u32::MAX);
     }
@@ -247,8 +257,44 @@ pub(crate) trait RingData {
 /// Cache-line size the prefetch hints step by.
 const LINE: u32 = 64;
 
-fn corrupted(what: String) -> Error {
-    Error::Corrupted(what)
+/// What a check of a value read from shared memory found wrong. The checks sit on the hot
+/// path; the message is made out of line, in [`corrupted`] (formatted in place, it kept a
+/// stack frame and six saved registers on every send and receive).
+#[derive(Clone, Copy, Debug)]
+enum Bad {
+    ProducerOffBoundary { head: u32 },
+    ConsumerImpossible { tail: u32, head: u32 },
+    OverMax { len: u32, max: u32 },
+    PastRing { len: u32, off: u32 },
+    ProducerImpossible { head: u32, tail: u32 },
+    PadPastHead { pad: u32 },
+    Header { off: u32 },
+    PastPublished { len: u32, off: u32 },
+}
+
+#[cold]
+#[inline(never)]
+fn corrupted(bad: Bad) -> Error {
+    Error::Corrupted(match bad {
+        Bad::ProducerOffBoundary { head } => {
+            format!("producer position {head} is not on a record boundary")
+        }
+        Bad::ConsumerImpossible { tail, head } => {
+            format!("consumer position {tail} is impossible for producer position {head}")
+        }
+        Bad::OverMax { len, max } => format!("record of {len} bytes over the maximum {max}"),
+        Bad::PastRing { len, off } => {
+            format!("record of {len} bytes at offset {off} runs past the ring")
+        }
+        Bad::ProducerImpossible { head, tail } => {
+            format!("producer position {head} is impossible for consumer position {tail}")
+        }
+        Bad::PadPastHead { pad } => format!("padding of {pad} bytes past the head"),
+        Bad::Header { off } => format!("bad record header at offset {off}"),
+        Bad::PastPublished { len, off } => {
+            format!("record of {len} bytes at offset {off} runs past the published data")
+        }
+    })
 }
 
 /// The producer's private state.
@@ -325,20 +371,17 @@ impl Producer {
         // Our own position comes from shared memory (attach): a value that is not a record
         // boundary would put the header (or the PAD header) across the end of the ring.
         if self.head & 7 != 0 {
-            return Err(corrupted(format!(
-                "producer position {} is not on a record boundary",
-                self.head
-            )));
+            return Err(corrupted(Bad::ProducerOffBoundary { head: self.head }));
         }
         let cached_used = self.head.wrapping_sub(self.cached_tail);
         if cached_used > self.cap || self.cap - cached_used < total {
             let tail = ctl.consumer.0.tail.load(Ordering::Acquire);
             let used = self.head.wrapping_sub(tail);
             if used > self.cap || (tail & 7) != 0 {
-                return Err(corrupted(format!(
-                    "consumer position {tail} is impossible for producer position {}",
-                    self.head
-                )));
+                return Err(corrupted(Bad::ConsumerImpossible {
+                    tail,
+                    head: self.head,
+                }));
             }
             self.cached_tail = tail;
             if self.cap - used < total {
@@ -561,10 +604,7 @@ impl Consumer {
                         } else if len <= self.max {
                             record_size(len)
                         } else {
-                            return Err(corrupted(format!(
-                                "record of {len} bytes over the maximum {}",
-                                self.max
-                            )));
+                            return Err(corrupted(Bad::OverMax { len, max: self.max }));
                         };
                         self.cached_head = self.tail.wrapping_add(span);
                         // The record's next line, already written: fetch it now, not when
@@ -581,9 +621,7 @@ impl Consumer {
                         // (Going round the loop again for it cost about 30 instructions a
                         // message.)
                         if off + span > self.cap {
-                            return Err(corrupted(format!(
-                                "record of {len} bytes at offset {off} runs past the ring"
-                            )));
+                            return Err(corrupted(Bad::PastRing { len, off }));
                         }
                         self.found.data_off = off + REC_HEADER;
                         self.found.len = len;
@@ -614,10 +652,10 @@ impl Consumer {
                 || (self.cached_head & 7) != 0
                 || (self.tail & 7) != 0
             {
-                return Err(corrupted(format!(
-                    "producer position {} is impossible for consumer position {}",
-                    self.cached_head, self.tail
-                )));
+                return Err(corrupted(Bad::ProducerImpossible {
+                    head: self.cached_head,
+                    tail: self.tail,
+                }));
             }
             let off = self.tail & (self.cap - 1);
             let mut h = [0u8; 8];
@@ -627,25 +665,20 @@ impl Consumer {
             if len == PAD_LEN && check == PAD_CHECK ^ self.tail {
                 let pad = self.cap - off;
                 if pad > avail {
-                    return Err(corrupted(format!("padding of {pad} bytes past the head")));
+                    return Err(corrupted(Bad::PadPastHead { pad }));
                 }
                 self.tail = self.tail.wrapping_add(pad);
                 continue;
             }
             if check != len ^ CHECK ^ self.tail {
-                return Err(corrupted(format!("bad record header at offset {off}")));
+                return Err(corrupted(Bad::Header { off }));
             }
             if len > self.max {
-                return Err(corrupted(format!(
-                    "record of {len} bytes over the maximum {}",
-                    self.max
-                )));
+                return Err(corrupted(Bad::OverMax { len, max: self.max }));
             }
             let need = record_size(len);
             if need > avail || off + need > self.cap {
-                return Err(corrupted(format!(
-                    "record of {len} bytes at offset {off} runs past the published data"
-                )));
+                return Err(corrupted(Bad::PastPublished { len, off }));
             }
             self.found.data_off = off + REC_HEADER;
             self.found.len = len;

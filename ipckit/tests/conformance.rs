@@ -2374,7 +2374,7 @@ fn table_and_suite_agree() {
 /// `(transport, case)` pairs that fail because of a library bug: each has an `#[ignore]` arm
 /// with the reason in `conformance_test!` below (keep both in sync; `known_bugs_are_real`
 /// checks the names). `no_fd_leaks` skips them.
-const KNOWN_BUGS: &[(&str, &str)] = &[("unix_seqpacket", "empty_message_then_exit")];
+const KNOWN_BUGS: &[(&str, &str)] = &[];
 
 #[test]
 fn known_bugs_are_real() {
@@ -2395,11 +2395,6 @@ macro_rules! conformance_test {
             let _lock = super::lock_for(stringify!($case));
             super::cases::$case(super::transport(stringify!($t)));
         }
-    };
-    (unix_seqpacket, empty_message_then_exit) => {
-        conformance_test!(@emit #[ignore = "BUG (documented limitation, socket/datagram.rs): an \
-            empty seqpacket record sent just before the peer closes is read as the end and lost"]
-            unix_seqpacket, empty_message_then_exit);
     };
     ($t:ident, $case:ident) => {
         conformance_test!(@emit $t, $case);

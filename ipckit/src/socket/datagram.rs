@@ -1,5 +1,6 @@
 //! Datagram connections: Unix datagram, Unix sequenced-packet and UDP sockets. One message
-//! is one datagram; nothing is framed.
+//! is one datagram; nothing is framed (except empty messages over sequenced-packet sockets:
+//! see [`SEQPACKET_EMPTY`]).
 
 use std::path::PathBuf;
 
@@ -8,6 +9,23 @@ use rustix::io::Errno;
 use crate::error::{Error, Result};
 use crate::sys::{self, IoFd, SockAddr};
 use crate::transport::Wait;
+
+/// What an empty message travels as over a sequenced-packet socket. A record of 0 bytes
+/// reads as 0 bytes, as the end of the connection does, so an empty message sent just
+/// before the sender closed (or exited) read as the end and was lost. An empty message goes
+/// as this 8-byte record instead, and a message made only of copies of it goes with one
+/// copy more; the receiver takes one copy off such a record. Every other message goes as
+/// it is. (A peer that is not ipckit sees these 8 bytes for an empty message.)
+pub(crate) const SEQPACKET_EMPTY: [u8; 8] = *b"\xFFipckit\x00";
+
+/// Whether `msg` is made only of [`SEQPACKET_EMPTY`] copies (none included): such a message
+/// travels with one copy more. Looks at one word for almost every message.
+fn only_empty_markers(msg: &[u8]) -> bool {
+    msg.len() % SEQPACKET_EMPTY.len() == 0
+        && msg
+            .chunks_exact(SEQPACKET_EMPTY.len())
+            .all(|c| c == SEQPACKET_EMPTY)
+}
 
 /// How a datagram connection addresses its peer.
 #[derive(Debug)]
@@ -81,6 +99,31 @@ impl DatagramConn {
                 transport: self.transport,
             });
         }
+        if self.seqpacket && only_empty_markers(msg) {
+            return self.send_marked(msg, wait);
+        }
+        self.send_record(msg, wait)
+    }
+
+    /// Sends a message made only of [`SEQPACKET_EMPTY`] copies (the empty one included)
+    /// with one copy more: such a message can be at most the maximum less 8 bytes.
+    #[cold]
+    fn send_marked(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
+        let room = self.send_max.saturating_sub(SEQPACKET_EMPTY.len());
+        if msg.len() > room {
+            return Err(Error::MessageTooLarge {
+                size: msg.len(),
+                max: room,
+                transport: self.transport,
+            });
+        }
+        let mut record = Vec::with_capacity(msg.len() + SEQPACKET_EMPTY.len());
+        record.extend_from_slice(&SEQPACKET_EMPTY);
+        record.extend_from_slice(msg);
+        self.send_record(&record, wait)
+    }
+
+    fn send_record(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
         let to = match &self.peer {
             Peer::Connected => None,
             Peer::LastSender(Some(a)) => Some(a),
@@ -133,16 +176,20 @@ impl DatagramConn {
                 max: self.max,
             });
         }
-        // A sequenced-packet socket reads 0 bytes both for an empty record and at the end.
-        // Once the peer has hung up, a 0-byte read with no bytes queued behind it is the end;
-        // with bytes still queued it was an empty record. (Empty records sent just before
-        // closing, with nothing after them, therefore read as the end.)
-        if got.len == 0
-            && self.seqpacket
-            && sys::peer_hung_up(self.fd.fd())
-            && sys::pending_bytes(self.fd.fd()) == 0
-        {
-            return Err(Error::Disconnected);
+        if self.seqpacket {
+            // A sequenced-packet socket reads 0 bytes both for an empty record and at the
+            // end. ipckit sends no empty records (see SEQPACKET_EMPTY); one from another
+            // program reads as an empty message while the peer is connected, or while bytes
+            // are still queued behind it once it hung up, and otherwise as the end.
+            if got.len == 0
+                && sys::peer_hung_up(self.fd.fd())
+                && sys::pending_bytes(self.fd.fd()) == 0
+            {
+                return Err(Error::Disconnected);
+            }
+            if !out.is_empty() && only_empty_markers(out) {
+                out.truncate(out.len() - SEQPACKET_EMPTY.len());
+            }
         }
         match (&mut self.peer, got.from) {
             (Peer::LastSender(last), Some(from)) => *last = Some(from),

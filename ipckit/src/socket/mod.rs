@@ -2,7 +2,10 @@
 //! (`unix+seqpacket://`), TCP (`tcp://`) and UDP (`udp://`).
 //!
 //! Stream sockets carry length-prefixed frames ([`crate::framing`]); datagram and
-//! sequenced-packet sockets carry one message per datagram. Socket files are created with the
+//! sequenced-packet sockets carry one message per datagram, as it is. (One exception: over
+//! `unix+seqpacket`, where a 0-byte record reads as the end of the connection, an empty
+//! message travels as the 8-byte record `\xFFipckit\x00`, and a message made only of copies
+//! of it travels with one copy more.) Socket files are created with the
 //! endpoint's mode (0600 by default), a stale socket file left by a dead process is replaced,
 //! and a listener removes its socket file when dropped (if it is still the one it created).
 //!
@@ -345,6 +348,76 @@ mod tests {
         assert_eq!(s.recv_timeout(t).unwrap(), b"");
         assert_eq!(s.recv_timeout(t).unwrap(), b"");
         assert_eq!(s.recv_timeout(t).unwrap(), b"b");
+        assert!(matches!(s.recv_timeout(t), Err(Error::Disconnected)));
+    }
+
+    #[test]
+    fn seqpacket_an_empty_message_just_before_a_close_is_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("unix+seqpacket://{}/s", dir.path().display());
+        let mut l = crate::bind(&url).unwrap();
+        let mut c = crate::connect(&url).unwrap();
+        let mut s = l.accept_timeout(Duration::from_secs(5)).unwrap();
+        c.send(b"").unwrap();
+        drop(c);
+        let t = Duration::from_secs(5);
+        assert_eq!(s.recv_timeout(t).unwrap(), b"");
+        assert!(matches!(s.recv_timeout(t), Err(Error::Disconnected)));
+    }
+
+    /// What another program at the other end sees and may send: the empty message is the
+    /// marker record, messages of markers carry one more; its empty records still read as
+    /// empty messages while it is connected.
+    #[test]
+    fn seqpacket_empty_messages_travel_as_a_marker() {
+        use super::datagram::SEQPACKET_EMPTY as M;
+        use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketType};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let mut l = crate::bind(format!("unix+seqpacket://{}?max_msg=16", path.display())).unwrap();
+        let raw = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
+        let t = Duration::from_secs(5);
+        rustix::net::sockopt::set_socket_timeout(
+            &raw,
+            rustix::net::sockopt::Timeout::Recv,
+            Some(t),
+        )
+        .unwrap();
+        rustix::net::connect(&raw, &SocketAddrUnix::new(&path).unwrap()).unwrap();
+        let mut s = l.accept_timeout(t).unwrap();
+        let two = [M, M].concat();
+        let sent: [&[u8]; 4] = [b"", &M, b"x", &[&M[..], b"x"].concat()];
+        for msg in sent {
+            s.send(msg).unwrap();
+        }
+        let mut buf = [0u8; 64];
+        let mut wire = Vec::new();
+        for _ in 0..sent.len() {
+            let (n, _) = rustix::net::recv(&raw, &mut buf, RecvFlags::empty()).unwrap();
+            wire.push(buf[..n].to_vec());
+        }
+        assert_eq!(wire, [&M[..], &two, b"x", &[&M[..], b"x"].concat()]);
+        // A message of markers alone needs room for one more (the maximum is 16 bytes).
+        assert!(matches!(
+            s.send(&two),
+            Err(Error::MessageTooLarge {
+                size: 16,
+                max: 8,
+                ..
+            })
+        ));
+        for record in [&M[..], &two, b"", b"y", &[b'z'; 20]] {
+            rustix::net::send(&raw, record, SendFlags::empty()).unwrap();
+        }
+        assert_eq!(s.recv_timeout(t).unwrap(), b"");
+        assert_eq!(s.recv_timeout(t).unwrap(), M);
+        assert_eq!(s.recv_timeout(t).unwrap(), b"");
+        assert_eq!(s.recv_timeout(t).unwrap(), b"y");
+        assert!(matches!(
+            s.recv_timeout(t),
+            Err(Error::IncomingTooLarge { size: 20, max: 16 })
+        ));
+        drop(raw);
         assert!(matches!(s.recv_timeout(t), Err(Error::Disconnected)));
     }
 }

@@ -1444,6 +1444,10 @@ impl LocalSubscriber {
                     break Some(why);
                 }
             };
+            // Here, not where the message is delivered: read then (after the copy), they cost
+            // the round trip 100-170 ns (998 against 826 ns, one binary with a switch,
+            // eight alternating runs).
+            let (corr, reply_to) = a.seg.read_refs(seq);
             let tl = h.topic_len();
             // Topic and payload in one copy, then looked at here. (Comparing the topic in
             // place and copying the payload straight to the caller made the bus round
@@ -1522,8 +1526,8 @@ impl LocalSubscriber {
                     payload: if direct { &[] } else { &self.buf[tl..] },
                     publisher: a.node_id,
                     kind,
-                    corr: h.corr(),
-                    reply_to: h.reply_to(),
+                    corr,
+                    reply_to,
                 },
                 direct,
             );

@@ -69,10 +69,14 @@ pub(crate) fn stamp_of(stamp: &impl Word<V = u64>, seq: u64) -> Result<u64, Slot
         Err(SlotRead::NotYet)
     } else {
         // Older than expected although the writer says it is published.
-        Err(SlotRead::Corrupt(format!(
-            "slot of message {seq} has stamp {s1}"
-        )))
+        Err(stale_stamp(seq, s1))
     }
+}
+
+#[cold]
+#[inline(never)]
+fn stale_stamp(seq: u64, s1: u64) -> SlotRead {
+    SlotRead::Corrupt(format!("slot of message {seq} has stamp {s1}"))
 }
 
 /// Reader: whether the slot still has stamp `s1`, so that what was copied out of it since

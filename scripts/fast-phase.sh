@@ -8,7 +8,8 @@
 #                                          # shm-spin and shm round trips of the BINs with C
 #
 # Every 20 s it runs spin_flag once (0.1 s); below 200 ns it runs `scripts/interleave.sh rtt 6`
-# for shm-spin (against C shm_spin) and shm (against C shm_hybrid). Only the runs whose C
+# for shm-spin (against C shm_spin) and shm (against C shm_hybrid), then one bench call per BIN
+# of shm and bus-local (the bus round trip over shm's). Only the runs whose C
 # figure is fast (about 110 and 140 ns) are of the fast phase: it often ends within a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,16 @@ while [ $SECONDS -lt $end ]; do
   if [ -n "$f" ] && [ "$f" -lt 200 ]; then
     ITERS=20000 CMECH=shm_spin scripts/interleave.sh rtt 6 shm-spin 64 "$@"
     ITERS=20000 CMECH=shm_hybrid scripts/interleave.sh rtt 6 shm 64 "$@"
+    # The bus round trip against shm's in the same call (issue 7's 1.5).
+    for bin in "$@"; do
+      chrt -f 10 "$bin" bench --mech shm,bus-local --size 64 --iters 20000 --duration 0.1 \
+        --repeat 1 --json 2>/dev/null | python3 -c '
+import json, sys
+r = {j["mech"]: j["rtt_ns_median"] for j in map(json.loads, filter(str.strip, sys.stdin))}
+print(sys.argv[1], "shm", r.get("shm"), "bus-local", r.get("bus-local"),
+      "ratio %.2f" % (r["bus-local"] / r["shm"]) if r.get("shm") and r.get("bus-local") else "")
+' "$bin" || true
+    done
   fi
   sleep 20
 done

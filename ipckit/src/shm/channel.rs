@@ -229,6 +229,10 @@ impl RingData for ShmData {
     fn prefetch_read(&self, off: u32) {
         sys::prefetch_read(self.base.wrapping_add(off as usize));
     }
+    #[inline]
+    fn demote(&self, off: u32) {
+        sys::demote(self.base.wrapping_add(off as usize));
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -868,6 +872,7 @@ impl ShmConn {
                 primed = true;
                 if matches!(c.role, Role::Client | Role::Server) {
                     c.tx.prefetch_next(&c.tx_data);
+                    c.tx.demote_head_line(&c.tx_data);
                 }
             }
             Ok(found)

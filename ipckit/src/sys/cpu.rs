@@ -58,6 +58,22 @@ pub(crate) fn prefetch_read(p: *const u8) {
     let _ = p;
 }
 
+/// Hints the CPU to move the cache line holding `p` out of its private caches into the
+/// shared last-level cache (`cldemote`), so another core that reads it next gets it from
+/// there instead of from this core. A hint in the NOP space: a plain NOP on CPUs without
+/// it; called only on mapped addresses.
+#[inline]
+pub(crate) fn demote(p: *const u8) {
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    // SAFETY: `cldemote` only hints the cache hierarchy: it changes no memory, and `p` is in
+    // a mapping the caller holds; it touches neither the stack nor the flags.
+    unsafe {
+        std::arch::asm!("cldemote [{0}]", in(reg) p, options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+    let _ = p;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

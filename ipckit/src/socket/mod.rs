@@ -329,16 +329,22 @@ pub(crate) fn connect(ep: &Endpoint, wait: Wait) -> Result<Flavor> {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Error, MessageReceiver, MessageSender};
+    use crate::{Connection, Error, MessageReceiver, MessageSender};
     use std::time::Duration;
 
-    #[test]
-    fn seqpacket_empty_records_between_others_survive_a_close() {
+    /// A connected `unix+seqpacket` client and server (the directory holds the socket file).
+    fn seqpacket_pair() -> (tempfile::TempDir, Connection, Connection) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("unix+seqpacket://{}/s", dir.path().display());
         let mut l = crate::bind(&url).unwrap();
-        let mut c = crate::connect(&url).unwrap();
-        let mut s = l.accept_timeout(Duration::from_secs(5)).unwrap();
+        let c = crate::connect(&url).unwrap();
+        let s = l.accept_timeout(Duration::from_secs(5)).unwrap();
+        (dir, c, s)
+    }
+
+    #[test]
+    fn seqpacket_empty_records_between_others_survive_a_close() {
+        let (_dir, mut c, mut s) = seqpacket_pair();
         for m in [&b"a"[..], b"", b"", b"b"] {
             c.send(m).unwrap();
         }
@@ -353,11 +359,7 @@ mod tests {
 
     #[test]
     fn seqpacket_an_empty_message_just_before_a_close_is_delivered() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("unix+seqpacket://{}/s", dir.path().display());
-        let mut l = crate::bind(&url).unwrap();
-        let mut c = crate::connect(&url).unwrap();
-        let mut s = l.accept_timeout(Duration::from_secs(5)).unwrap();
+        let (_dir, mut c, mut s) = seqpacket_pair();
         c.send(b"").unwrap();
         drop(c);
         let t = Duration::from_secs(5);

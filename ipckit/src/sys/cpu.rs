@@ -30,49 +30,53 @@ pub fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
     pin_current_thread(cpu)
 }
 
-/// Hints the CPU to fetch the cache line holding `p` for writing (`prefetchw`), so that a
-/// store there soon after does not wait for the line. A hint: never faults, even for an
-/// address that is not mapped, and does nothing on other architectures.
-#[inline]
-pub(crate) fn prefetch_write(p: *const u8) {
-    #[cfg(all(target_arch = "x86_64", not(loom)))]
-    // SAFETY: `prefetchw` only hints the cache: it reads and writes no memory, faults on no
-    // address, and touches neither the stack nor the flags.
-    unsafe {
-        std::arch::asm!("prefetchw [{0}]", in(reg) p, options(nostack, preserves_flags, readonly));
-    }
-    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
-    let _ = p;
+/// A cache hint on the line holding `p`: one instruction that reads and writes no memory,
+/// cannot fault, and touches neither the stack nor the flags; nothing on other
+/// architectures (and under loom).
+macro_rules! cache_hint {
+    ($(#[$doc:meta])* $name:ident, $insn:literal) => {
+        $(#[$doc])*
+        #[inline]
+        pub(crate) fn $name(p: *const u8) {
+            #[cfg(all(target_arch = "x86_64", not(loom)))]
+            // SAFETY: a cache hint (see `cache_hint!`): it accesses no memory through `p`,
+            // faults on no address, and preserves the stack and the flags.
+            unsafe {
+                std::arch::asm!(
+                    concat!($insn, " [{0}]"),
+                    in(reg) p,
+                    options(nostack, preserves_flags, readonly)
+                );
+            }
+            #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+            let _ = p;
+        }
+    };
 }
 
-/// Hints the CPU to fetch the cache line holding `p` for reading (`prefetcht0`); as
-/// [`prefetch_write`].
-#[inline]
-pub(crate) fn prefetch_read(p: *const u8) {
-    #[cfg(all(target_arch = "x86_64", not(loom)))]
-    // SAFETY: as in `prefetch_write`: a cache hint that accesses no memory and cannot fault.
-    unsafe {
-        std::arch::asm!("prefetcht0 [{0}]", in(reg) p, options(nostack, preserves_flags, readonly));
-    }
-    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
-    let _ = p;
-}
+cache_hint!(
+    /// Hints the CPU to fetch the cache line holding `p` for writing (`prefetchw`), so that a
+    /// store there soon after does not wait for the line. A hint: never faults, even for an
+    /// address that is not mapped.
+    prefetch_write,
+    "prefetchw"
+);
 
-/// Hints the CPU to move the cache line holding `p` out of its private caches into the
-/// shared last-level cache (`cldemote`), so another core that reads it next gets it from
-/// there instead of from this core. A hint in the NOP space: a plain NOP on CPUs without
-/// it; called only on mapped addresses.
-#[inline]
-pub(crate) fn demote(p: *const u8) {
-    #[cfg(all(target_arch = "x86_64", not(loom)))]
-    // SAFETY: `cldemote` only hints the cache hierarchy: it changes no memory, and `p` is in
-    // a mapping the caller holds; it touches neither the stack nor the flags.
-    unsafe {
-        std::arch::asm!("cldemote [{0}]", in(reg) p, options(nostack, preserves_flags, readonly));
-    }
-    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
-    let _ = p;
-}
+cache_hint!(
+    /// Hints the CPU to fetch the cache line holding `p` for reading (`prefetcht0`); as
+    /// [`prefetch_write`].
+    prefetch_read,
+    "prefetcht0"
+);
+
+cache_hint!(
+    /// Hints the CPU to move the cache line holding `p` out of its private caches into the
+    /// shared last-level cache (`cldemote`), so another core that reads it next gets it from
+    /// there instead of from this core. A hint in the NOP space: a plain NOP on CPUs without
+    /// it; callers pass only mapped addresses.
+    demote,
+    "cldemote"
+);
 
 #[cfg(test)]
 mod tests {

@@ -452,7 +452,7 @@ impl Shared {
         wait: Option<Wait>,
     ) -> Result<()> {
         let mut w = lock(&self.writer);
-        if w.last_topic != topic {
+        if !same_bytes(w.last_topic.as_bytes(), topic.as_bytes()) {
             if !w.declared.contains(topic) {
                 validate_topic(topic)?;
                 self.declare_locked(&mut w, CAT_PUBLISH, topic)?;

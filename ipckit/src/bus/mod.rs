@@ -1420,7 +1420,8 @@ impl LocalSubscriber {
             // SLICE on its own.) Drop-policy readers never hold it up.
             let w = a.known_w;
             let seq = a.cursor;
-            let (s1, h) = match a.seg.read_head(seq) {
+            let slot = a.seg.slot(seq);
+            let (s1, h) = match slot.head() {
                 Ok(found) => found,
                 Err(SlotRead::NotYet) => break None,
                 Err(SlotRead::Overwritten) => {
@@ -1447,7 +1448,7 @@ impl LocalSubscriber {
             // Here, not where the message is delivered: read then (after the copy), they cost
             // the round trip 100-170 ns (998 against 826 ns, one binary with a switch,
             // eight alternating runs).
-            let (corr, reply_to) = a.seg.read_refs(seq);
+            let (corr, reply_to) = slot.refs();
             let tl = h.topic_len();
             // Topic and payload in one copy, then looked at here. (Comparing the topic in
             // place and copying the payload straight to the caller made the bus round
@@ -1456,7 +1457,7 @@ impl LocalSubscriber {
             // gets it there, and only the topic comes through the buffer.
             let direct = sink.direct(h.len());
             self.buf.resize(if direct { tl } else { tl + h.len() }, 0);
-            let whole = a.seg.read_body(seq, &mut self.buf);
+            let whole = slot.body(&mut self.buf);
             let raw = &self.buf[..tl];
             let (utf8, matched) = if same_bytes(raw, a.last_topic.as_bytes()) {
                 // Validated and matched the first time it came.
@@ -1484,17 +1485,17 @@ impl LocalSubscriber {
                 // Before the stamp is checked again: a payload overwritten meanwhile is
                 // then not delivered.
                 out.resize(h.len(), 0);
-                let whole_payload = a.seg.read_payload(seq, tl, out);
+                let whole_payload = slot.payload(tl, out);
                 debug_assert!(whole_payload, "a checked slot is inside the segment");
             }
             a.cursor += 1;
-            if !a.seg.unchanged(seq, s1) {
+            if !slot.unchanged(s1) {
                 // Overwritten while read: what was read is not this message.
                 a.drops = a.drops.saturating_add(1);
                 a.known_w = a.cursor;
                 continue;
             }
-            // `read_head` checked the sizes against the slot, inside the segment.
+            // `Slot::head` checked the sizes against the slot.
             debug_assert!(whole, "a checked slot is inside the segment");
             if wanted {
                 a.delivered += 1;

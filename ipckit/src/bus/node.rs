@@ -127,7 +127,7 @@ impl SlotHeader {
 /// `topic_len`, `kind`), taken apart only where a field is used. (A header copied field by
 /// field into a struct and read back as words stalled every read on store forwarding, a
 /// quarter of a subscriber's time in an 8-subscriber fan-out. The header's two other words,
-/// `corr` and `reply_to`, are read on their own ([`NodeSeg::read_refs`]): carried in one
+/// `corr` and `reply_to`, are read on their own ([`Slot::refs`]): carried in one
 /// value with this one, the three words went through the stack as two 8-byte stores read
 /// back as one 16-byte load, again a load store forwarding cannot serve, 17.7 % of
 /// `poll_once`'s samples in that fan-out.)
@@ -271,19 +271,29 @@ impl NodeSeg {
 
     #[inline]
     fn u32_at(&self, off: usize) -> &AtomicU32 {
-        self.seg
-            .atomic_u32(off)
-            .expect("node header offsets are constants inside the checked segment")
+        assert!(
+            off % 4 == 0 && off + 4 <= OFF_RING,
+            "a word before the ring"
+        );
+        // SAFETY: the mapping's data starts 64-byte aligned and holds at least `OFF_RING`
+        // bytes (`create` and `open` check its length against the geometry), so this is an
+        // aligned word inside it, mapped while `self` is borrowed (the reference's lifetime).
+        // Another process may access it concurrently; every access is atomic.
+        unsafe { &*self.seg.as_ptr().add(off).cast::<AtomicU32>() }
     }
 
     #[inline]
     fn u64_at(&self, off: usize) -> &AtomicU64 {
-        self.seg
-            .atomic_u64(off)
-            .expect("node header offsets are constants inside the checked segment")
+        assert!(
+            off % 8 == 0 && off + 8 <= OFF_RING,
+            "a word before the ring"
+        );
+        // SAFETY: as for `u32_at`.
+        unsafe { &*self.seg.as_ptr().add(off).cast::<AtomicU64>() }
     }
 
     /// Readers of this node asleep or about to be (see `H_READERS_SLEEPING`).
+    #[inline]
     pub(crate) fn readers_sleeping(&self) -> &AtomicU32 {
         self.u32_at(H_READERS_SLEEPING)
     }
@@ -309,11 +319,13 @@ impl NodeSeg {
         self.u64_at(H_ACTIVE)
     }
 
+    #[inline]
     fn reader_u32(&self, i: usize, field: usize) -> &AtomicU32 {
         assert!(i < READERS);
         self.u32_at(OFF_READERS + i * READER + field)
     }
 
+    #[inline]
     fn reader_u64(&self, i: usize, field: usize) -> &AtomicU64 {
         assert!(i < READERS);
         self.u64_at(OFF_READERS + i * READER + field)
@@ -388,33 +400,24 @@ impl NodeSeg {
         self.seg.as_ptr().wrapping_add(self.slot_off(seq))
     }
 
-    /// Message `seq`'s stamp (the slot's first word).
+    /// Message `seq`'s slot, located once for the reads of one message.
     #[inline]
-    fn stamp(&self, seq: u64) -> &AtomicU64 {
-        // SAFETY: `slot_ptr` is 8-byte aligned and its first 8 bytes are inside the mapping,
-        // which stays mapped while `self` is borrowed (the reference's lifetime). Another
-        // process may access the word concurrently; every access here is atomic.
-        unsafe { &*self.slot_ptr(seq).cast::<AtomicU64>() }
-    }
-
-    /// Word `i` (1 to 3) of message `seq`'s header, as stored.
-    #[inline]
-    fn header_word(&self, seq: u64, i: usize) -> u64 {
-        assert!(
-            (1..SLOT_HEADER / 8).contains(&i),
-            "a header word after the stamp"
-        );
-        // SAFETY: an aligned word inside the slot's header, inside the mapping (`slot_ptr`);
-        // copied out through the raw pointer, no reference formed; any bits are a `u64`.
-        unsafe { self.slot_ptr(seq).cast::<u64>().add(i).read() }
+    pub(crate) fn slot(&self, seq: u64) -> Slot<'_> {
+        Slot {
+            p: self.slot_ptr(seq),
+            capacity: self.capacity(),
+            seq,
+            _seg: std::marker::PhantomData,
+        }
     }
 
     /// Writes message `seq` (the caller is the only writer and has checked the sizes).
     pub(crate) fn write_slot(&self, seq: u64, h: &SlotHeader, topic: &[u8], payload: &[u8]) {
         let fits = topic.len() + payload.len() <= self.capacity();
         assert!(fits, "the caller checks a message's size against the slot");
-        let p = self.slot_ptr(seq);
-        let stamp = self.stamp(seq);
+        let slot = self.slot(seq);
+        let p = slot.p;
+        let stamp = slot.stamp();
         protocol::open_slot(stamp, seq);
         // SAFETY: the header's words and then topic and payload, `SLOT_HEADER +
         // topic.len() + payload.len() <= slot_bytes` bytes (checked above) from the slot's
@@ -456,7 +459,7 @@ impl NodeSeg {
     pub(crate) fn write_raw_slot(&self, seq: u64, raw: &[u8]) -> Result<()> {
         let off = self.slot_off(seq);
         let n = raw.len().min(self.slot_bytes as usize - 8);
-        let stamp = self.stamp(seq);
+        let stamp = self.slot(seq).stamp();
         protocol::open_slot(stamp, seq);
         self.seg.write_bytes(off + 8, &raw[..n])?;
         protocol::seal_slot(stamp, self.write_seq(), seq);
@@ -661,72 +664,102 @@ impl NodeSeg {
             sys::futex_wake(self.space(), u32::MAX);
         }
     }
+}
 
-    /// Reads the header of message `seq` and checks its sizes: the stamp it was read under
-    /// (hand it to [`NodeSeg::unchanged`] once the body is read) and the header, whose topic
-    /// and payload are known to fit the slot.
+/// One slot of a node's ring, located in the mapping (`NodeSeg::slot`): what a reader reads of
+/// one message. Its pointer is valid while the segment it came from is borrowed.
+pub(crate) struct Slot<'a> {
+    /// The slot's start (`NodeSeg::slot_ptr`: aligned, the whole slot inside the mapping).
+    p: *mut u8,
+    /// Topic + payload bytes the slot holds.
+    capacity: usize,
+    seq: u64,
+    _seg: std::marker::PhantomData<&'a NodeSeg>,
+}
+
+impl<'a> Slot<'a> {
+    /// The slot's stamp (its first word).
     #[inline]
-    pub(crate) fn read_head(&self, seq: u64) -> Result<(u64, SlotHead), SlotRead> {
+    fn stamp(&self) -> &'a AtomicU64 {
+        // SAFETY: `p` is 8-byte aligned and its first 8 bytes are inside the mapping, which
+        // stays mapped for `'a` (the segment's borrow). Another process may access the word
+        // concurrently; every access here is atomic.
+        unsafe { &*self.p.cast::<AtomicU64>() }
+    }
+
+    /// Word `i` (1 to 3) of the header, as stored.
+    #[inline]
+    fn header_word(&self, i: usize) -> u64 {
+        assert!(
+            (1..SLOT_HEADER / 8).contains(&i),
+            "a header word after the stamp"
+        );
+        // SAFETY: an aligned word inside the slot's header, inside the mapping (`p`); copied
+        // out through the raw pointer, no reference formed; any bits are a `u64`.
+        u64::from_le(unsafe { self.p.cast::<u64>().add(i).read() })
+    }
+
+    /// Reads the message's header and checks its sizes: the stamp it was read under (hand it
+    /// to [`Slot::unchanged`] once the body is read) and the header, whose topic and payload
+    /// are known to fit the slot.
+    #[inline]
+    pub(crate) fn head(&self) -> Result<(u64, SlotHead), SlotRead> {
         // `seq` is at most `MAX_SEQ` (callers check the write position).
-        let s1 = protocol::stamp_of(self.stamp(seq), seq)?;
-        let h = SlotHead(u64::from_le(self.header_word(seq, 1)));
+        let s1 = protocol::stamp_of(self.stamp(), self.seq)?;
+        let h = SlotHead(self.header_word(1));
         let total = h.topic_len() + h.len();
-        if h.topic_len() == 0 || h.topic_len() > TOPIC_MAX || total > self.capacity() {
-            if !self.unchanged(seq, s1) {
+        if h.topic_len() == 0 || h.topic_len() > TOPIC_MAX || total > self.capacity {
+            if !self.unchanged(s1) {
                 return Err(SlotRead::Overwritten);
             }
-            return Err(bad_sizes(seq, h, self.capacity()));
+            return Err(bad_sizes(self.seq, h, self.capacity));
         }
         Ok((s1, h))
     }
 
-    /// Message `seq`'s `corr` and `reply_to` words. Read before [`NodeSeg::unchanged`]
-    /// confirms what was read since [`NodeSeg::read_head`].
+    /// The message's `corr` and `reply_to` words. Read before [`Slot::unchanged`] confirms
+    /// what was read since [`Slot::head`].
     #[inline]
-    pub(crate) fn read_refs(&self, seq: u64) -> (u64, u64) {
-        (
-            u64::from_le(self.header_word(seq, 2)),
-            u64::from_le(self.header_word(seq, 3)),
-        )
+    pub(crate) fn refs(&self) -> (u64, u64) {
+        (self.header_word(2), self.header_word(3))
     }
 
-    /// Copies `out.len()` bytes of message `seq`'s body (topic, then payload) from `at`
-    /// bytes into it; false (and nothing copied) if that is more than a slot holds.
+    /// Copies `out.len()` bytes of the body (topic, then payload) from `at` bytes into it;
+    /// false (and nothing copied) if that is more than the slot holds.
     #[inline]
-    fn copy_body(&self, seq: u64, at: usize, out: &mut [u8]) -> bool {
-        if at > self.capacity() || out.len() > self.capacity() - at {
+    fn copy_body(&self, at: usize, out: &mut [u8]) -> bool {
+        if at > self.capacity || out.len() > self.capacity - at {
             return false;
         }
         // SAFETY: `SLOT_HEADER + at + out.len() <= slot_bytes` (checked above): inside the
-        // slot, inside the mapping (`slot_ptr`). A raw copy into this process's own buffer,
-        // which never overlaps the mapping; no reference into the shared bytes is formed.
+        // slot, inside the mapping (`p`). A raw copy into this process's own buffer, which
+        // never overlaps the mapping; no reference into the shared bytes is formed.
         unsafe {
-            let from = self.slot_ptr(seq).add(SLOT_HEADER + at);
+            let from = self.p.add(SLOT_HEADER + at);
             std::ptr::copy_nonoverlapping(from, out.as_mut_ptr(), out.len());
         }
         true
     }
 
-    /// Copies the first `out.len()` bytes of message `seq`'s body (topic, then payload);
-    /// false if that is more than a slot holds (callers pass sizes `read_head` checked, so it
-    /// is not).
+    /// Copies the first `out.len()` bytes of the body (topic, then payload); false if that is
+    /// more than a slot holds (callers pass sizes [`Slot::head`] checked, so it is not).
     #[inline]
-    pub(crate) fn read_body(&self, seq: u64, out: &mut [u8]) -> bool {
-        self.copy_body(seq, 0, out)
+    pub(crate) fn body(&self, out: &mut [u8]) -> bool {
+        self.copy_body(0, out)
     }
 
-    /// Reads message `seq`'s payload, which follows its topic of `topic_len` bytes, into
-    /// `out` (its length). False if that is more than a slot holds.
+    /// Reads the payload, which follows the topic of `topic_len` bytes, into `out` (its
+    /// length). False if that is more than a slot holds.
     #[inline]
-    pub(crate) fn read_payload(&self, seq: u64, topic_len: usize, out: &mut [u8]) -> bool {
-        self.copy_body(seq, topic_len, out)
+    pub(crate) fn payload(&self, topic_len: usize, out: &mut [u8]) -> bool {
+        self.copy_body(topic_len, out)
     }
 
-    /// Whether message `seq`'s slot still has stamp `s1`: what was read from it since
-    /// `read_head` is whole (the writer did not start overwriting it meanwhile).
+    /// Whether the slot still has stamp `s1`: what was read from it since [`Slot::head`] is
+    /// whole (the writer did not start overwriting it meanwhile).
     #[inline]
-    pub(crate) fn unchanged(&self, seq: u64, s1: u64) -> bool {
-        protocol::unchanged(self.stamp(seq), s1)
+    pub(crate) fn unchanged(&self, s1: u64) -> bool {
+        protocol::unchanged(self.stamp(), s1)
     }
 }
 
@@ -764,20 +797,21 @@ mod tests {
         // Twice round the ring: the second lap reuses the slots.
         for seq in [3, 19] {
             seg.write_slot(seq, &h, b"a/b", b"hello");
-            let Ok((s1, head)) = seg.read_head(seq) else {
+            let slot = seg.slot(seq);
+            let Ok((s1, head)) = slot.head() else {
                 panic!("message {seq} does not read back");
             };
             assert_eq!((head.len(), head.topic_len(), head.kind()), (5, 3, 2));
-            assert_eq!(seg.read_refs(seq), (h.corr, h.reply_to));
+            assert_eq!(slot.refs(), (h.corr, h.reply_to));
             let mut body = [0u8; 8];
-            assert!(seg.read_body(seq, &mut body));
+            assert!(slot.body(&mut body));
             assert_eq!(&body, b"a/bhello");
             let mut payload = [0u8; 5];
-            assert!(seg.read_payload(seq, 3, &mut payload));
+            assert!(slot.payload(3, &mut payload));
             assert_eq!(&payload, b"hello");
-            assert!(seg.unchanged(seq, s1));
+            assert!(slot.unchanged(s1));
         }
-        assert!(matches!(seg.read_head(3), Err(SlotRead::Overwritten)));
+        assert!(matches!(seg.slot(3).head(), Err(SlotRead::Overwritten)));
     }
 
     /// The copies out of a slot stop at its end whatever sizes they are asked for.
@@ -786,11 +820,12 @@ mod tests {
         let seg = NodeSeg::create(&ns("bounds"), 3, 16, 512).unwrap();
         let cap = seg.capacity();
         let mut buf = vec![0u8; cap + 1];
-        assert!(!seg.read_body(15, &mut buf));
-        assert!(seg.read_body(15, &mut buf[..cap]));
-        assert!(!seg.read_payload(15, cap, &mut buf[..1]));
-        assert!(!seg.read_payload(15, usize::MAX, &mut buf[..0]));
-        assert!(seg.read_payload(15, cap, &mut buf[..0]));
-        assert!(seg.read_payload(15, 1, &mut buf[..cap - 1]));
+        let slot = seg.slot(15);
+        assert!(!slot.body(&mut buf));
+        assert!(slot.body(&mut buf[..cap]));
+        assert!(!slot.payload(cap, &mut buf[..1]));
+        assert!(!slot.payload(usize::MAX, &mut buf[..0]));
+        assert!(slot.payload(cap, &mut buf[..0]));
+        assert!(slot.payload(1, &mut buf[..cap - 1]));
     }
 }

@@ -3,6 +3,12 @@
 //! message at once. Across two CPUs the same path costs these nanoseconds on top of the line
 //! transfers (what `ipckit bench` measures): shrink them here.
 //! `cargo bench -p ipckit --bench shm_path`
+//!
+//! Since the producer demotes the lines it publishes (`cldemote`, 4342550), these times include
+//! the misses that hint causes here, where the same core reads the line right after: 175-186
+//! ns a send + `recv_into` with it, 24-32 ns with `RingData::demote` compiled out (2026-11-28).
+//! Across two processes the hint made the round trips 12-14 % shorter in the host's slow phase
+//! (docs/BENCHMARKS.md, sixteenth session).
 
 use std::time::Duration;
 

@@ -4,11 +4,11 @@
 //! transfers (what `ipckit bench` measures): shrink them here.
 //! `cargo bench -p ipckit --bench shm_path`
 //!
-//! Since the producer demotes the lines it publishes (`cldemote`, 4342550), these times include
-//! the misses that hint causes here, where the same core reads the line right after: 175-186
-//! ns a send + `recv_into` with it, 24-32 ns with `RingData::demote` compiled out (2026-11-28).
-//! Across two processes the hint made the round trips 12-14 % shorter in the host's slow phase
-//! (docs/BENCHMARKS.md, sixteenth session).
+//! A hint that moves lines out of this core (`cldemote`, tried in 4342550, removed in the
+//! seventeenth session) shows here first: with it a send + `recv_into` took 175-186 ns
+//! instead of 24-32, the same core reading back what it had just pushed out. Across two
+//! processes it shortened the host's slow-phase round trips by 5-14 % and tripled the fast
+//! phase's, where the two CPUs share their caches (docs/BENCHMARKS.md).
 
 use std::time::Duration;
 

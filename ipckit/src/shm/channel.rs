@@ -229,10 +229,6 @@ impl RingData for ShmData {
     fn prefetch_read(&self, off: u32) {
         sys::prefetch_read(self.base.wrapping_add(off as usize));
     }
-    #[inline]
-    fn demote(&self, off: u32) {
-        sys::demote(self.base.wrapping_add(off as usize));
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -871,7 +867,6 @@ impl ShmConn {
                 primed = true;
                 if matches!(c.role, Role::Client | Role::Server) {
                     c.tx.prefetch_next(&c.tx_data);
-                    c.tx.demote_head_line(&c.tx_data);
                 }
             }
             Ok(found)
@@ -946,8 +941,7 @@ impl ShmConn {
     /// rest is [`send_slow`](Self::send_slow): with the two in one function, every send
     /// paid for the slow path's stack frame and saved registers, as every receive did.
     /// (With `publish` and `release` inlined and the error messages out of line, a 64-byte
-    /// send and receive in one thread went from 366 to 225 instructions, `wait=spin`; the
-    /// demote hint added 8.)
+    /// send and receive in one thread went from 366 to 225 instructions, `wait=spin`.)
     #[inline]
     pub(crate) fn send(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
         if self.try_reserve_fast(msg.len()) {

@@ -252,11 +252,6 @@ pub(crate) trait RingData {
     /// Hints that the consumer will soon read the cache line holding `off` (`< cap`).
     #[inline]
     fn prefetch_read(&self, _off: u32) {}
-    /// Hints that the producer is done with the cache line holding `off` (`< cap`) for now:
-    /// it may leave this core's private caches for the shared one, where the consumer's
-    /// next read finds it sooner than in this core's.
-    #[inline]
-    fn demote(&self, _off: u32) {}
 }
 
 /// Cache-line size the prefetch hints step by.
@@ -464,27 +459,9 @@ impl Producer {
         }
         self.head = new_head;
         ctl.producer.0.head.store(new_head, order);
-        // The header's line goes to the shared cache if this record fills it to the end
-        // (the next record does not start there): a waiting consumer watches that line,
-        // and gets it from there sooner than from this core. Only that line: demoting every
-        // line of large records slowed 4 KiB streams 3.2 M -> 0.8 M msg/s and 1 MiB ones
-        // 13.8 k -> 5.0 k, where the consumer streams them in anyway. A line the next
-        // record starts in waits for `demote_head_line`, when this side goes idle.
-        let rec = self.pending.data_off - REC_HEADER;
-        if (rec | (LINE - 1)) < self.pending.data_off + ((self.pending.len + 7) & !7) {
-            data.demote(rec);
-        }
         let stats = &ctl.producer_stats.0;
         bump(&stats.messages, 1);
         bump(&stats.bytes, u64::from(self.pending.len));
-    }
-
-    /// Hints that the line holding the head can leave this core (see
-    /// [`RingData::demote`]): call it when this side goes idle (waits for a reply), so the
-    /// last record's tail, which shares that line with where the next record goes, reaches
-    /// the consumer from the shared cache.
-    pub(crate) fn demote_head_line<D: RingData>(&self, data: &D) {
-        data.demote(self.head & (self.cap - 1));
     }
 
     /// Hints the CPU to own the line after the one the head is in, where the next record

@@ -69,15 +69,6 @@ cache_hint!(
     "prefetcht0"
 );
 
-cache_hint!(
-    /// Hints the CPU to move the cache line holding `p` out of its private caches into the
-    /// shared last-level cache (`cldemote`), so another core that reads it next gets it from
-    /// there instead of from this core. A hint in the NOP space: a plain NOP on CPUs without
-    /// it; callers pass only mapped addresses.
-    demote,
-    "cldemote"
-);
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -303,9 +303,12 @@ shm-ref (the receiver reads it in place with recv_ref: one copy) and shm-loan (t
 writes in a loan only what changes, the sequence number and the trailer, and the whole
 payload on the messages checked in full; the receiver reads in place: no copy; its GB/s is
 payload carried, not copied). memcpy is no IPC: one copy of a message in the parent alone,
-for half of --duration, the yardstick of the large-message rates (no round trip). The claims
-that compare mechanisms leave memcpy, shm-ref and shm-loan out; one of their own sets the
-shm rows against memcpy.
+for half of --duration, the yardstick of the large-message rates (no round trip). line is no
+IPC either: two threads of the parent, one on each CPU, bounce a counter through two cache
+lines (round trips only, at the smallest size): the floor under every shared-memory round
+trip of the run, which on virtual machines can move several-fold from minute to minute. The
+claims that compare mechanisms leave memcpy, line, shm-ref and shm-loan out; claims of their
+own set the shm rows against line and against memcpy.
 
 Every mechanism and size is measured --repeat times, in rounds over the whole matrix (round 1
 over every mechanism and size, then round 2, ...) so that drift of the machine hits them all
@@ -314,7 +317,7 @@ the round-trip median or of msgs/s, whichever is larger. A warning goes to stand
 a spread is over 30% or when the load average is over half the CPU count before the run.
 The table ends with claims computed from this run's figures (fastest mechanisms, shared memory
 against the kernel, UDP against TCP, the cost of a wake-up against busy polling, the shm rows
-at the largest size against memcpy).
+against the cache-line floor and, at the largest size, against memcpy).
 
 --json keys: mech, size, rtt_ns_median, rtt_ns_p99, rtt_ns_p999, msgs_per_s, gbps (null when
 not measured), pin (split or none), rtt_samples; udp adds sent, drops and rtt_resends (sums

@@ -17,12 +17,13 @@ use serde_json::Value;
 
 const MECHS: [&str; 3] = ["pipe", "unix", "shm"];
 const SIZES: [u64; 2] = [64, 4096];
-const CLAIM_TOPICS: [&str; 6] = [
+const CLAIM_TOPICS: [&str; 7] = [
     "fastest_small",
     "fastest_large",
     "shm_vs_kernel",
     "udp_vs_tcp",
     "wakeup_vs_spin",
+    "shm_vs_line",
     "copies_vs_memcpy",
 ];
 
@@ -218,8 +219,11 @@ fn results_json_follows_the_schema() {
             });
             let measured = field(c, "measured", "a boolean", Value::is_boolean);
             let topic = c["topic"].as_str().expect("a topic");
-            // Neither udp/tcp, shm-block/shm-spin nor memcpy were measured.
-            let expected = !matches!(topic, "udp_vs_tcp" | "wakeup_vs_spin" | "copies_vs_memcpy");
+            // Neither udp/tcp, shm-block/shm-spin, line nor memcpy were measured.
+            let expected = !matches!(
+                topic,
+                "udp_vs_tcp" | "wakeup_vs_spin" | "shm_vs_line" | "copies_vs_memcpy"
+            );
             assert_eq!(measured, expected, "{c}");
             topic
         })

@@ -475,6 +475,28 @@ fn bench_measures_shm_in_place_and_the_memcpy_yardstick() {
     }
 }
 
+/// `line`, the cache-line floor, is a round trip with no payload and no stream, at the
+/// smallest size only; the report sets the shm rows against it.
+#[test]
+fn bench_measures_the_cache_line_floor() {
+    let rows = bench_rows("line,shm-spin", "64,4096", "2000");
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for row in rows.iter().filter(|r| r["mech"] == "line") {
+        assert!(row.get("error").is_none(), "{row}");
+        if row["size"] == 4096 {
+            assert!(
+                row["skipped"].as_str().unwrap().contains("no payload"),
+                "{row}"
+            );
+            continue;
+        }
+        let median = row["rtt_ns_median"].as_u64().unwrap_or(0);
+        assert!(median > 0, "{row}");
+        assert!(row["rtt_ns_median"].as_u64() <= row["rtt_ns_p99"].as_u64());
+        assert!(row["msgs_per_s"].is_null(), "no stream: {row}");
+    }
+}
+
 #[test]
 fn bench_measures_rpc_and_signal_round_trips() {
     let rows = bench_rows("rpc-unix,rpc-shm,signal", "64,4096", "300");

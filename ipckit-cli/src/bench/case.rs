@@ -60,7 +60,9 @@ pub fn run(mech: Mechanism, size: usize, settings: &Settings) -> Outcome {
         error: None,
     };
     if outcome.skipped.is_none() {
-        let measured = if mech.is_yardstick() {
+        let measured = if mech == Mechanism::Line {
+            super::line::measure(&mut outcome, settings)
+        } else if mech.is_yardstick() {
             measure_memcpy(&mut outcome, settings)
         } else if mech.is_pattern() {
             super::patterns::measure(&mut outcome, settings)

@@ -1,7 +1,8 @@
 //! The closing statements of the report, each computed from this run's medians: which
 //! mechanism was fastest, what shared memory gains over the kernel, UDP against TCP, what a
-//! cross-CPU wake-up costs against busy polling, and large messages against `memcpy`. A statement whose mechanisms were
-//! not measured is skipped, and says why.
+//! cross-CPU wake-up costs against busy polling, shared-memory round trips against the
+//! cache-line floor (`line`), and large messages against `memcpy`. A statement whose
+//! mechanisms were not measured is skipped, and says why.
 
 use ipckit::Scheme;
 use serde::Serialize;
@@ -15,7 +16,7 @@ use super::units::{grouped, ns, rate, size as fmt_size, times};
 #[derive(Clone, Debug, Serialize)]
 pub struct Claim {
     /// A stable name: fastest_small, fastest_large, shm_vs_kernel, udp_vs_tcp, wakeup_vs_spin,
-    /// copies_vs_memcpy.
+    /// shm_vs_line, copies_vs_memcpy.
     pub topic: &'static str,
     /// The statement, or `TITLE: skipped: why`.
     pub text: String,
@@ -39,6 +40,7 @@ impl Claim {
             "shm_vs_kernel" => "Shared memory against the kernel",
             "udp_vs_tcp" => "UDP against TCP",
             "wakeup_vs_spin" => "Wake-up against busy polling",
+            "shm_vs_line" => "Shared memory against the cache-line floor",
             "copies_vs_memcpy" => "Copies against memcpy",
             _ => topic,
         };
@@ -146,6 +148,7 @@ pub fn compute(results: &[Measured], pinned: bool) -> Vec<Claim> {
         shm_vs_kernel(results, small, large),
         udp_vs_tcp(results, small),
         wakeup_vs_spin(results, small, pinned),
+        shm_vs_line(results, small),
         copies_vs_memcpy(results, large),
     ]
 }
@@ -358,6 +361,52 @@ fn wakeup_vs_spin(results: &[Measured], small: Option<usize>, pinned: bool) -> C
     )
 }
 
+/// The shared-memory round trips at the small size against the `line` yardstick of the same
+/// run: how far each is above what two cache-line transfers between the CPUs cost now.
+fn shm_vs_line(results: &[Measured], small: Option<usize>) -> Claim {
+    const TOPIC: &str = "shm_vs_line";
+    let Some(size) = small else {
+        return Claim::skipped(TOPIC, "nothing was measured".to_owned());
+    };
+    let Some(floor) = row(results, Mechanism::Line, size).and_then(|r| r.median.rtt) else {
+        return Claim::skipped(TOPIC, format!("needs line measured at {}", fmt_size(size)));
+    };
+    let floor = floor.median_ns.max(1);
+    let parts: Vec<String> = results
+        .iter()
+        .filter(|r| r.size() == size && is_shared_memory(r.mech()))
+        .filter_map(|r| r.median.rtt.map(|t| (r.mech(), t.median_ns)))
+        .map(|(m, v)| {
+            format!(
+                "{} {} ({} the floor)",
+                m.name(),
+                ns(v),
+                times(v as f64 / floor as f64)
+            )
+        })
+        .collect();
+    if parts.is_empty() {
+        return Claim::skipped(
+            TOPIC,
+            format!(
+                "needs a shared-memory mechanism (shm, shm-spin, shm-block, sem, mmap) measured \
+                 at {}",
+                fmt_size(size)
+            ),
+        );
+    }
+    Claim::made(
+        TOPIC,
+        format!(
+            "Shared memory against the cache-line floor at {}: two cache-line transfers between \
+             the CPUs (line) took {} a round trip; {}.",
+            fmt_size(size),
+            ns(floor),
+            parts.join("; ")
+        ),
+    )
+}
+
 /// The streaming figures of `mech` at `size`, if it streamed.
 fn throughput(results: &[Measured], mech: Mechanism, size: usize) -> Option<Throughput> {
     results
@@ -445,7 +494,7 @@ mod tests {
             measured(Mechanism::ShmSpin, 1 << 20, 340_000, 12_000.0),
         ];
         let claims = compute(&results, true);
-        assert_eq!(claims.len(), 6);
+        assert_eq!(claims.len(), 7);
         let small = topic(&claims, "fastest_small");
         assert!(
             small.text.contains("round trip was shm-spin (1,000 ns"),
@@ -469,7 +518,8 @@ mod tests {
         let wake = topic(&claims, "wakeup_vs_spin");
         assert!(wake.text.contains("about 5,000 ns more"), "{}", wake.text);
         assert!(!topic(&claims, "copies_vs_memcpy").measured);
-        assert!(claims.iter().filter(|c| !c.measured).count() == 1);
+        assert!(!topic(&claims, "shm_vs_line").measured);
+        assert!(claims.iter().filter(|c| !c.measured).count() == 2);
     }
 
     #[test]
@@ -511,6 +561,47 @@ mod tests {
         );
     }
 
+    /// The shared-memory rows are set against the cache-line floor of the same run, which is
+    /// itself no mechanism: never the fastest, never compared with the kernel.
+    #[test]
+    fn shared_memory_is_set_against_the_cache_line_floor() {
+        let results = vec![
+            measured(Mechanism::Line, 64, 400, 0.0),
+            measured(Mechanism::ShmSpin, 64, 600, 12e6),
+            measured(Mechanism::Shm, 64, 1_000, 11e6),
+            measured(Mechanism::ShmRef, 64, 500, 13e6),
+            measured(Mechanism::Unix, 64, 10_000, 900_000.0),
+        ];
+        let claims = compute(&results, true);
+        let line = topic(&claims, "shm_vs_line");
+        assert!(line.measured, "{}", line.text);
+        assert!(line.text.contains("(line) took 400 ns"), "{}", line.text);
+        assert!(
+            line.text.contains("shm-spin 600 ns (1.50× the floor)"),
+            "{}",
+            line.text
+        );
+        assert!(
+            line.text.contains("shm 1,000 ns (2.5× the floor)"),
+            "{}",
+            line.text
+        );
+        // In place, shm-ref moves less of each message: not in the like-for-like rows.
+        assert!(!line.text.contains("shm-ref"), "{}", line.text);
+        let small = topic(&claims, "fastest_small");
+        assert!(
+            small.text.contains("round trip was shm-spin"),
+            "{}",
+            small.text
+        );
+        let kernel = topic(&claims, "shm_vs_kernel");
+        assert!(!kernel.text.contains("line"), "{}", kernel.text);
+        let no_shm = compute(&[measured(Mechanism::Line, 64, 400, 0.0)], true);
+        assert!(topic(&no_shm, "shm_vs_line")
+            .text
+            .contains("skipped: needs a shared-memory mechanism"));
+    }
+
     #[test]
     fn missing_mechanisms_are_skipped_with_the_reason() {
         let results = vec![measured(Mechanism::Pipe, 4096, 12_000, 400_000.0)];
@@ -527,6 +618,7 @@ mod tests {
                 "shm_vs_kernel",
                 "udp_vs_tcp",
                 "wakeup_vs_spin",
+                "shm_vs_line",
                 "copies_vs_memcpy"
             ]
         );

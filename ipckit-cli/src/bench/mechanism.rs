@@ -77,11 +77,15 @@ pub enum Mechanism {
     /// Not IPC: single-thread `memcpy` of one message, in the parent alone. The yardstick of
     /// the large-message rates (the C baseline's `memcpy`).
     Memcpy,
+    /// Not IPC: two threads of the parent, one on each CPU, bounce a counter through two
+    /// cache lines (the C baseline's `spin_flag`). The floor under every shared-memory round
+    /// trip of the run: what two line transfers between these CPUs cost now.
+    Line,
 }
 
 impl Mechanism {
     /// Every mechanism, in the order the benchmark runs them.
-    pub const ALL: [Mechanism; 25] = [
+    pub const ALL: [Mechanism; 26] = [
         Mechanism::Pipe,
         Mechanism::Fifo,
         Mechanism::Unix,
@@ -107,6 +111,7 @@ impl Mechanism {
         Mechanism::BusFanout4,
         Mechanism::BusFanout8,
         Mechanism::Memcpy,
+        Mechanism::Line,
     ];
 
     /// The command-line name.
@@ -137,6 +142,7 @@ impl Mechanism {
             Mechanism::BusFanout4 => "bus-fanout-4",
             Mechanism::BusFanout8 => "bus-fanout-8",
             Mechanism::Memcpy => "memcpy",
+            Mechanism::Line => "line",
         }
     }
 
@@ -169,14 +175,14 @@ impl Mechanism {
             | Mechanism::BusFanout4
             | Mechanism::BusFanout8 => Scheme::Shm,
             // No transport at all; the nearest is a copy into shared memory.
-            Mechanism::Memcpy => Scheme::Shm,
+            Mechanism::Memcpy | Mechanism::Line => Scheme::Shm,
         }
     }
 
-    /// True for the yardsticks that are not IPC (`memcpy`): measured in the parent alone,
-    /// and left out of the report's comparisons between mechanisms.
+    /// True for the yardsticks that are not IPC (`memcpy`, `line`): measured in the parent
+    /// alone, and left out of the report's comparisons between mechanisms.
     pub fn is_yardstick(self) -> bool {
-        self == Mechanism::Memcpy
+        matches!(self, Mechanism::Memcpy | Mechanism::Line)
     }
 
     /// How the message ping-pong and stream move the payload.
@@ -241,6 +247,10 @@ impl Mechanism {
             Mechanism::Signal if size > 64 => {
                 Some("a signal carries no payload (measured at the smallest size only)".into())
             }
+            Mechanism::Line if size > 64 => Some(
+                "the cache-line floor carries no payload (measured at the smallest size only)"
+                    .into(),
+            ),
             Mechanism::Udp if size > UDP_MAX_PAYLOAD => Some(format!(
                 "a UDP datagram carries at most {UDP_MAX_PAYLOAD} bytes"
             )),

@@ -13,6 +13,7 @@ mod channel;
 mod claims;
 mod compare;
 mod html;
+mod line;
 mod machine;
 mod mechanism;
 mod patterns;

@@ -78,6 +78,10 @@ pub fn prepare(mech: Mechanism, size: usize, dir: &Path) -> ipckit::Result<Prepa
             op: "the message ping-pong",
             what: "memcpy, which has no peer (measured by bench/case.rs)",
         }),
+        Mechanism::Line => Err(ipckit::Error::Unsupported {
+            op: "the message ping-pong",
+            what: "the cache-line floor, which has no peer process (measured by bench/line.rs)",
+        }),
         Mechanism::Pipe => {
             let (conn, child_end) = ipckit::pipe::duplex()?;
             Ok(Prepared {

@@ -91,14 +91,14 @@ impl ShmConn {
             &rx.consumer_waiting.0.waiting,
             &tx.producer_waiting.0.waiting,
         );
-        // Announced (`ring::announce_sleep`), then the fence that pairs with the one in
-        // `notify` (or stands in for it, see `sleep_fence`): either the peer sees our flag,
-        // or we see its store in `ready` below.
+        // Announced, then the fence that pairs with the one in `notify` (or stands in for it,
+        // see `sleep_fence`): either the peer sees our flag, or we see its store in `ready`
+        // below. A swap, as `ring::announce_sleep` does it (why is said there).
         if recv {
-            rx_flag.store(ring::SLEEPING, Ordering::Relaxed);
+            rx_flag.swap(ring::SLEEPING, Ordering::Relaxed);
         }
         if send {
-            tx_flag.store(ring::SLEEPING, Ordering::Relaxed);
+            tx_flag.swap(ring::SLEEPING, Ordering::Relaxed);
         }
         let slice = sleep_fence(|| {
             (recv && rx.producer_waiting.0.light.load(Ordering::Relaxed) != 0)

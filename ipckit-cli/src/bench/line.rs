@@ -81,12 +81,9 @@ fn round_trips(
     plan: pingpong::Plan,
     deadline: Instant,
 ) -> Result<RoundTrips, String> {
-    let mut hist = pingpong::histogram()?;
-    let start = Instant::now();
-    let mut measuring = false;
-    let mut capped = false;
+    let mut timer = pingpong::Timer::start(plan)?;
     let mut seq = 0u64;
-    while hist.len() < plan.iters {
+    while timer.wants_more() {
         seq += 1;
         let t0 = Instant::now();
         ping.0.store(seq, Ordering::Release);
@@ -95,19 +92,11 @@ fn round_trips(
             Some(v) => return Err(format!("echo {v} for ping {seq}")),
             None => return Err(format!("no echo of ping {seq} in time")),
         }
-        let t1 = Instant::now();
-        let elapsed = t1 - start;
-        if measuring {
-            hist.saturating_record(((t1 - t0).as_nanos() as u64).max(1));
-        } else if seq >= plan.warmup || elapsed > plan.cap / 10 {
-            measuring = true;
-        }
-        if elapsed > plan.cap && !hist.is_empty() {
-            capped = hist.len() < plan.iters;
+        if !timer.lap(seq, t0, Instant::now(), true) {
             break;
         }
     }
-    Ok(RoundTrips::of(&hist, capped, 0))
+    Ok(timer.finish(0))
 }
 
 #[cfg(test)]

@@ -83,6 +83,58 @@ pub fn histogram() -> Result<Histogram<u64>, String> {
     Histogram::<u64>::new_with_bounds(1, MAX_TRACKED_NS, 3).map_err(|e| format!("histogram: {e}"))
 }
 
+/// The timing of a ping-pong phase: a warm-up, then round trips recorded until the plan's
+/// count or its time cap.
+pub struct Timer {
+    plan: Plan,
+    hist: Histogram<u64>,
+    start: Instant,
+    measuring: bool,
+    capped: bool,
+}
+
+impl Timer {
+    /// Starts the phase's clock.
+    pub fn start(plan: Plan) -> Result<Timer, String> {
+        Ok(Timer {
+            plan,
+            hist: histogram()?,
+            start: Instant::now(),
+            measuring: false,
+            capped: false,
+        })
+    }
+
+    /// Whether more round trips are wanted.
+    pub fn wants_more(&self) -> bool {
+        self.hist.len() < self.plan.iters
+    }
+
+    /// Counts round trip `seq`, which took `t0` to `t1` (recorded once the warm-up is over,
+    /// if `timed`); false once the phase's time is up.
+    pub fn lap(&mut self, seq: u64, t0: Instant, t1: Instant, timed: bool) -> bool {
+        let elapsed = t1 - self.start;
+        if self.measuring {
+            if timed {
+                self.hist
+                    .saturating_record(((t1 - t0).as_nanos() as u64).max(1));
+            }
+        } else if seq >= self.plan.warmup || elapsed > self.plan.cap / 10 {
+            self.measuring = true;
+        }
+        if elapsed > self.plan.cap && !self.hist.is_empty() {
+            self.capped = self.hist.len() < self.plan.iters;
+            return false;
+        }
+        true
+    }
+
+    /// The figures.
+    pub fn finish(&self, resends: u64) -> RoundTrips {
+        RoundTrips::of(&self.hist, self.capped, resends)
+    }
+}
+
 /// Runs the phase. `out` holds a patterned message of the benchmark's size; `echo` is reused
 /// for every receive.
 pub fn run(
@@ -92,17 +144,15 @@ pub fn run(
     echo: &mut Vec<u8>,
 ) -> Result<RoundTrips, String> {
     let size = out.len();
-    let mut hist = histogram()?;
-    let start = Instant::now();
-    let mut measuring = false;
-    let mut capped = false;
+    let lossy = plan.lossy;
+    let mut timer = Timer::start(plan)?;
     let mut resends = 0u64;
     let mut seq = 0u64;
-    while hist.len() < plan.iters {
+    while timer.wants_more() {
         seq += 1;
         wire::stamp(out, seq);
         let t0 = Instant::now();
-        let resent = if plan.lossy {
+        let resent = if lossy {
             round_trip_lossy(ch, out, echo, seq)?
         } else {
             let full = wire::full_check_due(seq);
@@ -118,21 +168,12 @@ pub fn run(
             return Err(format!("echo of message {seq}: payload corrupted"));
         }
         resends += u64::from(resent);
-        let elapsed = t1 - start;
-        if measuring {
-            if resent == 0 {
-                hist.saturating_record(((t1 - t0).as_nanos() as u64).max(1));
-            }
-        } else if seq >= plan.warmup || elapsed > plan.cap / 10 {
-            measuring = true;
-        }
-        if elapsed > plan.cap && !hist.is_empty() {
-            capped = hist.len() < plan.iters;
+        if !timer.lap(seq, t0, t1, resent == 0) {
             break;
         }
     }
     wire::mark(out, END);
-    let resent = if plan.lossy {
+    let resent = if lossy {
         round_trip_lossy(ch, out, echo, END)?
     } else {
         ch.send(out).map_err(|e| format!("send END: {e}"))?;
@@ -144,7 +185,7 @@ pub fn run(
     if wire::seq_of(echo) != Some(END) {
         return Err("END was not echoed".to_owned());
     }
-    Ok(RoundTrips::of(&hist, capped, resends))
+    Ok(timer.finish(resends))
 }
 
 /// Sends `out` (numbered `seq`) and receives its echo, resending every [`RESEND_AFTER`]

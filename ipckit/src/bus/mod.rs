@@ -157,14 +157,39 @@ pub struct SubscribeOptions {
 }
 
 /// A received message.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct Message {
     topic: String,
+    /// The payload from `payload_at` on. A single-message receive copies the slot's body,
+    /// topic then payload, straight in here (one copy, not two): the topic's bytes stay in
+    /// front.
     payload: Vec<u8>,
+    payload_at: usize,
     publisher: u64,
     kind: u8,
     corr: u64,
     reply_to: u64,
+}
+
+impl PartialEq for Message {
+    fn eq(&self, other: &Message) -> bool {
+        self.as_ref() == other.as_ref()
+    }
+}
+
+impl Eq for Message {}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("topic", &self.topic)
+            .field("payload", &self.payload())
+            .field("publisher", &self.publisher)
+            .field("kind", &self.kind)
+            .field("corr", &self.corr)
+            .field("reply_to", &self.reply_to)
+            .finish()
+    }
 }
 
 impl Message {
@@ -175,6 +200,7 @@ impl Message {
         Message {
             topic,
             payload,
+            payload_at: 0,
             publisher,
             kind: if request { KIND_REQUEST } else { KIND_MESSAGE },
             corr: 0,
@@ -189,12 +215,22 @@ impl Message {
 
     /// The bytes.
     pub fn payload(&self) -> &[u8] {
-        &self.payload
+        // `payload_at` is within `payload` whenever a message was taken; a receive that took
+        // none may have written over the buffer (see `LocalSubscriber::recv_into_with`).
+        self.payload.get(self.payload_at..).unwrap_or_default()
     }
 
     /// The bytes, by value.
-    pub fn into_payload(self) -> Vec<u8> {
-        self.payload
+    pub fn into_payload(mut self) -> Vec<u8> {
+        self.take_payload()
+    }
+
+    /// Takes the bytes out, leaving the payload empty.
+    fn take_payload(&mut self) -> Vec<u8> {
+        let mut v = std::mem::take(&mut self.payload);
+        v.drain(..self.payload_at.min(v.len()));
+        self.payload_at = 0;
+        v
     }
 
     /// The node (see [`Peer::node_id`]) that published it.
@@ -259,6 +295,7 @@ impl<'a> MessageRef<'a> {
         Message {
             topic: self.topic.to_owned(),
             payload: self.payload.to_vec(),
+            payload_at: 0,
             publisher: self.publisher,
             kind: self.kind,
             corr: self.corr,
@@ -272,7 +309,7 @@ impl Message {
     pub fn as_ref(&self) -> MessageRef<'_> {
         MessageRef {
             topic: &self.topic,
-            payload: &self.payload,
+            payload: self.payload(),
             publisher: self.publisher,
             kind: self.kind,
             corr: self.corr,
@@ -788,13 +825,13 @@ impl LocalBus {
                     after: Some(timeout),
                 })?;
             match r.sub.recv_into_with(&mut msg, Wait::timeout(slice)) {
-                Ok(()) if msg.corr == corr => return Ok(std::mem::take(&mut msg.payload)),
+                Ok(()) if msg.corr == corr => return Ok(msg.take_payload()),
                 Ok(()) => {
                     if r.stash.len() >= 1024 {
                         // Replies nobody waits for any more (their requests timed out).
                         r.stash.clear();
                     }
-                    r.stash.insert(msg.corr, std::mem::take(&mut msg.payload));
+                    r.stash.insert(msg.corr, msg.take_payload());
                 }
                 Err(Error::Timeout { .. } | Error::Corrupted(_)) => {}
                 Err(e) => return Err(e),
@@ -1109,9 +1146,15 @@ trait Sink {
     fn direct(&self, len: usize) -> bool;
     /// Where a direct payload goes (`None` if [`Sink::direct`] is never true).
     fn direct_buf(&mut self) -> Option<&mut Vec<u8>>;
-    /// Takes one message; with `direct`, its payload is already in `direct_buf` (and
-    /// `m.payload` is empty).
-    fn take(&mut self, m: MessageRef<'_>, direct: bool);
+    /// Where a message that is not direct is copied, topic then payload, if the sink has a
+    /// place of its own for it (else the subscription's buffer, and `take` gets the payload).
+    fn body_buf(&mut self) -> Option<&mut Vec<u8>> {
+        None
+    }
+    /// Takes one message. Its payload is `m.payload`, or already in `direct_buf` (`direct`),
+    /// or after the topic in `body_buf` (`in_body`); in the last two cases `m.payload` is
+    /// empty.
+    fn take(&mut self, m: MessageRef<'_>, direct: bool, in_body: bool);
 }
 
 /// Fills one [`Message`]: the single-message receives.
@@ -1130,15 +1173,25 @@ impl Sink for IntoMessage<'_> {
     }
 
     #[inline]
-    fn take(&mut self, m: MessageRef<'_>, direct: bool) {
+    fn body_buf(&mut self) -> Option<&mut Vec<u8>> {
+        Some(&mut self.0.payload)
+    }
+
+    #[inline]
+    fn take(&mut self, m: MessageRef<'_>, direct: bool, in_body: bool) {
         let msg = &mut *self.0;
         if !same_bytes(msg.topic.as_bytes(), m.topic.as_bytes()) {
             msg.topic.clear();
             msg.topic.push_str(m.topic);
         }
-        if !direct {
-            msg.payload.clear();
-            msg.payload.extend_from_slice(m.payload);
+        if in_body {
+            msg.payload_at = m.topic.len();
+        } else {
+            msg.payload_at = 0;
+            if !direct {
+                msg.payload.clear();
+                msg.payload.extend_from_slice(m.payload);
+            }
         }
         msg.publisher = m.publisher;
         msg.kind = m.kind;
@@ -1161,7 +1214,7 @@ impl<F: FnMut(MessageRef<'_>)> Sink for Batch<F> {
     }
 
     #[inline]
-    fn take(&mut self, m: MessageRef<'_>, _direct: bool) {
+    fn take(&mut self, m: MessageRef<'_>, _direct: bool, _in_body: bool) {
         (self.0)(m)
     }
 }
@@ -1456,9 +1509,13 @@ impl LocalSubscriber {
             // payload is not worth a second copy: a sink that takes it straight (`direct`)
             // gets it there, and only the topic comes through the buffer.
             let direct = sink.direct(h.len());
-            self.buf.resize(if direct { tl } else { tl + h.len() }, 0);
-            let whole = slot.body(&mut self.buf);
-            let raw = &self.buf[..tl];
+            let (body, in_body) = match (direct, sink.body_buf()) {
+                (false, Some(b)) => (b, true),
+                _ => (&mut self.buf, false),
+            };
+            body.resize(if direct { tl } else { tl + h.len() }, 0);
+            let whole = slot.body(body);
+            let raw = &body[..tl];
             let (utf8, matched) = if same_bytes(raw, a.last_topic.as_bytes()) {
                 // Validated and matched the first time it came.
                 (true, a.last_matched)
@@ -1524,13 +1581,18 @@ impl LocalSubscriber {
                 MessageRef {
                     // A wanted message matched, so its topic is valid and is `last_topic`.
                     topic: &a.last_topic,
-                    payload: if direct { &[] } else { &self.buf[tl..] },
+                    payload: if direct || in_body {
+                        &[]
+                    } else {
+                        &self.buf[tl..]
+                    },
                     publisher: a.node_id,
                     kind,
                     corr,
                     reply_to,
                 },
                 direct,
+                in_body,
             );
             taken += 1;
         };
@@ -2039,6 +2101,37 @@ mod tests {
             assert!(msg.payload() == payload(i, n), "payload {i} of {n} bytes");
         }
         assert!(matches!(sub.try_recv(), Err(Error::WouldBlock)));
+    }
+
+    /// A small message is received with its topic in front of its payload in one buffer:
+    /// topics of other lengths, one after the other into one reused message, never show in
+    /// the payload, nor in comparisons, `Debug` or `into_payload`.
+    #[test]
+    fn a_received_payload_never_shows_its_topic() {
+        let bus = Bus::open(&url("topic-in-front")).unwrap();
+        let mut sub = bus.subscribe("t/**").unwrap();
+        let topics = ["t/a", "t/much/longer/topic/name", "t/bb", "t/a"];
+        for (i, topic) in topics.iter().enumerate() {
+            bus.publish(topic, format!("payload {i}").as_bytes())
+                .unwrap();
+        }
+        let mut msg = Message::default();
+        for (i, topic) in topics.iter().enumerate() {
+            sub.recv_into_timeout(&mut msg, Duration::from_secs(2))
+                .unwrap();
+            let want = format!("payload {i}");
+            assert_eq!(msg.topic(), *topic);
+            assert_eq!(msg.payload(), want.as_bytes());
+            let expected = Message::received(
+                topic.to_string(),
+                want.clone().into_bytes(),
+                msg.publisher(),
+                false,
+            );
+            assert_eq!(msg, expected);
+            assert_eq!(format!("{msg:?}"), format!("{expected:?}"));
+            assert_eq!(msg.clone().into_payload(), want.as_bytes());
+        }
     }
 
     /// A publisher overrunning a drop-policy reader with large messages (copied straight

@@ -46,15 +46,23 @@ pub fn measure(outcome: &mut Outcome, settings: &Settings) -> Result<(), String>
     let deadline = Instant::now() + settings.max_pp + Duration::from_secs(5);
     let (ping, pong) = (Line::default(), Line::default());
     let peer_cpu = settings.cpus.map(|(_, b)| b);
+    // The echo thread starts on the parent's CPU; the parent sleeps (not spins) until it is
+    // pinned to the other one: under `chrt -f` a spinning parent would never let it run.
+    let (pinned_tx, pinned_rx) = std::sync::mpsc::sync_channel(1);
+    let (ping, pong) = (&ping, &pong);
     std::thread::scope(|s| {
-        let echo = s.spawn(|| -> Result<(), String> {
+        let echo = s.spawn(move || -> Result<(), String> {
             if let Some(cpu) = peer_cpu {
-                ipckit::sys::pin_current_thread(cpu)
-                    .map_err(|e| format!("cannot pin the echo thread to CPU {cpu}: {e}"))?;
+                let pinned = ipckit::sys::pin_current_thread(cpu)
+                    .map_err(|e| format!("cannot pin the echo thread to CPU {cpu}: {e}"));
+                let _ = pinned_tx.send(pinned.is_ok());
+                pinned?;
+            } else {
+                let _ = pinned_tx.send(true);
             }
             let mut last = 0;
             loop {
-                match wait_change(&ping, last, deadline) {
+                match wait_change(ping, last, deadline) {
                     Some(STOP) => return Ok(()),
                     Some(v) => {
                         last = v;
@@ -64,7 +72,11 @@ pub fn measure(outcome: &mut Outcome, settings: &Settings) -> Result<(), String>
                 }
             }
         });
-        let timed = round_trips(&ping, &pong, plan, deadline);
+        let timed = match pinned_rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(true) => round_trips(ping, pong, plan, deadline),
+            Ok(false) => Err("the echo thread could not be pinned".to_owned()),
+            Err(_) => Err("the echo thread did not start".to_owned()),
+        };
         ping.0.store(STOP, Ordering::Release);
         let echoed = echo
             .join()

@@ -81,7 +81,11 @@ pub fn measure(outcome: &mut Outcome, settings: &Settings) -> Result<(), String>
         let echoed = echo
             .join()
             .unwrap_or_else(|_| Err("the echo thread panicked".to_owned()));
-        outcome.rtt = Some(timed?);
+        // The echo thread's own complaint says why, when it has one.
+        outcome.rtt = Some(timed.map_err(|e| match &echoed {
+            Err(why) => format!("{e}: {why}"),
+            Ok(()) => e,
+        })?);
         echoed
     })
 }

@@ -41,6 +41,11 @@ fn wait_change(line: &Line, last: u64, deadline: Instant) -> Option<u64> {
 
 /// Measures the cache-line round trip into `outcome.rtt`.
 pub fn measure(outcome: &mut Outcome, settings: &Settings) -> Result<(), String> {
+    // Two spinning threads on one CPU would take turns a scheduler tick apart.
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        outcome.skipped = Some("the cache-line floor needs two CPUs".to_owned());
+        return Ok(());
+    }
     let plan = pingpong::Plan::new(outcome.size, settings.iters, settings.max_pp, false);
     // The echo thread gives up this long after the phase's cap, whatever happens here.
     let deadline = Instant::now() + settings.max_pp + Duration::from_secs(5);
@@ -120,11 +125,8 @@ mod tests {
     use super::*;
     use crate::bench::mechanism::Mechanism;
 
-    /// Round trips are timed and counted: as many samples as asked for, each one at least a
-    /// nanosecond, and no stream figure.
-    #[test]
-    fn measures_the_round_trips_asked_for() {
-        let mut outcome = Outcome {
+    fn outcome() -> Outcome {
+        Outcome {
             mech: Mechanism::Line,
             size: 64,
             pinned: false,
@@ -132,18 +134,45 @@ mod tests {
             throughput: None,
             skipped: None,
             error: None,
-        };
-        let settings = Settings {
-            iters: Some(2000),
-            duration: Duration::from_millis(10),
-            max_pp: Duration::from_secs(20),
-            cpus: None,
-        };
-        measure(&mut outcome, &settings).expect("measured");
+        }
+    }
+
+    const SETTINGS: Settings = Settings {
+        iters: Some(2000),
+        duration: Duration::from_millis(10),
+        max_pp: Duration::from_secs(20),
+        cpus: None,
+    };
+
+    /// Round trips are timed and counted: as many samples as asked for, each one at least a
+    /// nanosecond, and no stream figure.
+    #[test]
+    fn measures_the_round_trips_asked_for() {
+        let mut outcome = outcome();
+        measure(&mut outcome, &SETTINGS).expect("measured");
         let rtt = outcome.rtt.expect("round trips");
         assert_eq!(rtt.samples, 2000);
         assert!(!rtt.capped);
         assert!(rtt.median_ns >= 1 && rtt.median_ns <= rtt.p99_ns, "{rtt:?}");
         assert!(outcome.throughput.is_none());
+    }
+
+    /// On one CPU the floor is not measured (the two threads would take turns a scheduler
+    /// tick apart) but skipped, saying why.
+    #[test]
+    fn one_cpu_skips_it() {
+        std::thread::spawn(|| {
+            let cpu = ipckit::sys::allowed_cpus().expect("allowed CPUs")[0];
+            ipckit::sys::pin_current_thread(cpu).expect("pinned");
+            let mut outcome = outcome();
+            measure(&mut outcome, &SETTINGS).expect("no error");
+            assert!(outcome.rtt.is_none());
+            assert_eq!(
+                outcome.skipped.as_deref(),
+                Some("the cache-line floor needs two CPUs")
+            );
+        })
+        .join()
+        .expect("the test thread");
     }
 }

@@ -1139,22 +1139,28 @@ impl Drop for Attachment {
     }
 }
 
+/// Where the payload of a message handed to [`Sink::take`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PayloadIn {
+    /// In `m.payload` (the subscription's buffer).
+    Ref,
+    /// Alone in the sink's own buffer ([`Sink::direct`]); `m.payload` is empty.
+    Own,
+    /// After the topic in the sink's own buffer; `m.payload` is empty.
+    OwnAfterTopic,
+}
+
 /// Where [`LocalSubscriber::read_some`] hands the messages it takes.
 trait Sink {
-    /// Whether a payload of `len` bytes is read straight into [`Sink::direct_buf`] instead of
-    /// coming through the subscription's buffer with the topic.
+    /// Whether a payload of `len` bytes is read alone into [`Sink::own_buf`], only the topic
+    /// coming through a buffer with it.
     fn direct(&self, len: usize) -> bool;
-    /// Where a direct payload goes (`None` if [`Sink::direct`] is never true).
-    fn direct_buf(&mut self) -> Option<&mut Vec<u8>>;
-    /// Where a message that is not direct is copied, topic then payload, if the sink has a
-    /// place of its own for it (else the subscription's buffer, and `take` gets the payload).
-    fn body_buf(&mut self) -> Option<&mut Vec<u8>> {
-        None
-    }
-    /// Takes one message. Its payload is `m.payload`, or already in `direct_buf` (`direct`),
-    /// or after the topic in `body_buf` (`in_body`); in the last two cases `m.payload` is
-    /// empty.
-    fn take(&mut self, m: MessageRef<'_>, direct: bool, in_body: bool);
+    /// The sink's own buffer, if it has one: a direct payload goes there, and any other
+    /// message too, topic then payload. Without one, messages come through the
+    /// subscription's buffer.
+    fn own_buf(&mut self) -> Option<&mut Vec<u8>>;
+    /// Takes one message, whose payload is where `at` says.
+    fn take(&mut self, m: MessageRef<'_>, at: PayloadIn);
 }
 
 /// Fills one [`Message`]: the single-message receives.
@@ -1168,31 +1174,27 @@ impl Sink for IntoMessage<'_> {
         len >= DIRECT_PAYLOAD
     }
 
-    fn direct_buf(&mut self) -> Option<&mut Vec<u8>> {
+    #[inline]
+    fn own_buf(&mut self) -> Option<&mut Vec<u8>> {
         Some(&mut self.0.payload)
     }
 
     #[inline]
-    fn body_buf(&mut self) -> Option<&mut Vec<u8>> {
-        Some(&mut self.0.payload)
-    }
-
-    #[inline]
-    fn take(&mut self, m: MessageRef<'_>, direct: bool, in_body: bool) {
+    fn take(&mut self, m: MessageRef<'_>, at: PayloadIn) {
         let msg = &mut *self.0;
         if !same_bytes(msg.topic.as_bytes(), m.topic.as_bytes()) {
             msg.topic.clear();
             msg.topic.push_str(m.topic);
         }
-        if in_body {
-            msg.payload_at = m.topic.len();
-        } else {
-            msg.payload_at = 0;
-            if !direct {
+        msg.payload_at = match at {
+            PayloadIn::OwnAfterTopic => m.topic.len(),
+            PayloadIn::Own => 0,
+            PayloadIn::Ref => {
                 msg.payload.clear();
                 msg.payload.extend_from_slice(m.payload);
+                0
             }
-        }
+        };
         msg.publisher = m.publisher;
         msg.kind = m.kind;
         msg.corr = m.corr;
@@ -1209,12 +1211,12 @@ impl<F: FnMut(MessageRef<'_>)> Sink for Batch<F> {
         false
     }
 
-    fn direct_buf(&mut self) -> Option<&mut Vec<u8>> {
+    fn own_buf(&mut self) -> Option<&mut Vec<u8>> {
         None
     }
 
     #[inline]
-    fn take(&mut self, m: MessageRef<'_>, _direct: bool, _in_body: bool) {
+    fn take(&mut self, m: MessageRef<'_>, _at: PayloadIn) {
         (self.0)(m)
     }
 }
@@ -1509,9 +1511,13 @@ impl LocalSubscriber {
             // payload is not worth a second copy: a sink that takes it straight (`direct`)
             // gets it there, and only the topic comes through the buffer.
             let direct = sink.direct(h.len());
-            let (body, in_body) = match (direct, sink.body_buf()) {
-                (false, Some(b)) => (b, true),
-                _ => (&mut self.buf, false),
+            let (body, at) = if direct {
+                (&mut self.buf, PayloadIn::Own)
+            } else {
+                match sink.own_buf() {
+                    Some(own) => (own, PayloadIn::OwnAfterTopic),
+                    None => (&mut self.buf, PayloadIn::Ref),
+                }
             };
             body.resize(if direct { tl } else { tl + h.len() }, 0);
             let whole = slot.body(body);
@@ -1538,7 +1544,7 @@ impl LocalSubscriber {
                 break None;
             }
             let wanted = kind < 8 && self.kinds & (1 << kind) != 0 && matched;
-            if let (true, true, Some(out)) = (direct, wanted, sink.direct_buf()) {
+            if let (true, true, Some(out)) = (direct, wanted, sink.own_buf()) {
                 // Before the stamp is checked again: a payload overwritten meanwhile is
                 // then not delivered.
                 out.resize(h.len(), 0);
@@ -1581,18 +1587,16 @@ impl LocalSubscriber {
                 MessageRef {
                     // A wanted message matched, so its topic is valid and is `last_topic`.
                     topic: &a.last_topic,
-                    payload: if direct || in_body {
-                        &[]
-                    } else {
-                        &self.buf[tl..]
+                    payload: match at {
+                        PayloadIn::Ref => &self.buf[tl..],
+                        PayloadIn::Own | PayloadIn::OwnAfterTopic => &[],
                     },
                     publisher: a.node_id,
                     kind,
                     corr,
                     reply_to,
                 },
-                direct,
-                in_body,
+                at,
             );
             taken += 1;
         };

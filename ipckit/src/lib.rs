@@ -48,6 +48,9 @@ pub mod bus;
 #[cfg(loom)]
 #[path = "bus/protocol.rs"]
 mod bus_protocol;
+#[cfg(loom)]
+#[path = "bus/writer_lock.rs"]
+mod bus_writer_lock;
 mod connection;
 pub mod endpoint;
 mod error;

@@ -81,6 +81,7 @@ pub(crate) trait Word {
     fn store(&self, v: Self::V, order: Ordering);
     fn swap(&self, v: Self::V, order: Ordering) -> Self::V;
     fn fetch_add(&self, v: Self::V, order: Ordering) -> Self::V;
+    fn fetch_sub(&self, v: Self::V, order: Ordering) -> Self::V;
     fn fetch_or(&self, v: Self::V, order: Ordering) -> Self::V;
     fn compare_exchange(
         &self,
@@ -110,6 +111,10 @@ macro_rules! word {
             #[inline]
             fn fetch_add(&self, v: $v, order: Ordering) -> $v {
                 <$atomic>::fetch_add(self, v, order)
+            }
+            #[inline]
+            fn fetch_sub(&self, v: $v, order: Ordering) -> $v {
+                <$atomic>::fetch_sub(self, v, order)
             }
             #[inline]
             fn fetch_or(&self, v: $v, order: Ordering) -> $v {

@@ -86,6 +86,7 @@ mod protocol;
 mod registry;
 mod topic;
 mod url;
+mod writer_lock;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -109,6 +110,7 @@ pub use registry::{namespaces, remove_stale};
 use registry::{Registry, KIND_PUB, KIND_SERVE, KIND_SUB};
 pub use topic::{validate_topic, Pattern, TOPIC_MAX};
 pub use url::{is_valid_namespace, BusUrl};
+use writer_lock::WriterLock;
 
 /// Longest a blocked call sleeps before it re-checks liveness and the registry.
 const SLICE: Duration = Duration::from_millis(50);
@@ -396,13 +398,13 @@ struct Shared {
     reg: Registry,
     entry: usize,
     node_id: u64,
-    writer: Mutex<Writer>,
+    writer: WriterLock<Writer>,
     /// This process is registered for `membarrier` (see `sys::register_light_side`): a
     /// publish then needs only a compiler fence before it looks for sleeping readers, and
     /// readers pay for the handshake when they go to sleep. Measured with a subscriber
     /// polling one pause apart: one-subscriber streaming 4.1 M msg/s with the fence, 5.0 M
-    /// without (medians of 5; the writer lock's release, a locked instruction, still drains
-    /// the store buffer once per publish).
+    /// without (medians of 5; the writer lock's release was then still a locked
+    /// instruction, see [`writer_lock`]). The writer lock's release relies on it too.
     light_fence: bool,
 }
 
@@ -474,7 +476,7 @@ impl Shared {
     }
 
     fn declare(&self, kind: u8, topic: &str) -> Result<()> {
-        let mut w = lock(&self.writer);
+        let mut w = self.writer.lock();
         self.declare_locked(&mut w, kind, topic)
     }
 
@@ -488,7 +490,7 @@ impl Shared {
         reply_to: u64,
         wait: Option<Wait>,
     ) -> Result<()> {
-        let mut w = lock(&self.writer);
+        let mut w = self.writer.lock();
         if !same_bytes(w.last_topic.as_bytes(), topic.as_bytes()) {
             if !w.declared.contains(topic) {
                 validate_topic(topic)?;
@@ -653,24 +655,28 @@ impl LocalBus {
         let node_id = new_node_id();
         let node = NodeSeg::create(&url.namespace, node_id, url.slots, url.slot_bytes)?;
         let entry = reg.claim(node_id)?;
+        let light_fence = sys::register_light_side();
         let shared = Shared {
             url,
             reg,
             entry,
             node_id,
-            writer: Mutex::new(Writer {
-                node,
-                seq: 0,
-                declared: HashSet::new(),
-                published: 0,
-                timeouts: 0,
-                last_reclaim: Instant::now(),
-                room_until: 0,
-                room_key: (0, 0),
-                reader_entries: Vec::new(),
-                last_topic: String::new(),
-            }),
-            light_fence: sys::register_light_side(),
+            writer: WriterLock::new(
+                Writer {
+                    node,
+                    seq: 0,
+                    declared: HashSet::new(),
+                    published: 0,
+                    timeouts: 0,
+                    last_reclaim: Instant::now(),
+                    room_until: 0,
+                    room_key: (0, 0),
+                    reader_entries: Vec::new(),
+                    last_topic: String::new(),
+                },
+                light_fence,
+            ),
+            light_fence,
         };
         Ok(LocalBus {
             shared: Arc::new(shared),
@@ -692,7 +698,9 @@ impl LocalBus {
 
     /// The largest payload this node can publish on `topic`.
     pub fn max_message_size(&self, topic: &str) -> usize {
-        lock(&self.shared.writer)
+        self.shared
+            .writer
+            .lock()
             .node
             .capacity()
             .saturating_sub(topic.len())
@@ -893,7 +901,7 @@ impl LocalBus {
 
     /// What this node published and how its readers keep up.
     pub fn stats(&self) -> BusStats {
-        let w = lock(&self.shared.writer);
+        let w = self.shared.writer.lock();
         BusStats {
             published: w.published,
             timeouts: w.timeouts,
@@ -905,7 +913,7 @@ impl LocalBus {
     /// for tests of how receivers handle malformed messages.
     #[doc(hidden)]
     pub fn publish_malformed(&self, raw: &[u8]) -> Result<()> {
-        let mut w = lock(&self.shared.writer);
+        let mut w = self.shared.writer.lock();
         let seq = w.seq;
         w.node.write_raw_slot(seq, raw)?;
         w.seq = seq + 1;

@@ -32,7 +32,7 @@ use crate::connection::Inner;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::stream::StreamConn;
-use crate::sys::{self, Dir, FdKind, IoFd};
+use crate::sys::{self, FdKind, IoFd};
 use crate::transport::Wait;
 
 /// The reading side of a FIFO: creates it (mode 0600 unless the URL says otherwise) and
@@ -76,22 +76,15 @@ impl FifoListener {
 
     /// Opens the FIFO for reading and waits until a writer has sent something.
     pub(crate) fn accept(&mut self, wait: Wait) -> Result<Inner> {
-        let mut io = match self.pending.take() {
+        let io = match self.pending.take() {
             Some(io) => io,
             None => self.open_reader()?,
         };
-        loop {
-            match io.wait_ready(Dir::Read, wait) {
-                Err(e) => {
-                    self.pending = Some(io);
-                    return Err(e);
-                }
-                // Hang-up with nothing to read: a read end opened while an earlier writer was
-                // still connected reports that writer's departure. Start afresh: a read end
-                // opened with no writer waits for the next one.
-                Ok(ev) if !ev.contains(rustix::event::PollFlags::IN) => io = self.open_reader()?,
-                Ok(_) => break,
-            }
+        // Not `poll`: a FIFO polled once makes every later write wake the reader, whether
+        // it waits or not (`sys::wait_fifo_data`).
+        if let Err(e) = sys::wait_fifo_data(io.fd(), wait) {
+            self.pending = Some(io);
+            return Err(e);
         }
         // Open the next read end now, so the next writer can connect before the next accept
         // (nothing reads it until then).

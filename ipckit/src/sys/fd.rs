@@ -166,11 +166,6 @@ impl IoFd {
             }
         }
     }
-
-    /// Waits until the descriptor is ready for `dir`, as `wait` allows.
-    pub(crate) fn wait_ready(&self, dir: Dir, wait: Wait) -> Result<PollFlags> {
-        poll_one(self.fd.as_fd(), dir.poll_flags(), wait)
-    }
 }
 
 /// Polls one descriptor for `flags` until ready or `wait` runs out. Returns the revents.

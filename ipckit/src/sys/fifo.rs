@@ -1,12 +1,16 @@
 //! Named pipes (FIFOs) in the file system.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
+use std::time::Duration;
 
+use rustix::event::PollFlags;
+use rustix::fs::inotify;
 use rustix::fs::{FileType, Mode, OFlags, CWD};
 use rustix::io::Errno;
 
 use crate::error::{Error, Result};
+use crate::transport::Wait;
 
 fn file_type_name(t: FileType) -> &'static str {
     match t {
@@ -110,6 +114,132 @@ pub(crate) fn remove_file_if(path: &Path, kind: FileType) {
     if let Ok(st) = rustix::fs::lstat(path) {
         if FileType::from_raw_mode(st.st_mode) == kind {
             let _ = rustix::fs::unlink(path);
+        }
+    }
+}
+
+/// Waits until the FIFO read end `fd` has bytes to read, as `wait` allows, without
+/// `poll(2)` on the FIFO.
+///
+/// A pipe that has been polled once makes every later write wake its readers, whether they
+/// wait or not (the kernel's `pipe->poll_usage`, since Linux 5.16, kept for the pipe's
+/// life). In C, one `poll` of a FIFO's read end before a 64-byte stream cut it from 1.4-1.6
+/// M to 0.94-1.14 M msg/s here (`/tmp/pollusage.c` in the eighteenth session, see
+/// docs/BENCHMARKS.md). So this counts the bytes there (`FIONREAD`, which polls nothing)
+/// and sleeps on an inotify watch of the FIFO's inode for writes; where inotify is not to
+/// be had (no `/proc`, the per-user instance limit), it sleeps in slices of up to
+/// [`UNWATCHED_SLICE`] instead.
+pub(crate) fn wait_fifo_data(fd: BorrowedFd<'_>, wait: Wait) -> Result<()> {
+    if has_data(fd)? {
+        return Ok(());
+    }
+    if wait == Wait::Never {
+        return Err(wait.expired());
+    }
+    // The watch first, then the look: a write between the two is not missed.
+    wait_data_with(fd, wait, watch_writes(fd))
+}
+
+/// [`wait_fifo_data`] past its first look, with `watch` (or sleeps where it is `None`).
+fn wait_data_with(fd: BorrowedFd<'_>, wait: Wait, watch: Option<OwnedFd>) -> Result<()> {
+    let mut nap = Duration::from_micros(50);
+    loop {
+        if has_data(fd)? {
+            return Ok(());
+        }
+        match &watch {
+            Some(ino) => {
+                super::fd::poll_one(ino.as_fd(), PollFlags::IN, wait)?;
+                drain_events(ino.as_fd());
+            }
+            None => {
+                std::thread::sleep(wait.slice(nap)?);
+                nap = (nap * 2).min(UNWATCHED_SLICE);
+            }
+        }
+    }
+}
+
+/// Whether the pipe open on `fd` holds bytes (`FIONREAD`: no `poll`, nothing read).
+fn has_data(fd: BorrowedFd<'_>) -> Result<bool> {
+    rustix::io::ioctl_fionread(fd)
+        .map(|n| n > 0)
+        .map_err(|e| Error::os("ioctl(FIONREAD)", e))
+}
+
+/// The longest sleep between two looks of [`wait_fifo_data`] without inotify.
+pub(crate) const UNWATCHED_SLICE: Duration = Duration::from_millis(10);
+
+/// An inotify descriptor watching the file open on `fd` for writes (`IN_MODIFY`, which the
+/// kernel sends after every `write` to a FIFO opened by path); `None` if that fails.
+/// Closing it removes the watch.
+fn watch_writes(fd: BorrowedFd<'_>) -> Option<OwnedFd> {
+    let ino = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok()?;
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    inotify::add_watch(&ino, path.as_str(), inotify::WatchFlags::MODIFY).ok()?;
+    Some(ino)
+}
+
+/// Reads the pending inotify events (their content does not matter), so the next poll
+/// sleeps until a new one.
+fn drain_events(ino: BorrowedFd<'_>) {
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = rustix::io::read(ino, &mut buf) {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn fifo(tag: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("{tag}.fifo"));
+        assert!(make_fifo(&path, 0o600).unwrap());
+        (dir, path)
+    }
+
+    /// Nothing there: `Never` says so at once, a deadline runs out; a write from another
+    /// thread ends the wait, through the inotify watch and through the sleeps without it.
+    #[test]
+    fn waits_for_data_without_polling_the_fifo() {
+        let (_dir, path) = fifo("wait");
+        let rx = open_fifo(&path, false).unwrap();
+        let tx = open_fifo(&path, true).unwrap();
+        assert!(matches!(
+            wait_fifo_data(rx.as_fd(), Wait::Never),
+            Err(Error::WouldBlock)
+        ));
+        let t0 = Instant::now();
+        let short = Wait::Until(Instant::now() + Duration::from_millis(30));
+        assert!(matches!(
+            wait_fifo_data(rx.as_fd(), short),
+            Err(Error::Timeout { .. })
+        ));
+        assert!(t0.elapsed() >= Duration::from_millis(30));
+        for watched in [true, false] {
+            let writer = {
+                let tx = tx.try_clone().unwrap();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(20));
+                    rustix::io::write(&tx, b"x").unwrap();
+                })
+            };
+            let watch = if watched {
+                watch_writes(rx.as_fd())
+            } else {
+                None
+            };
+            assert_eq!(watch.is_some(), watched, "inotify is available here");
+            let deadline = Wait::Until(Instant::now() + Duration::from_secs(10));
+            wait_data_with(rx.as_fd(), deadline, watch).unwrap();
+            writer.join().unwrap();
+            let mut b = [0u8; 4];
+            assert_eq!(rustix::io::read(&rx, &mut b).unwrap(), 1);
         }
     }
 }

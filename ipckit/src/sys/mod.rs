@@ -20,7 +20,7 @@ mod socket;
 pub use cpu::{allowed_cpus, pin_current_thread, pin_current_thread_to, pin_to_cpu};
 pub(crate) use cpu::{prefetch_read, prefetch_write};
 pub(crate) use fd::{poll_readable, set_cloexec, Dir, FdKind, IoFd};
-pub(crate) use fifo::{expect_fifo, make_fifo, open_fifo, remove_file_if};
+pub(crate) use fifo::{expect_fifo, make_fifo, open_fifo, remove_file_if, wait_fifo_data};
 #[cfg(test)]
 pub(crate) use file::fault;
 pub(crate) use file::{

@@ -276,4 +276,31 @@ mod loom_tests {
             locked(&m, |v| assert_eq!(*v, 11));
         });
     }
+
+    /// Two threads wait while a third holds the lock: each release wakes one of them, and
+    /// neither is left asleep.
+    #[test]
+    fn loom_writer_lock_wakes_every_waiter() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(2);
+        model.check(|| {
+            let m = Arc::new(Model {
+                state: AtomicU32::new(FREE),
+                sleepers: AtomicU32::new(0),
+                value: UnsafeCell::new(0),
+            });
+            let waiters: Vec<_> = [1, 10]
+                .into_iter()
+                .map(|add| {
+                    let m = m.clone();
+                    loom::thread::spawn(move || locked(&m, |v| *v += add))
+                })
+                .collect();
+            locked(&m, |v| *v += 100);
+            for w in waiters {
+                w.join().unwrap();
+            }
+            locked(&m, |v| assert_eq!(*v, 111));
+        });
+    }
 }

@@ -124,7 +124,7 @@ pub(crate) fn remove_file_if(path: &Path, kind: FileType) {
 /// A pipe that has been polled once makes every later write wake its readers, whether they
 /// wait or not (the kernel's `pipe->poll_usage`, since Linux 5.16, kept for the pipe's
 /// life). In C, one `poll` of a FIFO's read end before a 64-byte stream cut it from 1.4-1.6
-/// M to 0.94-1.14 M msg/s here (`/tmp/pollusage.c` in the eighteenth session, see
+/// M to 0.94-1.14 M msg/s here (`scripts/pollusage.c`, see
 /// docs/BENCHMARKS.md). So this counts the bytes there (`FIONREAD`, which polls nothing)
 /// and sleeps on an inotify watch of the FIFO's inode for writes; where inotify is not to
 /// be had (no `/proc`, the per-user instance limit), it sleeps in slices of up to

@@ -140,17 +140,15 @@ impl IoFd {
                     r => return Some(r),
                 },
                 // The descriptor stays blocking (switching it costs two system calls): ask
-                // poll whether a read would return at once.
-                FdKind::Other => {
-                    let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
-                    let zero = Timespec {
-                        tv_sec: 0,
-                        tv_nsec: 0,
-                    };
-                    if let Ok(1..) = rustix::event::poll(&mut fds, Some(&zero)) {
-                        return None;
-                    }
-                }
+                // how many bytes are there. Not `poll`: a pipe polled once makes every later
+                // write wake its readers (`sys::wait_fifo_data`). A descriptor that cannot
+                // say blocks at once; with its writer gone nothing is there, so the read
+                // that follows the budget sees the end.
+                FdKind::Other => match rustix::io::ioctl_fionread(&self.fd) {
+                    Ok(1..) => return None,
+                    Ok(0) => {}
+                    Err(_) => return None,
+                },
             }
             round += 1;
             if start.elapsed() >= budget {
@@ -304,5 +302,42 @@ pub(crate) fn poll_readable(fds: &[BorrowedFd<'_>], wait: Wait) -> Result<()> {
             Err(Errno::INTR) => continue,
             Err(e) => return Err(Error::os("poll", e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A pipe read that spins first takes a message that comes during the spin, one that
+    /// comes after it (blocking), and the end once the writer is gone.
+    #[test]
+    fn a_spinning_pipe_read_takes_data_and_the_end() {
+        let (rx, tx) = rustix::pipe::pipe().unwrap();
+        let mut io = IoFd::new(rx, FdKind::Other, false).with_read_spin(Duration::from_millis(5));
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_micros(500));
+            rustix::io::write(&tx, b"in the spin").unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+            rustix::io::write(&tx, b"after it").unwrap();
+        });
+        let mut buf = [0u8; 32];
+        let mut read = |io: &mut IoFd| {
+            io.io(Dir::Read, Wait::Forever, |fd, _| {
+                rustix::io::read(fd, &mut buf)
+            })
+            .unwrap()
+            .unwrap()
+        };
+        assert_eq!(read(&mut io), 11);
+        let t0 = Instant::now();
+        assert_eq!(read(&mut io), 8);
+        assert!(
+            t0.elapsed() >= Duration::from_millis(5),
+            "waited past the spin"
+        );
+        writer.join().unwrap();
+        assert_eq!(read(&mut io), 0, "the writer is gone");
     }
 }

@@ -110,6 +110,12 @@ impl<T> WriterLock<T> {
         }
     }
 
+    /// What `sys::register_light_side` said for this process (given to `new`).
+    #[inline]
+    pub(crate) fn light(&self) -> bool {
+        self.light
+    }
+
     /// Takes the lock, waiting as long as another thread holds it.
     pub(crate) fn lock(&self) -> WriterGuard<'_, T> {
         if !try_take(&self.state) {

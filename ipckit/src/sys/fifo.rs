@@ -1,5 +1,6 @@
 //! Named pipes (FIFOs) in the file system.
 
+use std::cell::OnceCell;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
@@ -141,21 +142,19 @@ pub(crate) fn wait_fifo_data(fd: BorrowedFd<'_>, wait: Wait) -> Result<()> {
 }
 
 /// [`wait_fifo_data`] past its first look, with `watch` (or sleeps where it is `None`).
-fn wait_data_with(fd: BorrowedFd<'_>, wait: Wait, watch: Option<OwnedFd>) -> Result<()> {
+fn wait_data_with(fd: BorrowedFd<'_>, wait: Wait, watch: Option<Watch>) -> Result<()> {
     let mut nap = Duration::from_micros(50);
     loop {
         if has_data(fd)? {
             return Ok(());
         }
-        match &watch {
-            Some(ino) => {
-                super::fd::poll_one(ino.as_fd(), PollFlags::IN, wait)?;
-                drain_events(ino.as_fd());
-            }
-            None => {
-                std::thread::sleep(wait.slice(nap)?);
-                nap = (nap * 2).min(UNWATCHED_SLICE);
-            }
+        let watched = match &watch {
+            Some(w) => w.sleep(wait)?,
+            None => false,
+        };
+        if !watched {
+            std::thread::sleep(wait.slice(nap)?);
+            nap = (nap * 2).min(UNWATCHED_SLICE);
         }
     }
 }
@@ -170,14 +169,68 @@ fn has_data(fd: BorrowedFd<'_>) -> Result<bool> {
 /// The longest sleep between two looks of [`wait_fifo_data`] without inotify.
 pub(crate) const UNWATCHED_SLICE: Duration = Duration::from_millis(10);
 
-/// An inotify descriptor watching the file open on `fd` for writes (`IN_MODIFY`, which the
-/// kernel sends after every `write` to a FIFO opened by path); `None` if that fails.
-/// Closing it removes the watch.
-fn watch_writes(fd: BorrowedFd<'_>) -> Option<OwnedFd> {
-    let ino = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok()?;
+std::thread_local! {
+    /// The calling thread's inotify instance for [`wait_fifo_data`], made on first use and
+    /// kept for the thread's life, between waits without a watch. Closing an instance that
+    /// has held a watch waits for the kernel's mark reaper (an SRCU grace period): 5-15 ms
+    /// per `close` here (`strace -T` of a FIFO accept that had to wait, and a C loop),
+    /// against about 10 us to remove the watch and keep the instance. One instance per
+    /// thread, not per process, so no thread reads another's events.
+    static WATCHER: OnceCell<OwnedFd> = const { OnceCell::new() };
+}
+
+/// Runs `f` on the thread's inotify instance, made on first use; `None` if there is none to
+/// be had (no inotify, the per-user limit of instances, the thread exiting).
+fn with_watcher<R>(f: impl FnOnce(BorrowedFd<'_>) -> R) -> Option<R> {
+    WATCHER
+        .try_with(|cell| {
+            if cell.get().is_none() {
+                let flags = inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK;
+                let _ = cell.set(inotify::init(flags).ok()?);
+            }
+            cell.get().map(|ino| f(ino.as_fd()))
+        })
+        .ok()
+        .flatten()
+}
+
+/// A watch for writes to one file on the thread's inotify instance; dropping it removes the
+/// watch (the instance stays).
+struct Watch {
+    wd: i32,
+}
+
+impl Watch {
+    /// Sleeps until the watched file is written to or `wait` runs out. `Ok(false)`: the
+    /// instance is gone (the thread exiting), nothing was waited for.
+    fn sleep(&self, wait: Wait) -> Result<bool> {
+        with_watcher(|ino| {
+            let woke = super::fd::poll_one(ino, PollFlags::IN, wait);
+            drain_events(ino);
+            woke.map(|_| true)
+        })
+        .unwrap_or(Ok(false))
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        with_watcher(|ino| {
+            let _ = inotify::remove_watch(ino, self.wd);
+            // Whatever the watch queued, and the `IN_IGNORED` its removal queues.
+            drain_events(ino);
+        });
+    }
+}
+
+/// A watch on the thread's inotify instance for writes to the file open on `fd`
+/// (`IN_MODIFY`, which the kernel sends after every `write` to a pipe or FIFO); `None` if
+/// that fails (no inotify, no `/proc`, the per-user limits of instances and watches).
+fn watch_writes(fd: BorrowedFd<'_>) -> Option<Watch> {
     let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    inotify::add_watch(&ino, path.as_str(), inotify::WatchFlags::MODIFY).ok()?;
-    Some(ino)
+    with_watcher(|ino| inotify::add_watch(ino, path.as_str(), inotify::WatchFlags::MODIFY).ok())
+        .flatten()
+        .map(|wd| Watch { wd })
 }
 
 /// Reads the pending inotify events (their content does not matter), so the next poll
@@ -241,5 +294,44 @@ mod tests {
             let mut b = [0u8; 4];
             assert_eq!(rustix::io::read(&rx, &mut b).unwrap(), 1);
         }
+    }
+
+    /// A wait that slept keeps the thread's inotify instance (closing it would wait for the
+    /// kernel's mark reaper) and takes its watch off: later writes queue nothing.
+    #[test]
+    fn a_wait_keeps_the_instance_and_drops_the_watch() {
+        let (_dir, path) = fifo("keep");
+        let rx = open_fifo(&path, false).unwrap();
+        let tx = open_fifo(&path, true).unwrap();
+        let instance = || WATCHER.with(|c| c.get().map(|fd| fd.as_raw_fd()));
+        let mut seen = None;
+        for _ in 0..3 {
+            let writer = {
+                let tx = tx.try_clone().unwrap();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(5));
+                    rustix::io::write(&tx, b"x").unwrap();
+                })
+            };
+            wait_fifo_data(
+                rx.as_fd(),
+                Wait::Until(Instant::now() + Duration::from_secs(10)),
+            )
+            .unwrap();
+            writer.join().unwrap();
+            let mut b = [0u8; 4];
+            assert_eq!(rustix::io::read(&rx, &mut b).unwrap(), 1);
+            let now = instance();
+            assert!(now.is_some(), "the thread keeps its instance");
+            assert!(
+                seen.is_none() || seen == now,
+                "the same instance every time"
+            );
+            seen = now;
+        }
+        rustix::io::write(&tx, b"y").unwrap();
+        let mut buf = [0u8; 256];
+        let queued = with_watcher(|ino| rustix::io::read(ino, &mut buf)).unwrap();
+        assert_eq!(queued, Err(Errno::AGAIN), "no watch is left on the FIFO");
     }
 }

@@ -42,7 +42,9 @@
 //! calls on its data path; a FIFO listener's `accept` does not poll the FIFO (it counts the
 //! bytes there and sleeps on an inotify watch of it), and neither does anything else unless
 //! asked to wait with a limit. The async connections (`aio`) register pipes with epoll,
-//! which counts as a `poll`.
+//! which counts as a `poll`. A thread that has waited in a FIFO `accept` keeps one inotify
+//! descriptor (close-on-exec) until it exits: closing an instance that has held a watch
+//! takes the kernel 5-15 ms, removing the watch about 10 us.
 
 mod fifo;
 

@@ -1249,6 +1249,9 @@ struct LocalSubscriber {
     burst: u32,
     /// Drops of attachments already gone.
     past_drops: u64,
+    /// Whether an attachment's node has left (`scan` found it gone): only then does an
+    /// empty look go through `atts` for ones whose messages have all been read.
+    any_gone: bool,
     delivered: u64,
     corrupted: u64,
 }
@@ -1288,6 +1291,7 @@ impl LocalSubscriber {
             asleep: false,
             burst: 0,
             past_drops: 0,
+            any_gone: false,
             delivered: 0,
             corrupted: 0,
         };
@@ -1338,6 +1342,7 @@ impl LocalSubscriber {
                 .any(|v| v.node_id == a.node_id && v.idx == a.entry)
             {
                 a.gone = true;
+                self.any_gone = true;
             }
         }
         self.seen
@@ -1652,6 +1657,9 @@ impl LocalSubscriber {
             }
         }
         // Publishers that left and whose messages have all been read.
+        if !self.any_gone {
+            return Ok(0);
+        }
         let before = self.atts.len();
         let mut past = 0;
         self.atts.retain(|a| {
@@ -1665,6 +1673,7 @@ impl LocalSubscriber {
         if self.atts.len() != before {
             self.next = 0;
         }
+        self.any_gone = self.atts.iter().any(|a| a.gone);
         Ok(0)
     }
 
@@ -1989,6 +1998,44 @@ mod tests {
             longer.push(0);
             assert!(!same_bytes(&a, &longer), "length {n} against {}", n + 1);
         }
+    }
+
+    /// A publisher that leaves is let go once its last message has been read (its drops
+    /// stay counted); until one leaves, an empty look does not go through the attachments
+    /// for gone ones.
+    #[test]
+    fn a_gone_publisher_is_let_go_after_its_last_message() {
+        let u = url("gone");
+        let bus = LocalBus::open(&u).unwrap();
+        let opts = SubscribeOptions {
+            depth: 2,
+            overflow: Overflow::DropOldest,
+        };
+        let mut sub = bus.subscribe_with("g", opts).unwrap();
+        let publisher = LocalBus::open(&u).unwrap();
+        for i in 0..5u8 {
+            publisher.publish("g", &[i]).unwrap();
+        }
+        let mut m = Message::default();
+        sub.recv_into_with(&mut m, Wait::Never).unwrap();
+        assert_eq!(m.payload(), [3]);
+        // The publisher's node, and the subscriber's own (which may publish on `g` too).
+        let attached = sub.atts.len();
+        assert!(!sub.any_gone);
+        drop(publisher);
+        sub.recv_into_with(&mut m, Wait::Never).unwrap();
+        assert_eq!(
+            m.payload(),
+            [4],
+            "a gone publisher's last messages are still read"
+        );
+        assert!(sub.any_gone);
+        assert!(matches!(
+            sub.recv_into_with(&mut m, Wait::Never),
+            Err(Error::WouldBlock)
+        ));
+        assert_eq!((sub.atts.len(), sub.any_gone), (attached - 1, false));
+        assert_eq!(sub.drops(), 3, "its drops stay counted");
     }
 
     #[test]

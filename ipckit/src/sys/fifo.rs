@@ -1,6 +1,6 @@
 //! Named pipes (FIFOs) in the file system.
 
-use std::cell::OnceCell;
+use std::cell::Cell;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use rustix::event::PollFlags;
 use rustix::fs::inotify;
 use rustix::fs::{FileType, Mode, OFlags, CWD};
 use rustix::io::Errno;
+use rustix::process::Pid;
 
 use crate::error::{Error, Result};
 use crate::transport::Wait;
@@ -176,19 +177,39 @@ std::thread_local! {
     /// per `close` here (`strace -T` of a FIFO accept that had to wait, and a C loop),
     /// against about 10 us to remove the watch and keep the instance. One instance per
     /// thread, not per process, so no thread reads another's events.
-    static WATCHER: OnceCell<OwnedFd> = const { OnceCell::new() };
+    static WATCHER: Cell<Option<Watcher>> = const { Cell::new(None) };
 }
 
-/// Runs `f` on the thread's inotify instance, made on first use; `None` if there is none to
-/// be had (no inotify, the per-user limit of instances, the thread exiting).
+/// An inotify instance and the process that made it. A child made by `fork` inherits the
+/// forking thread's instance; shared with the parent, each could read (and drain) the
+/// other's events and sleep through its own wake-up, so the child makes its own.
+struct Watcher {
+    ino: OwnedFd,
+    pid: Pid,
+}
+
+/// Runs `f` on the thread's inotify instance, made on first use (and again in a child made
+/// by `fork`); `None` if there is none to be had (no inotify, the per-user limit of
+/// instances, the thread exiting).
 fn with_watcher<R>(f: impl FnOnce(BorrowedFd<'_>) -> R) -> Option<R> {
     WATCHER
         .try_with(|cell| {
-            if cell.get().is_none() {
-                let flags = inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK;
-                let _ = cell.set(inotify::init(flags).ok()?);
-            }
-            cell.get().map(|ino| f(ino.as_fd()))
+            let pid = rustix::process::getpid();
+            // An inherited instance is closed here, in this process only: the parent's
+            // stays open, and this close does not wait for the reaper.
+            let w = match cell.take() {
+                Some(w) if w.pid == pid => w,
+                _ => {
+                    let flags = inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK;
+                    Watcher {
+                        ino: inotify::init(flags).ok()?,
+                        pid,
+                    }
+                }
+            };
+            let r = f(w.ino.as_fd());
+            cell.set(Some(w));
+            Some(r)
         })
         .ok()
         .flatten()
@@ -296,6 +317,33 @@ mod tests {
         }
     }
 
+    /// The thread's instance as it is, without making one: its descriptor and maker.
+    fn current_watcher() -> Option<(i32, Pid)> {
+        WATCHER.with(|c| {
+            let w = c.take();
+            let seen = w.as_ref().map(|w| (w.ino.as_raw_fd(), w.pid));
+            c.set(w);
+            seen
+        })
+    }
+
+    /// An instance made by another process (what a child made by `fork` finds in its
+    /// thread) is not used: this process makes its own.
+    #[test]
+    fn an_inherited_instance_is_replaced() {
+        let me = rustix::process::getpid();
+        assert!(with_watcher(|_| ()).is_some(), "inotify is available here");
+        let other = Pid::from_raw(me.as_raw_nonzero().get() ^ 1).unwrap();
+        WATCHER.with(|c| {
+            let mut w = c.take().unwrap();
+            w.pid = other;
+            c.set(Some(w));
+        });
+        assert_eq!(current_watcher().map(|(_, pid)| pid), Some(other));
+        assert!(with_watcher(|_| ()).is_some());
+        assert_eq!(current_watcher().map(|(_, pid)| pid), Some(me));
+    }
+
     /// A wait that slept keeps the thread's inotify instance (closing it would wait for the
     /// kernel's mark reaper) and takes its watch off: later writes queue nothing.
     #[test]
@@ -303,7 +351,7 @@ mod tests {
         let (_dir, path) = fifo("keep");
         let rx = open_fifo(&path, false).unwrap();
         let tx = open_fifo(&path, true).unwrap();
-        let instance = || WATCHER.with(|c| c.get().map(|fd| fd.as_raw_fd()));
+        let instance = || current_watcher().map(|(fd, _)| fd);
         let mut seen = None;
         for _ in 0..3 {
             let writer = {

@@ -43,8 +43,10 @@
 //! bytes there and sleeps on an inotify watch of it), and neither does anything else unless
 //! asked to wait with a limit. The async connections (`aio`) register pipes with epoll,
 //! which counts as a `poll`. A thread that has waited in a FIFO `accept` keeps one inotify
-//! descriptor (close-on-exec) until it exits: closing an instance that has held a watch
-//! takes the kernel 5-15 ms, removing the watch about 10 us.
+//! instance (a close-on-exec descriptor, counted against `fs.inotify.max_user_instances`,
+//! 128 by default; past it, `accept` sleeps in slices of up to 10 ms instead) until it
+//! exits: closing an instance that has held a watch takes the kernel 5-15 ms, removing the
+//! watch about 10 us.
 
 mod fifo;
 

@@ -149,13 +149,12 @@ fn wait_data_with(fd: BorrowedFd<'_>, wait: Wait, watch: Option<Watch>) -> Resul
         if has_data(fd)? {
             return Ok(());
         }
-        let watched = match &watch {
+        match &watch {
             Some(w) => w.sleep(wait)?,
-            None => false,
-        };
-        if !watched {
-            std::thread::sleep(wait.slice(nap)?);
-            nap = (nap * 2).min(UNWATCHED_SLICE);
+            None => {
+                std::thread::sleep(wait.slice(nap)?);
+                nap = (nap * 2).min(UNWATCHED_SLICE);
+            }
         }
     }
 }
@@ -168,7 +167,7 @@ fn has_data(fd: BorrowedFd<'_>) -> Result<bool> {
 }
 
 /// The longest sleep between two looks of [`wait_fifo_data`] without inotify.
-pub(crate) const UNWATCHED_SLICE: Duration = Duration::from_millis(10);
+const UNWATCHED_SLICE: Duration = Duration::from_millis(10);
 
 std::thread_local! {
     /// The calling thread's inotify instance for [`wait_fifo_data`], made on first use and
@@ -224,15 +223,20 @@ struct Watch {
 }
 
 impl Watch {
-    /// Sleeps until the watched file is written to or `wait` runs out. `Ok(false)`: the
-    /// instance is gone (the thread exiting), nothing was waited for.
-    fn sleep(&self, wait: Wait) -> Result<bool> {
-        with_watcher(|ino| {
+    /// Sleeps until the watched file is written to or `wait` runs out (one slice, if the
+    /// thread's instance is gone: only while the thread exits).
+    fn sleep(&self, wait: Wait) -> Result<()> {
+        match with_watcher(|ino| {
             let woke = super::fd::poll_one(ino, PollFlags::IN, wait);
             drain_events(ino);
-            woke.map(|_| true)
-        })
-        .unwrap_or(Ok(false))
+            woke.map(drop)
+        }) {
+            Some(woke) => woke,
+            None => {
+                std::thread::sleep(wait.slice(UNWATCHED_SLICE)?);
+                Ok(())
+            }
+        }
     }
 }
 

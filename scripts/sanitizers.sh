@@ -9,6 +9,7 @@
 #   scripts/sanitizers.sh tsan -- queue::   # extra arguments go to the test binary
 #   scripts/sanitizers.sh asan-tests         # ASan over every test of ipckit, the
 #                                            # multi-process integration tests included
+#   scripts/sanitizers.sh tsan-tests         # TSan over the same tests
 #
 # asan-tests builds the helper binaries the integration tests spawn with ASan too; every
 # process writes its reports to a directory (log_path), and any report fails the run, so a
@@ -75,9 +76,28 @@ case "$which" in
       failed=1
     fi
     ;;
+  tsan-tests)
+    # TSan over the integration tests too: their client and server threads share rings,
+    # queues and buses inside one process, where TSan can see both sides.
+    reports=$(mktemp -d /tmp/ipckit-tsan-reports.XXXXXX)
+    started=$SECONDS
+    echo "== tsan-tests: cargo +nightly test -p ipckit --tests --all-features (reports in $reports)"
+    if TSAN_OPTIONS="suppressions=$supp/tsan.supp:halt_on_error=0:second_deadlock_stack=1:log_path=$reports/tsan" \
+        CARGO_TARGET_DIR="$base-tsan" RUSTFLAGS="-Zsanitizer=thread -Cdebuginfo=1" \
+        RUSTDOCFLAGS="-Zsanitizer=thread" \
+        cargo +nightly test -Zbuild-std --target "$host" -p ipckit --tests --all-features \
+        -- "${test_args[@]}" &&
+      [ -z "$(ls -A "$reports")" ]; then
+      echo "== tsan-tests: clean ($((SECONDS - started)) s)"
+      rmdir "$reports"
+    else
+      echo "== tsan-tests: FAILED ($((SECONDS - started)) s); reports: $(ls "$reports" | wc -l) in $reports"
+      failed=1
+    fi
+    ;;
   asan | tsan | all) ;;
   *)
-    echo "usage: $0 [asan|tsan|all|asan-tests] [-- TEST ARGS]" >&2
+    echo "usage: $0 [asan|tsan|all|asan-tests|tsan-tests] [-- TEST ARGS]" >&2
     exit 2
     ;;
 esac

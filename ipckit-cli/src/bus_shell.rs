@@ -16,6 +16,9 @@ use ipckit::bus::{Bus, Pattern, Peer};
 
 use crate::error::{CliError, IpcContext};
 
+/// How often `bus pub` looks whether its subscribers have attached, or read everything.
+const LOOK: Duration = Duration::from_millis(1);
+
 /// One of `ipckit bus pub|sub|req|ls`, its options parsed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum BusShell {
@@ -282,9 +285,11 @@ fn wait_for_peer(bus: &Bus, until: Instant, cond: impl Fn(&Peer) -> bool) -> boo
 }
 
 fn matches_any(patterns: &[String], topic: &str) -> bool {
-    patterns
-        .iter()
-        .any(|p| Pattern::parse(p).is_ok_and(|p| p.matches(topic)))
+    patterns.iter().any(|p| matches(p, topic))
+}
+
+fn matches(pattern: &str, topic: &str) -> bool {
+    Pattern::parse(pattern).is_ok_and(|p| p.matches(topic))
 }
 
 fn publish(
@@ -295,20 +300,30 @@ fn publish(
     linger: Duration,
 ) -> Result<(), CliError> {
     let bus = open(url)?;
-    if bus.backend().is_none() {
-        // bus://local: gives subscribers that are starting at the same moment a chance to see
-        // this node before it publishes (they read nodes from the moment they see them).
-        sleep(wait);
-    } else {
-        // Elsewhere: until a subscriber of the topic is seen, at most `wait`.
-        let me = bus.node_id();
-        wait_for_peer(&bus, Instant::now() + wait, |p| {
-            p.node_id != me && matches_any(&p.subscribes, topic)
-        });
-    }
-    let send = |msg: &[u8]| {
+    // Until a subscriber of the topic is seen, at most `wait`. On bus://local a subscriber
+    // that is already there reads this node's messages from the first one on the topic,
+    // however late it looks; the wait is for subscribers that are still starting.
+    let me = bus.node_id();
+    wait_for_peer(&bus, Instant::now() + wait, |p| {
+        p.node_id != me && matches_any(&p.subscribes, topic)
+    });
+    let local = bus.backend().is_none();
+    let mut first = true;
+    let mut send = |msg: &[u8]| {
         bus.publish(topic, msg)
-            .doing(|| format!("cannot publish on {topic}"))
+            .doing(|| format!("cannot publish on {topic}"))?;
+        if first && local {
+            // A bus://local subscriber attaches to this node's ring when it sees the topic in
+            // the node's catalog, that is after the first message, and reads from it on. Until
+            // it has, a `block` subscription cannot hold the publisher back, and a burst
+            // longer than the ring would overrun it: wait for the subscribers seen (at most
+            // `wait`).
+            first = false;
+            wait_until(Instant::now() + wait, || {
+                attached_and_read(&bus, topic, false)
+            });
+        }
+        Ok::<(), CliError>(())
     };
     match message {
         Some(text) if text != "-" => send(text.as_bytes())?,
@@ -324,8 +339,39 @@ fn publish(
     }
     // Subscribers may still be reading our ring (or zenoh sending): it goes away with this
     // process.
-    sleep(linger);
+    if local {
+        wait_until(Instant::now() + linger, || {
+            attached_and_read(&bus, topic, true)
+        });
+    } else {
+        sleep(linger);
+    }
     Ok(())
+}
+
+/// bus://local: whether every subscription of `topic` that the registry lists has attached
+/// to this node's ring (and, with `read`, has read all of it).
+fn attached_and_read(bus: &Bus, topic: &str, read: bool) -> bool {
+    let me = bus.node_id();
+    let expected: usize = bus
+        .peers()
+        .iter()
+        .filter(|p| p.node_id != me)
+        .map(|p| p.subscribes.iter().filter(|s| matches(s, topic)).count())
+        .sum();
+    let readers = bus.stats().readers;
+    readers.len() >= expected && (!read || readers.iter().all(|r| r.lag == 0))
+}
+
+/// Looks at `done` every [`LOOK`] until it holds or `until` passes.
+fn wait_until(until: Instant, mut done: impl FnMut() -> bool) {
+    while !done() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        sleep(left.min(LOOK));
+    }
 }
 
 fn sleep(d: Duration) {
@@ -356,6 +402,7 @@ fn subscribe(
         let msg = match sub.recv_with(wait) {
             Ok(m) => m,
             Err(ipckit::Error::Timeout { .. }) => {
+                report_drops(&sub);
                 return match count {
                     Some(expected) => Err(CliError::Incomplete {
                         received: got,
@@ -363,7 +410,7 @@ fn subscribe(
                         why: "timed out",
                     }),
                     None => Ok(()),
-                }
+                };
             }
             Err(ipckit::Error::Corrupted(why)) => {
                 eprintln!("ipckit: skipped a malformed message: {why}");
@@ -385,13 +432,20 @@ fn subscribe(
                 source,
             })?;
     }
+    report_drops(&sub);
+    Ok(())
+}
+
+/// Says on standard error how many messages the subscription dropped, if any (also when it
+/// ends short of `--count`: drops are the likely reason).
+fn report_drops(sub: &ipckit::bus::Subscriber) {
     if sub.drops() > 0 {
         eprintln!(
-            "ipckit: {} messages dropped (subscription full)",
+            "ipckit: {} messages dropped (subscription full; ?depth=N or ?overflow=block in the \
+             URL keeps more)",
             sub.drops()
         );
     }
-    Ok(())
 }
 
 fn request(url: &str, topic: &str, message: &str, timeout: Duration) -> Result<(), CliError> {

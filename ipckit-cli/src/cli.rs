@@ -102,11 +102,12 @@ pub struct BusPubArgs {
     pub topic: String,
     /// The message; `-` or nothing: one message per line of standard input.
     pub message: Option<String>,
-    /// Wait this long after joining before publishing (lets starting subscribers see us; on
-    /// bus://zenoh: at most this long, until a subscriber of the topic is seen).
+    /// Before publishing, wait at most this long for a subscriber of the topic to be seen
+    /// (lets subscribers that are starting find us).
     #[arg(long, value_name = "SECS", default_value = "0.2", value_parser = parse_seconds)]
     pub wait: Duration,
-    /// Stay this long after the last message (subscribers read from our ring).
+    /// After the last message, stay at most this long for subscribers to read it (on
+    /// bus://local, until every subscriber of the topic has read all; elsewhere, this long).
     #[arg(long, value_name = "SECS", default_value = "0.2", value_parser = parse_seconds)]
     pub linger: Duration,
 }

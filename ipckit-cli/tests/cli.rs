@@ -320,6 +320,92 @@ fn help_is_available_everywhere() {
     assert!(!String::from_utf8_lossy(&top.stdout).contains("bench-peer"));
 }
 
+/// `n` numbered lines, "1\n" to "n\n".
+fn numbered_lines(n: usize) -> Vec<u8> {
+    (1..=n)
+        .map(|i| format!("{i}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// `bus pub` waits for the subscriber to be seen and stays until it has read every message:
+/// with a `block` subscription nothing is lost, in order.
+#[test]
+fn bus_pub_waits_for_its_subscriber_and_stays_until_all_is_read() {
+    let url = format!(
+        "bus://local/cli-all-{}?overflow=block&depth=256",
+        std::process::id()
+    );
+    let n = 300;
+    let sub = Running::start(
+        &mut ipckit(&[
+            "bus",
+            "sub",
+            &url,
+            "t/**",
+            "-q",
+            "--count",
+            "300",
+            "--timeout",
+            "30",
+        ]),
+        None,
+    );
+    let publ = run(
+        &[
+            "bus", "pub", &url, "t/x", "-", "--wait", "20", "--linger", "20",
+        ],
+        Some(&numbered_lines(n)),
+    );
+    assert_success(&publ, "bus pub");
+    let sub = sub.finish();
+    assert_success(&sub, "bus sub");
+    assert_eq!(sub.stdout, numbered_lines(n), "every message, in order");
+}
+
+/// A subscription that overflows (drop-oldest, depth 1) accounts for every message: each is
+/// printed or counted in the "messages dropped" line, also when `sub` ends short of --count.
+#[test]
+fn bus_sub_reports_what_its_full_subscription_dropped() {
+    let url = format!("bus://local/cli-drop-{}?depth=1", std::process::id());
+    let n = 2000;
+    let sub = Running::start(
+        &mut ipckit(&[
+            "bus",
+            "sub",
+            &url,
+            "t/**",
+            "-q",
+            "--count",
+            "2000",
+            "--timeout",
+            "3",
+        ]),
+        None,
+    );
+    let publ = run(
+        &[
+            "bus", "pub", &url, "t/x", "-", "--wait", "20", "--linger", "5",
+        ],
+        Some(&numbered_lines(n)),
+    );
+    assert_success(&publ, "bus pub");
+    let sub = sub.finish();
+    let got = String::from_utf8_lossy(&sub.stdout).lines().count();
+    if got == n {
+        assert_success(&sub, "bus sub");
+        assert!(!sub.stderr.contains("dropped"), "{}", sub.stderr);
+    } else {
+        assert!(!sub.status.success(), "short of --count: {}", sub.stderr);
+        let dropped = format!("ipckit: {} messages dropped", n - got);
+        assert!(
+            sub.stderr.contains(&dropped),
+            "{got} printed: {}",
+            sub.stderr
+        );
+    }
+}
+
 const ALL_MECHS: [&str; 7] = [
     "pipe",
     "fifo",

@@ -285,11 +285,9 @@ fn wait_for_peer(bus: &Bus, until: Instant, cond: impl Fn(&Peer) -> bool) -> boo
 }
 
 fn matches_any(patterns: &[String], topic: &str) -> bool {
-    patterns.iter().any(|p| matches(p, topic))
-}
-
-fn matches(pattern: &str, topic: &str) -> bool {
-    Pattern::parse(pattern).is_ok_and(|p| p.matches(topic))
+    patterns
+        .iter()
+        .any(|p| Pattern::parse(p).is_ok_and(|p| p.matches(topic)))
 }
 
 fn publish(
@@ -300,30 +298,24 @@ fn publish(
     linger: Duration,
 ) -> Result<(), CliError> {
     let bus = open(url)?;
-    // Until a subscriber of the topic is seen, at most `wait`. On bus://local a subscriber
-    // that is already there reads this node's messages from the first one on the topic,
-    // however late it looks; the wait is for subscribers that are still starting.
+    // Until a subscriber of the topic is seen, at most `wait`: the wait is for subscribers
+    // that are still starting.
     let me = bus.node_id();
-    wait_for_peer(&bus, Instant::now() + wait, |p| {
+    let until = Instant::now() + wait;
+    wait_for_peer(&bus, until, |p| {
         p.node_id != me && matches_any(&p.subscribes, topic)
     });
     let local = bus.backend().is_none();
-    let mut first = true;
-    let mut send = |msg: &[u8]| {
+    if local {
+        // A subscriber that was there before this node reads its ring from the first
+        // message, but attaches only when it next looks at the registry. Until then a
+        // `block` subscription cannot hold this node back, and a burst longer than the ring
+        // would overrun it (counted as drops): wait for the subscriptions seen to attach.
+        wait_until(until, || attached_and_read(&bus, false));
+    }
+    let send = |msg: &[u8]| {
         bus.publish(topic, msg)
-            .doing(|| format!("cannot publish on {topic}"))?;
-        if first && local {
-            // A bus://local subscriber attaches to this node's ring when it sees the topic in
-            // the node's catalog, that is after the first message, and reads from it on. Until
-            // it has, a `block` subscription cannot hold the publisher back, and a burst
-            // longer than the ring would overrun it: wait for the subscribers seen (at most
-            // `wait`).
-            first = false;
-            wait_until(Instant::now() + wait, || {
-                attached_and_read(&bus, topic, false)
-            });
-        }
-        Ok::<(), CliError>(())
+            .doing(|| format!("cannot publish on {topic}"))
     };
     match message {
         Some(text) if text != "-" => send(text.as_bytes())?,
@@ -340,24 +332,23 @@ fn publish(
     // Subscribers may still be reading our ring (or zenoh sending): it goes away with this
     // process.
     if local {
-        wait_until(Instant::now() + linger, || {
-            attached_and_read(&bus, topic, true)
-        });
+        wait_until(Instant::now() + linger, || attached_and_read(&bus, true));
     } else {
         sleep(linger);
     }
     Ok(())
 }
 
-/// bus://local: whether every subscription of `topic` that the registry lists has attached
-/// to this node's ring (and, with `read`, has read all of it).
-fn attached_and_read(bus: &Bus, topic: &str, read: bool) -> bool {
+/// bus://local: whether as many subscriptions as the other nodes have declared have attached
+/// to this node's ring (each reads every node's ring, whatever its pattern) and, with
+/// `read`, have read all of it.
+fn attached_and_read(bus: &Bus, read: bool) -> bool {
     let me = bus.node_id();
     let expected: usize = bus
         .peers()
         .iter()
         .filter(|p| p.node_id != me)
-        .map(|p| p.subscribes.iter().filter(|s| matches(s, topic)).count())
+        .map(|p| p.subscribes.len() + p.serves.len())
         .sum();
     let readers = bus.stats().readers;
     readers.len() >= expected && (!read || readers.iter().all(|r| r.lag == 0))

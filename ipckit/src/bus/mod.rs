@@ -732,10 +732,18 @@ impl LocalBus {
     /// publish from now on.
     pub fn subscribe_with(&self, pattern: &str, opts: SubscribeOptions) -> Result<LocalSubscriber> {
         let pattern = Pattern::parse(pattern)?;
-        if !pattern.as_str().starts_with(topic::RESERVED_PREFIX) {
-            self.shared.declare(CAT_SUBSCRIBE, pattern.as_str())?;
+        let declare = !pattern.as_str().starts_with(topic::RESERVED_PREFIX);
+        let text = pattern.as_str().to_owned();
+        // Attached to the publishers there first, declared after: a publisher that sees the
+        // declaration and then publishes is read from then on. (Declared first, a message
+        // published between the two was before the subscriber's start and lost unseen.)
+        let sub = LocalSubscriber::new(self.shared.clone(), pattern, opts, &[KIND_MESSAGE])?;
+        #[cfg(test)]
+        tests::SUBSCRIBE_GAP.with(|gap| std::thread::sleep(gap.get()));
+        if declare {
+            self.shared.declare(CAT_SUBSCRIBE, &text)?;
         }
-        LocalSubscriber::new(self.shared.clone(), pattern, opts, &[KIND_MESSAGE])
+        Ok(sub)
     }
 
     /// Answers requests on `pattern` with `handler` on a thread of its own until the returned
@@ -1896,6 +1904,58 @@ mod tests {
         assert_eq!(one.recv_timeout(t).unwrap().payload(), b"1");
         assert!(matches!(one.try_recv(), Err(Error::WouldBlock)));
         assert!(matches!(all.try_recv(), Err(Error::WouldBlock)));
+    }
+
+    thread_local! {
+        /// A pause `subscribe_with` makes (on this thread) between its two steps, attaching
+        /// to the publishers there and declaring itself: what a slow first subscription of a
+        /// process (registering for `membarrier` can take milliseconds) looks like.
+        pub(super) static SUBSCRIBE_GAP: std::cell::Cell<Duration> =
+            const { std::cell::Cell::new(Duration::ZERO) };
+    }
+
+    /// A publisher that sees a subscription declared and publishes at once is read: the
+    /// subscription attaches to the publishers already there before it declares itself. (The
+    /// other way round, a message published in between fell before the subscription's start
+    /// and was lost without a drop counted; `ipckit bus pub`, which waits for a subscriber to
+    /// be seen, lost the start of a 300-message burst this way.) The publisher looks for the
+    /// declaration in a tight loop; the subscription pauses between its steps.
+    #[test]
+    fn a_publisher_that_sees_a_subscription_declared_is_read() {
+        let u = url("declared");
+        let publisher = std::sync::Arc::new(Bus::open(&u).unwrap());
+        publisher.publish("d/warm", b"there before").unwrap();
+        let subscriber = Bus::open(&u).unwrap();
+        SUBSCRIBE_GAP.with(|gap| gap.set(Duration::from_millis(20)));
+        for round in 0..5 {
+            let pattern = format!("d/r{round}");
+            let p = publisher.clone();
+            let watched = pattern.clone();
+            let t = std::thread::spawn(move || {
+                let end = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < end {
+                    if p.peers()
+                        .iter()
+                        .any(|peer| peer.subscribes.contains(&watched))
+                    {
+                        p.publish(&watched, b"first").unwrap();
+                        return true;
+                    }
+                }
+                false
+            });
+            let mut sub = subscriber.subscribe(&pattern).unwrap();
+            assert!(
+                t.join().unwrap(),
+                "round {round}: the declaration was never seen"
+            );
+            let m = sub.recv_timeout(Duration::from_secs(5));
+            assert!(
+                matches!(&m, Ok(m) if m.payload() == b"first"),
+                "round {round}: {m:?}, drops {}",
+                sub.drops()
+            );
+        }
     }
 
     /// Receivers that sleep at once (`spin_us=0`) are woken by every publish: the sleep

@@ -123,7 +123,9 @@ impl Bus {
         crate::transport::with_encoded(value, |bytes| self.publish(topic, bytes))
     }
 
-    /// Subscribes to a topic or pattern with the URL's depth and overflow policy.
+    /// Subscribes to a topic or pattern with the URL's depth and overflow policy. On
+    /// `bus://local`, [`Error::LimitExceeded`] once the namespace has 64 subscriptions (see
+    /// the module's *Limits*).
     pub fn subscribe(&self, pattern: &str) -> Result<Subscriber> {
         let inner = match &self.inner {
             BusInner::Local(b) => SubInner::Local(b.subscribe(pattern)?),

@@ -23,9 +23,17 @@
 //! a segment of its own holding a **broadcast ring** of the messages it publishes and a
 //! catalog of the topics it publishes, serves and subscribes to. A publish writes the message
 //! once into the node's ring (about one shared-memory send, however many subscribers read
-//! it) and wakes the nodes whose receivers sleep. A [`Subscriber`] finds, through the
-//! registry, the nodes that publish a matching topic, and reads their rings with a cursor of
-//! its own.
+//! it) and wakes the nodes whose receivers sleep. A [`Subscriber`] finds the nodes through
+//! the registry and reads the ring of every node of its namespace (its own handle's
+//! included) with a cursor of its own, keeping the messages whose topic matches its pattern.
+//!
+//! ## Limits
+//! A node has 64 reader slots, one per subscription reading it, so a namespace holds at most
+//! 64 subscriptions at a time: [`Bus::subscribe`], `serve` and the reply inbox that a
+//! handle's first `request` opens each count as one. Past that, `subscribe` fails with
+//! [`Error::LimitExceeded`] rather than miss a node's messages (and a receive reports, once,
+//! a node it could not attach to). Groups of processes that do not talk to each other can
+//! use namespaces of their own (`bus://local/NAME`); a namespace holds 256 nodes.
 //!
 //! ## Receiving
 //! One message at a time ([`Subscriber::recv`], `try_recv`, `recv_timeout`, `recv_into` into
@@ -52,8 +60,10 @@
 //!   8 runs), one publisher streamed 64-byte messages to one subscriber process at 9.7 M/s,
 //!   and to 8 block-policy subscriber processes at 22.3 M deliveries/s in total (`ipckit
 //!   bench --mech bus-local,bus-fanout-8`).
-//!   A block-policy subscription holds back every publisher it reads, on all topics (it
-//!   reads their whole ring), until it is read.
+//!   A block-policy subscription holds back every publisher of its namespace, on all topics
+//!   (it reads every ring), until it is read: a stalled block-policy subscriber of `x/*`
+//!   makes a publisher of `y/z` time out too. Keep block-policy subscriptions for
+//!   subscribers that keep reading, or give them a namespace with only their publishers.
 //!
 //! ## Liveliness
 //! [`Bus::peers`] lists the live nodes with their topics; [`Bus::watch`] reports nodes
@@ -1246,9 +1256,11 @@ struct LocalSubscriber {
     /// The message kinds taken: bit `k` for kind `k`.
     kinds: u8,
     atts: Vec<Attachment>,
-    /// Publishing nodes not attached (no matching topic yet): their segment and how much of
-    /// their catalog has been read.
-    seen: HashMap<u64, (NodeSeg, usize)>,
+    /// Nodes not attached because all their reader slots ([`node::READERS`]) are taken:
+    /// their segment (attaching is tried again at each scan), and whether that was reported.
+    seen: HashMap<u64, (NodeSeg, bool)>,
+    /// A node found full that a receive has not reported yet.
+    unreadable: Option<u64>,
     last_gen: u32,
     last_scan: Instant,
     polls: u32,
@@ -1294,6 +1306,7 @@ impl LocalSubscriber {
             kinds: kinds.iter().fold(0, |m, &k| m | 1 << k),
             atts: Vec::new(),
             seen: HashMap::new(),
+            unreadable: None,
             last_gen: 0,
             last_scan: Instant::now(),
             polls: 0,
@@ -1362,10 +1375,10 @@ impl LocalSubscriber {
             if self.atts.iter().any(|a| a.node_id == v.node_id) {
                 continue;
             }
-            let seg = match self.seen.remove(&v.node_id) {
-                Some((seg, _)) => seg,
+            let (seg, reported) = match self.seen.remove(&v.node_id) {
+                Some(known) => known,
                 None => match open_node(&shared, v.node_id) {
-                    Ok(seg) => seg,
+                    Ok(seg) => (seg, false),
                     Err(e) => {
                         tracing::debug!(error = %e, "bus: cannot open a node yet");
                         continue;
@@ -1405,11 +1418,20 @@ impl LocalSubscriber {
                     }
                 }
                 None => {
-                    tracing::warn!(
-                        node = format_args!("{:016x}", v.node_id),
-                        "bus: the node has no free reader slot (64 subscriptions read it)"
-                    );
-                    self.seen.insert(v.node_id, (seg, 0));
+                    if initial {
+                        // The subscription would miss this node's messages from the start:
+                        // refused (what it attached to so far is let go with it).
+                        return Err(too_many_readers(v.node_id));
+                    }
+                    if !reported {
+                        tracing::warn!(
+                            node = format_args!("{:016x}", v.node_id),
+                            "bus: the node has no free reader slot ({} subscriptions read it)",
+                            node::READERS
+                        );
+                        self.unreadable = Some(v.node_id);
+                    }
+                    self.seen.insert(v.node_id, (seg, true));
                 }
             }
         }
@@ -1641,6 +1663,9 @@ impl LocalSubscriber {
         let gen = self.shared.reg.generation().load(Ordering::Acquire);
         if gen != self.last_gen || (self.polls % 64 == 0 && self.last_scan.elapsed() > RESCAN) {
             self.scan(false)?;
+            if let Some(node_id) = self.unreadable.take() {
+                return Err(too_many_readers(node_id));
+            }
         }
         let n = self.atts.len();
         // Starting at `next`, each attachment once (no division per look).
@@ -1859,6 +1884,21 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 /// Calls `look` a few pauses apart until it gives something or `until` passes, yielding the
 /// CPU after every [`SPIN_BURST`] looks.
 #[inline]
+/// A node whose reader slots are all taken: a subscription cannot read it.
+fn too_many_readers(node_id: u64) -> Error {
+    Error::LimitExceeded {
+        limit: "subscriptions reading one bus node (every subscription of the namespace reads \
+                every node)",
+        current: node::READERS as u64,
+        needed: node::READERS as u64 + 1,
+        how: format!(
+            "node {node_id:016x} cannot be read by this subscription: use fewer subscriptions \
+             (one per pattern and process is enough), or spread them over namespaces \
+             (bus://local/NAME)"
+        ),
+    }
+}
+
 fn spin_looking<T>(until: Instant, mut look: impl FnMut() -> Option<T>) -> Option<T> {
     loop {
         for _ in 0..SPIN_BURST {
@@ -1915,6 +1955,35 @@ mod tests {
         /// process (registering for `membarrier` can take milliseconds) looks like.
         pub(super) static SUBSCRIBE_GAP: std::cell::Cell<Duration> =
             const { std::cell::Cell::new(Duration::ZERO) };
+    }
+
+    /// Every subscription reads every node of its namespace (its own handle's included),
+    /// through one of the node's 64 reader slots. A subscription that could not read a node
+    /// is refused instead of missing that node's messages unseen (before, the 65th
+    /// subscription of a namespace received nothing, and only a log line said why).
+    #[test]
+    fn a_subscription_that_cannot_read_a_node_is_refused() {
+        let u = url("full");
+        let publisher = Bus::open(&u).unwrap();
+        let subs_bus = Bus::open(&u).unwrap();
+        let mut subs: Vec<_> = (0..node::READERS)
+            .map(|i| subs_bus.subscribe(&format!("f/{i}")).unwrap())
+            .collect();
+        let r = subs_bus.subscribe("f/late");
+        assert!(matches!(r, Err(Error::LimitExceeded { .. })), "{r:?}");
+        // The ones there are whole: the last one reads the publisher.
+        let last = format!("f/{}", node::READERS - 1);
+        publisher.publish(&last, b"to the 64th").unwrap();
+        let m = subs[node::READERS - 1]
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(m.payload(), b"to the 64th");
+        // A slot frees: a new subscription is taken, and reads the publisher.
+        drop(subs.remove(0));
+        let mut late = subs_bus.subscribe("f/late").unwrap();
+        publisher.publish("f/late", b"late").unwrap();
+        let m = late.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(m.payload(), b"late");
     }
 
     /// A publisher that sees a subscription declared and publishes at once is read: the

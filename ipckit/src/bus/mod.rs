@@ -1884,7 +1884,10 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 /// Calls `look` a few pauses apart until it gives something or `until` passes, yielding the
 /// CPU after every [`SPIN_BURST`] looks.
 #[inline]
-/// A node whose reader slots are all taken: a subscription cannot read it.
+/// A node whose reader slots are all taken: a subscription cannot read it. Out of line: it
+/// is met on the receive path, once.
+#[cold]
+#[inline(never)]
 fn too_many_readers(node_id: u64) -> Error {
     Error::LimitExceeded {
         limit: "subscriptions reading one bus node (every subscription of the namespace reads \

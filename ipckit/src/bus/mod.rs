@@ -1881,9 +1881,6 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     word(a, n - 8) == word(b, n - 8)
 }
 
-/// Calls `look` a few pauses apart until it gives something or `until` passes, yielding the
-/// CPU after every [`SPIN_BURST`] looks.
-#[inline]
 /// A node whose reader slots are all taken: a subscription cannot read it. Out of line: it
 /// is met on the receive path, once.
 #[cold]
@@ -1902,6 +1899,9 @@ fn too_many_readers(node_id: u64) -> Error {
     }
 }
 
+/// Calls `look` a few pauses apart until it gives something or `until` passes, yielding the
+/// CPU after every [`SPIN_BURST`] looks.
+#[inline]
 fn spin_looking<T>(until: Instant, mut look: impl FnMut() -> Option<T>) -> Option<T> {
     loop {
         for _ in 0..SPIN_BURST {

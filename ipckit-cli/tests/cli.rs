@@ -328,6 +328,35 @@ fn numbered_lines(n: usize) -> Vec<u8> {
         .into_bytes()
 }
 
+/// `bus sub URL t/** --count N` started, then `bus pub URL t/x -` of `n` numbered lines
+/// (waiting up to 20 s for the subscriber, lingering up to `linger` s); the publisher must
+/// succeed. The subscriber's end.
+fn bus_lines_through(url: &str, n: usize, sub_timeout: &str, linger: &str) -> Finished {
+    let count = n.to_string();
+    let sub = Running::start(
+        &mut ipckit(&[
+            "bus",
+            "sub",
+            url,
+            "t/**",
+            "-q",
+            "--count",
+            &count,
+            "--timeout",
+            sub_timeout,
+        ]),
+        None,
+    );
+    let publ = run(
+        &[
+            "bus", "pub", url, "t/x", "-", "--wait", "20", "--linger", linger,
+        ],
+        Some(&numbered_lines(n)),
+    );
+    assert_success(&publ, "bus pub");
+    sub.finish()
+}
+
 /// `bus pub` waits for the subscriber to be seen and stays until it has read every message:
 /// with a `block` subscription nothing is lost, in order.
 #[test]
@@ -336,31 +365,9 @@ fn bus_pub_waits_for_its_subscriber_and_stays_until_all_is_read() {
         "bus://local/cli-all-{}?overflow=block&depth=256",
         std::process::id()
     );
-    let n = 300;
-    let sub = Running::start(
-        &mut ipckit(&[
-            "bus",
-            "sub",
-            &url,
-            "t/**",
-            "-q",
-            "--count",
-            "300",
-            "--timeout",
-            "30",
-        ]),
-        None,
-    );
-    let publ = run(
-        &[
-            "bus", "pub", &url, "t/x", "-", "--wait", "20", "--linger", "20",
-        ],
-        Some(&numbered_lines(n)),
-    );
-    assert_success(&publ, "bus pub");
-    let sub = sub.finish();
+    let sub = bus_lines_through(&url, 300, "30", "20");
     assert_success(&sub, "bus sub");
-    assert_eq!(sub.stdout, numbered_lines(n), "every message, in order");
+    assert_eq!(sub.stdout, numbered_lines(300), "every message, in order");
 }
 
 /// A subscription that overflows (drop-oldest, depth 1) accounts for every message: each is
@@ -369,28 +376,7 @@ fn bus_pub_waits_for_its_subscriber_and_stays_until_all_is_read() {
 fn bus_sub_reports_what_its_full_subscription_dropped() {
     let url = format!("bus://local/cli-drop-{}?depth=1", std::process::id());
     let n = 2000;
-    let sub = Running::start(
-        &mut ipckit(&[
-            "bus",
-            "sub",
-            &url,
-            "t/**",
-            "-q",
-            "--count",
-            "2000",
-            "--timeout",
-            "3",
-        ]),
-        None,
-    );
-    let publ = run(
-        &[
-            "bus", "pub", &url, "t/x", "-", "--wait", "20", "--linger", "5",
-        ],
-        Some(&numbered_lines(n)),
-    );
-    assert_success(&publ, "bus pub");
-    let sub = sub.finish();
+    let sub = bus_lines_through(&url, n, "3", "5");
     let got = String::from_utf8_lossy(&sub.stdout).lines().count();
     if got == n {
         assert_success(&sub, "bus sub");

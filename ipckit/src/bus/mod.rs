@@ -746,7 +746,6 @@ impl LocalBus {
     pub fn subscribe_with(&self, pattern: &str, opts: SubscribeOptions) -> Result<LocalSubscriber> {
         let pattern = Pattern::parse(pattern)?;
         let declare = !pattern.as_str().starts_with(topic::RESERVED_PREFIX);
-        let text = pattern.as_str().to_owned();
         // Attached to the publishers there first, declared after: a publisher that sees the
         // declaration and then publishes is read from then on. (Declared first, a message
         // published between the two was before the subscriber's start and lost unseen.)
@@ -754,7 +753,7 @@ impl LocalBus {
         #[cfg(test)]
         tests::SUBSCRIBE_GAP.with(|gap| std::thread::sleep(gap.get()));
         if declare {
-            self.shared.declare(CAT_SUBSCRIBE, &text)?;
+            self.shared.declare(CAT_SUBSCRIBE, sub.pattern.as_str())?;
         }
         Ok(sub)
     }

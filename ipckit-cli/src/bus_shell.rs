@@ -306,16 +306,21 @@ fn publish(
         p.node_id != me && matches_any(&p.subscribes, topic)
     });
     let local = bus.backend().is_none();
-    if local {
-        // A subscriber that was there before this node reads its ring from the first
-        // message, but attaches only when it next looks at the registry. Until then a
-        // `block` subscription cannot hold this node back, and a burst longer than the ring
-        // would overrun it (counted as drops): wait for the subscriptions seen to attach.
-        wait_until(until, || attached_and_read(&bus, false));
-    }
-    let send = |msg: &[u8]| {
+    let mut first = true;
+    let mut send = |msg: &[u8]| {
         bus.publish(topic, msg)
-            .doing(|| format!("cannot publish on {topic}"))
+            .doing(|| format!("cannot publish on {topic}"))?;
+        if first && local {
+            first = false;
+            // A `drop` subscription attaches to this node when it sees the topic declared
+            // (by the first message), and reads from that message on; a `block` one that was
+            // there before this node, when it next looks at the registry. Until then a `block`
+            // subscription cannot hold this node back, and a burst longer than the ring
+            // would overrun either (counted as drops): wait for the matching subscriptions
+            // seen to attach.
+            wait_until(until, || attached_and_read(&bus, topic, false));
+        }
+        Ok::<(), CliError>(())
     };
     match message {
         Some(text) if text != "-" => send(text.as_bytes())?,
@@ -332,23 +337,31 @@ fn publish(
     // Subscribers may still be reading our ring (or zenoh sending): it goes away with this
     // process.
     if local {
-        wait_until(Instant::now() + linger, || attached_and_read(&bus, true));
+        wait_until(Instant::now() + linger, || {
+            attached_and_read(&bus, topic, true)
+        });
     } else {
         sleep(linger);
     }
     Ok(())
 }
 
-/// bus://local: whether as many subscriptions as the other nodes have declared have attached
-/// to this node's ring (each reads every node's ring, whatever its pattern) and, with
-/// `read`, have read all of it.
-fn attached_and_read(bus: &Bus, read: bool) -> bool {
+/// bus://local: whether as many subscriptions as the other nodes have declared for patterns
+/// matching `topic` have attached to this node's ring and, with `read`, whether every reader
+/// of the ring has read all of it.
+fn attached_and_read(bus: &Bus, topic: &str, read: bool) -> bool {
     let me = bus.node_id();
     let expected: usize = bus
         .peers()
         .iter()
         .filter(|p| p.node_id != me)
-        .map(|p| p.subscribes.len() + p.serves.len())
+        .map(|p| {
+            p.subscribes
+                .iter()
+                .chain(&p.serves)
+                .filter(|pattern| matches_any(std::slice::from_ref(pattern), topic))
+                .count()
+        })
         .sum();
     let readers = bus.stats().readers;
     readers.len() >= expected && (!read || readers.iter().all(|r| r.lag == 0))

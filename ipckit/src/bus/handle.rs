@@ -124,8 +124,8 @@ impl Bus {
     }
 
     /// Subscribes to a topic or pattern with the URL's depth and overflow policy. On
-    /// `bus://local`, [`Error::LimitExceeded`] once the namespace has 64 subscriptions (see
-    /// the module's *Limits*).
+    /// `bus://local`, [`Error::LimitExceeded`] when a node publishing a matching topic
+    /// already has 64 readers (see the module's *Limits*).
     pub fn subscribe(&self, pattern: &str) -> Result<Subscriber> {
         let inner = match &self.inner {
             BusInner::Local(b) => SubInner::Local(b.subscribe(pattern)?),

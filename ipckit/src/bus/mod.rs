@@ -24,16 +24,23 @@
 //! catalog of the topics it publishes, serves and subscribes to. A publish writes the message
 //! once into the node's ring (about one shared-memory send, however many subscribers read
 //! it) and wakes the nodes whose receivers sleep. A [`Subscriber`] finds the nodes through
-//! the registry and reads the ring of every node of its namespace (its own handle's
-//! included) with a cursor of its own, keeping the messages whose topic matches its pattern.
+//! the registry and reads, with a cursor of its own, the ring of each node whose catalog
+//! lists a topic its pattern matches (its own handle's included), from that topic's first
+//! message on, keeping the messages whose topic matches. (A `block` subscription reads every
+//! node's ring from the start, see *Overflow*; a node whose catalog is full is read by
+//! every subscription.)
 //!
 //! ## Limits
-//! A node has 64 reader slots, one per subscription reading it, so a namespace holds at most
-//! 64 subscriptions at a time: [`Bus::subscribe`], `serve` and the reply inbox that a
-//! handle's first `request` opens each count as one. Past that, `subscribe` fails with
-//! [`Error::LimitExceeded`] rather than miss a node's messages (and a receive reports, once,
-//! a node it could not attach to). Groups of processes that do not talk to each other can
-//! use namespaces of their own (`bus://local/NAME`); a namespace holds 256 nodes.
+//! A node has 64 reader slots, one per subscription reading it: at most 64 subscriptions
+//! matching what one node publishes, plus the `block` subscriptions of the namespace (which
+//! read every node). [`Bus::subscribe`], `serve` and the reply inbox that a handle's first
+//! `request` opens each count as one. Past that, `subscribe` fails with
+//! [`Error::LimitExceeded`] rather than miss a node's messages, and a receive reports, once, a
+//! node that starts on a matching topic and has no slot left. Each subscription reads all of
+//! a matching node's messages (keeping its own topics): publishers of unrelated topics in one
+//! busy process cost each other's subscribers reading time. A namespace holds 256 nodes;
+//! groups of processes that do not talk to each other can use namespaces of their own
+//! (`bus://local/NAME`).
 //!
 //! ## Receiving
 //! One message at a time ([`Subscriber::recv`], `try_recv`, `recv_timeout`, `recv_into` into
@@ -60,10 +67,13 @@
 //!   8 runs), one publisher streamed 64-byte messages to one subscriber process at 9.7 M/s,
 //!   and to 8 block-policy subscriber processes at 22.3 M deliveries/s in total (`ipckit
 //!   bench --mech bus-local,bus-fanout-8`).
-//!   A block-policy subscription holds back every publisher of its namespace, on all topics
-//!   (it reads every ring), until it is read: a stalled block-policy subscriber of `x/*`
-//!   makes a publisher of `y/z` time out too. Keep block-policy subscriptions for
-//!   subscribers that keep reading, or give them a namespace with only their publishers.
+//!   A block-policy subscription reads every node's ring from the moment it subscribes (a
+//!   publisher can hold back only subscriptions attached before its first message on a
+//!   topic, and a `drop` subscription attaches when it sees the topic declared): it holds
+//!   back every publisher of its namespace, on all topics, until it is read. A stalled
+//!   block-policy subscriber of `x/*` makes a publisher of `y/z` time out too. Keep
+//!   block-policy subscriptions for subscribers that keep reading, or give them a namespace
+//!   with only their publishers.
 //!
 //! ## Liveliness
 //! [`Bus::peers`] lists the live nodes with their topics; [`Bus::watch`] reports nodes
@@ -1102,6 +1112,43 @@ impl Drop for LocalServe {
     }
 }
 
+/// A node a subscription does not read (yet).
+struct Unattached {
+    seg: NodeSeg,
+    /// The first message the subscription is owed: the node's write position when the
+    /// subscription was made for a node there then, 0 for one that joined later.
+    floor: u64,
+    /// Catalog bytes looked at so far.
+    cat_off: usize,
+    /// The first message on a topic the pattern matches, once the catalog lists one (0
+    /// where the catalog may not list every topic: all of it may match).
+    from: Option<u64>,
+    /// The node had no free reader slot, and that was reported.
+    reported: bool,
+}
+
+impl Unattached {
+    /// Where a subscription with `pattern` and `policy` starts reading this node, if it
+    /// reads it now (see [`LocalSubscriber::scan`]).
+    fn start(&mut self, pattern: &Pattern, policy: u32) -> Option<u64> {
+        if policy == POLICY_BLOCK {
+            return Some(self.floor);
+        }
+        if self.from.is_none() {
+            let (listed, next, incomplete) = self.seg.catalog_read(self.cat_off);
+            self.cat_off = next;
+            self.from = listed
+                .iter()
+                .find(|e| e.kind == CAT_PUBLISH && pattern.matches(&e.topic))
+                .map(|e| e.seq.min(MAX_SEQ));
+            if incomplete {
+                self.from = Some(0);
+            }
+        }
+        self.from.map(|from| from.max(self.floor))
+    }
+}
+
 /// One publisher's ring as a subscription reads it.
 struct Attachment {
     node_id: u64,
@@ -1255,9 +1302,8 @@ struct LocalSubscriber {
     /// The message kinds taken: bit `k` for kind `k`.
     kinds: u8,
     atts: Vec<Attachment>,
-    /// Nodes not attached because all their reader slots ([`node::READERS`]) are taken:
-    /// their segment (attaching is tried again at each scan), and whether that was reported.
-    seen: HashMap<u64, (NodeSeg, bool)>,
+    /// Nodes not read (yet): attaching is tried again at each scan.
+    waiting: HashMap<u64, Unattached>,
     /// A node found full that a receive has not reported yet.
     unreadable: Option<u64>,
     last_gen: u32,
@@ -1304,7 +1350,7 @@ impl LocalSubscriber {
             pattern,
             kinds: kinds.iter().fold(0, |m, &k| m | 1 << k),
             atts: Vec::new(),
-            seen: HashMap::new(),
+            waiting: HashMap::new(),
             unreadable: None,
             last_gen: 0,
             last_scan: Instant::now(),
@@ -1354,6 +1400,12 @@ impl LocalSubscriber {
     }
 
     /// Looks for new publishers and gone ones.
+    ///
+    /// A `drop` subscription reads a node only once the node's catalog lists a topic the
+    /// pattern matches, from that topic's first message on: it takes a reader slot of the
+    /// node, and time to read its ring, only where there is something for it. A `block`
+    /// subscription reads every node from the start: a publisher has to wait for it from its
+    /// first message on a matching topic, and waits only for readers attached by then.
     fn scan(&mut self, initial: bool) -> Result<()> {
         let shared = self.shared.clone();
         self.last_gen = shared.reg.generation().load(Ordering::Acquire);
@@ -1368,35 +1420,50 @@ impl LocalSubscriber {
                 self.any_gone = true;
             }
         }
-        self.seen
+        self.waiting
             .retain(|id, _| views.iter().any(|v| v.node_id == *id));
         for v in views {
             if self.atts.iter().any(|a| a.node_id == v.node_id) {
                 continue;
             }
-            let (seg, reported) = match self.seen.remove(&v.node_id) {
+            let mut u = match self.waiting.remove(&v.node_id) {
                 Some(known) => known,
                 None => match open_node(&shared, v.node_id) {
-                    Ok(seg) => (seg, false),
+                    // Nodes there when we subscribed: what they publish from now on. Nodes
+                    // that joined later: everything they published (what the ring still
+                    // holds, the rest counted as drops). A write position past `MAX_SEQ`
+                    // is refused by the first read.
+                    Ok(seg) => Unattached {
+                        floor: if initial {
+                            seg.write_seq().load(Ordering::Acquire).min(MAX_SEQ)
+                        } else {
+                            0
+                        },
+                        seg,
+                        cat_off: 0,
+                        from: None,
+                        reported: false,
+                    },
                     Err(e) => {
                         tracing::debug!(error = %e, "bus: cannot open a node yet");
                         continue;
                     }
                 },
             };
-            let w = seg.write_seq().load(Ordering::Acquire);
-            // Nodes there when we subscribed: what they publish from now on. Nodes that
-            // joined later: everything they published (what the ring still holds, the rest
-            // counted as drops).
-            // A write position past `MAX_SEQ` is refused by the first read.
-            let start = if initial { w.min(MAX_SEQ) } else { 0 };
-            let depth = self.depth.min(seg.slots());
-            match seg.claim_reader(shared.entry, self.policy, depth, start)? {
+            let Some(start) = u.start(&self.pattern, self.policy) else {
+                self.waiting.insert(v.node_id, u);
+                continue;
+            };
+            let depth = self.depth.min(u.seg.slots());
+            match u
+                .seg
+                .claim_reader(shared.entry, self.policy, depth, start)?
+            {
                 Some(slot) => {
                     self.atts.push(Attachment {
                         node_id: v.node_id,
                         entry: v.idx,
-                        seg,
+                        seg: u.seg,
                         slot,
                         cursor: start,
                         drops: 0,
@@ -1422,15 +1489,16 @@ impl LocalSubscriber {
                         // refused (what it attached to so far is let go with it).
                         return Err(too_many_readers(v.node_id));
                     }
-                    if !reported {
+                    if !u.reported {
                         tracing::warn!(
                             node = format_args!("{:016x}", v.node_id),
                             "bus: the node has no free reader slot ({} subscriptions read it)",
                             node::READERS
                         );
                         self.unreadable = Some(v.node_id);
+                        u.reported = true;
                     }
-                    self.seen.insert(v.node_id, (seg, true));
+                    self.waiting.insert(v.node_id, u);
                 }
             }
         }
@@ -1886,14 +1954,14 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 #[inline(never)]
 fn too_many_readers(node_id: u64) -> Error {
     Error::LimitExceeded {
-        limit: "subscriptions reading one bus node (every subscription of the namespace reads \
-                every node)",
+        limit: "subscriptions reading one bus node (those matching a topic it publishes, \
+                and every block-policy subscription of the namespace)",
         current: node::READERS as u64,
         needed: node::READERS as u64 + 1,
         how: format!(
             "node {node_id:016x} cannot be read by this subscription: use fewer subscriptions \
-             (one per pattern and process is enough), or spread them over namespaces \
-             (bus://local/NAME)"
+             of its topics (one per pattern and process is enough) or fewer block-policy \
+             ones, or spread them over namespaces (bus://local/NAME)"
         ),
     }
 }
@@ -1959,33 +2027,66 @@ mod tests {
             const { std::cell::Cell::new(Duration::ZERO) };
     }
 
-    /// Every subscription reads every node of its namespace (its own handle's included),
-    /// through one of the node's 64 reader slots. A subscription that could not read a node
-    /// is refused instead of missing that node's messages unseen (before, the 65th
-    /// subscription of a namespace received nothing, and only a log line said why).
+    /// A `drop` subscription reads a node through one of its 64 reader slots once the node
+    /// publishes a matching topic. A subscription that could not read such a node is refused
+    /// instead of missing that node's messages unseen (before, the 65th subscription of a
+    /// namespace received nothing, and only a log line said why).
     #[test]
     fn a_subscription_that_cannot_read_a_node_is_refused() {
         let u = url("full");
         let publisher = Bus::open(&u).unwrap();
+        publisher.publish("f/first", b"").unwrap();
         let subs_bus = Bus::open(&u).unwrap();
         let mut subs: Vec<_> = (0..node::READERS)
-            .map(|i| subs_bus.subscribe(&format!("f/{i}")).unwrap())
+            .map(|_| subs_bus.subscribe("f/*").unwrap())
             .collect();
-        let r = subs_bus.subscribe("f/late");
+        let r = subs_bus.subscribe("f/*");
         assert!(matches!(r, Err(Error::LimitExceeded { .. })), "{r:?}");
         // The ones there are whole: the last one reads the publisher.
-        let last = format!("f/{}", node::READERS - 1);
-        publisher.publish(&last, b"to the 64th").unwrap();
+        publisher.publish("f/next", b"to the 64th").unwrap();
         let m = subs[node::READERS - 1]
             .recv_timeout(Duration::from_secs(5))
             .unwrap();
         assert_eq!(m.payload(), b"to the 64th");
-        // A slot frees: a new subscription is taken, and reads the publisher.
-        drop(subs.remove(0));
+        // A subscription to a topic nobody publishes takes no slot; when the publisher
+        // starts on it, a freed slot is taken, and the subscription reads from that topic's
+        // first message on.
         let mut late = subs_bus.subscribe("f/late").unwrap();
+        drop(subs.remove(0));
         publisher.publish("f/late", b"late").unwrap();
         let m = late.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(m.payload(), b"late");
+    }
+
+    /// A namespace holds more `drop` subscriptions than a node has reader slots: each reads
+    /// only the nodes that publish what it matches. (Before, every subscription read every
+    /// node, and the 65th of a namespace was refused.) 150 subscriptions, one topic each,
+    /// over three publishers of 50 topics.
+    #[test]
+    fn a_namespace_holds_more_subscriptions_than_a_node_has_reader_slots() {
+        const SUBS: usize = 150;
+        let u = url("many");
+        let publishers: Vec<_> = (0..3).map(|_| Bus::open(&u).unwrap()).collect();
+        let subs_bus = Bus::open(&u).unwrap();
+        let mut subs: Vec<_> = (0..SUBS)
+            .map(|i| subs_bus.subscribe(&format!("m/{i}")).unwrap())
+            .collect();
+        for i in 0..SUBS {
+            publishers[i % 3]
+                .publish(&format!("m/{i}"), &i.to_le_bytes())
+                .unwrap();
+        }
+        for (i, sub) in subs.iter_mut().enumerate() {
+            let m = sub.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert_eq!(
+                (m.topic(), m.payload()),
+                (&*format!("m/{i}"), &i.to_le_bytes()[..])
+            );
+            assert!(matches!(sub.try_recv(), Err(Error::WouldBlock)));
+        }
+        for p in &publishers {
+            assert_eq!(p.stats().readers.len(), SUBS / 3);
+        }
     }
 
     /// A publisher that sees a subscription declared and publishes at once is read: the
@@ -2032,12 +2133,13 @@ mod tests {
         }
     }
 
-    /// A subscription asleep attaches to a node that joins at once (the join wakes it), not
-    /// when its sleep slice ends: a publisher that waits for its subscribers to attach
-    /// before it publishes (`ipckit bus pub`) would otherwise wait up to a slice (50 ms).
-    /// Each round a node joins while the subscriber sleeps and waits to be attached: unwoken,
-    /// 890 ms over the rounds here; woken, 5.4-5.9 ms. The bound (250 ms in all) is far from
-    /// both.
+    /// A subscription asleep attaches to a new node that publishes a matching topic at once
+    /// (the topic's declaration wakes it; a node's join does too, for `block` subscriptions,
+    /// which read every node), not when its sleep slice ends: a publisher that waits for its
+    /// subscribers to attach (`ipckit bus pub`) would otherwise wait up to a slice (50 ms).
+    /// Each round a node joins and publishes while the subscriber sleeps, and waits to be
+    /// attached: unwoken, 890 ms over the rounds here; woken, 5.4-5.9 ms. The bound (250 ms
+    /// in all) is far from both.
     #[test]
     fn a_sleeping_subscription_attaches_to_a_new_node_at_once() {
         const ROUNDS: u32 = 20;
@@ -2056,6 +2158,7 @@ mod tests {
         for round in 0..ROUNDS {
             std::thread::sleep(Duration::from_millis(5));
             let node = Bus::open(&u).unwrap();
+            node.publish("j/x", b"").unwrap();
             let start = Instant::now();
             let end = start + Duration::from_secs(5);
             while node.stats().readers.is_empty() {
@@ -2225,6 +2328,9 @@ mod tests {
                 },
             )
             .unwrap();
+        // Read once: the subscription reads the node from its first message on "d".
+        bus.publish("d", &[100]).unwrap();
+        assert_eq!(sub.try_recv().unwrap().payload(), [100]);
         for i in 0..10u8 {
             bus.publish("d", &[i]).unwrap();
         }

@@ -355,6 +355,14 @@ impl NodeSeg {
     /// The catalog records from byte `from` on, and the byte offset after the last one read.
     /// Stops at the first malformed record.
     pub(crate) fn catalog(&self, from: usize) -> (Vec<CatalogEntry>, usize) {
+        let (out, pos, _) = self.catalog_read(from);
+        (out, pos)
+    }
+
+    /// [`catalog`](Self::catalog), and whether the catalog may not list every topic the node
+    /// publishes: it holds a record that does not parse (where the read stopped), or it is
+    /// so full that a record may not have fitted (`catalog_append` then lists nothing).
+    pub(crate) fn catalog_read(&self, from: usize) -> (Vec<CatalogEntry>, usize, bool) {
         let end = (self.u32_at(H_CATALOG_LEN).load(Ordering::Acquire) as usize).min(CATALOG_BYTES);
         let mut out = Vec::new();
         let mut pos = from;
@@ -381,7 +389,8 @@ impl NodeSeg {
             out.push(CatalogEntry { kind, seq, topic });
             pos += 10 + len;
         }
-        (out, pos)
+        let incomplete = pos.max(from) < end || CATALOG_BYTES - end < 10 + TOPIC_MAX;
+        (out, pos, incomplete)
     }
 
     // ---- the ring: writer side --------------------------------------------------------

@@ -2048,12 +2048,16 @@ mod tests {
             .recv_timeout(Duration::from_secs(5))
             .unwrap();
         assert_eq!(m.payload(), b"to the 64th");
-        // A subscription to a topic nobody publishes takes no slot; when the publisher
-        // starts on it, a freed slot is taken, and the subscription reads from that topic's
-        // first message on.
+        // A subscription to a topic nobody publishes takes no slot. When the publisher
+        // starts on it, a receive says (once) that the node cannot be read; once a slot is
+        // free the subscription takes it, and reads from that topic's first message on.
         let mut late = subs_bus.subscribe("f/late").unwrap();
-        drop(subs.remove(0));
         publisher.publish("f/late", b"late").unwrap();
+        let r = late.recv_timeout(Duration::from_secs(5));
+        assert!(matches!(r, Err(Error::LimitExceeded { .. })), "{r:?}");
+        let r = late.recv_timeout(Duration::from_millis(50));
+        assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+        drop(subs.remove(0));
         let m = late.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(m.payload(), b"late");
     }

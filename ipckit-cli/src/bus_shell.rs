@@ -312,12 +312,12 @@ fn publish(
             .doing(|| format!("cannot publish on {topic}"))?;
         if first && local {
             first = false;
-            // A `drop` subscription attaches to this node when it sees the topic declared
-            // (by the first message), and reads from that message on; a `block` one that was
-            // there before this node, when it next looks at the registry. Until then a `block`
+            // A subscription starts reading this node when it sees the topic declared (by the
+            // first message), from that message on; a `block` one that was there before this
+            // node attaches when it next looks at the registry. Until then a `block`
             // subscription cannot hold this node back, and a burst longer than the ring
             // would overrun either (counted as drops): wait for the matching subscriptions
-            // seen to attach.
+            // seen to read.
             wait_until(until, || attached_and_read(&bus, topic, false));
         }
         Ok::<(), CliError>(())
@@ -347,8 +347,8 @@ fn publish(
 }
 
 /// bus://local: whether as many subscriptions as the other nodes have declared for patterns
-/// matching `topic` have attached to this node's ring and, with `read`, whether every reader
-/// of the ring has read all of it.
+/// matching `topic` read this node's ring (attached, not parked) and, with `read`, whether
+/// every reader of the ring has read all of it.
 fn attached_and_read(bus: &Bus, topic: &str, read: bool) -> bool {
     let me = bus.node_id();
     let expected: usize = bus
@@ -364,7 +364,8 @@ fn attached_and_read(bus: &Bus, topic: &str, read: bool) -> bool {
         })
         .sum();
     let readers = bus.stats().readers;
-    readers.len() >= expected && (!read || readers.iter().all(|r| r.lag == 0))
+    readers.iter().filter(|r| !r.parked).count() >= expected
+        && (!read || readers.iter().all(|r| r.lag == 0))
 }
 
 /// Looks at `done` every [`LOOK`] until it holds or `until` passes.

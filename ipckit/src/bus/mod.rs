@@ -26,21 +26,20 @@
 //! it) and wakes the nodes whose receivers sleep. A [`Subscriber`] finds the nodes through
 //! the registry and reads, with a cursor of its own, the ring of each node whose catalog
 //! lists a topic its pattern matches (its own handle's included), from that topic's first
-//! message on, keeping the messages whose topic matches. (A `block` subscription reads every
-//! node's ring from the start, see *Overflow*; a node whose catalog is full is read by
-//! every subscription.)
+//! message on, keeping the messages whose topic matches. (A node whose catalog is full is read
+//! by every subscription.)
 //!
 //! ## Limits
 //! A node has 64 reader slots, one per subscription reading it: at most 64 subscriptions
 //! matching what one node publishes, plus the `block` subscriptions of the namespace (which
-//! read every node). [`Bus::subscribe`], `serve` and the reply inbox that a handle's first
-//! `request` opens each count as one. Past that, `subscribe` fails with
-//! [`Error::LimitExceeded`] rather than miss a node's messages, and a receive reports, once, a
-//! node that starts on a matching topic and has no slot left. Each subscription reads all of
-//! a matching node's messages (keeping its own topics): publishers of unrelated topics in one
-//! busy process cost each other's subscribers reading time. A namespace holds 256 nodes;
-//! groups of processes that do not talk to each other can use namespaces of their own
-//! (`bus://local/NAME`).
+//! hold a slot of every node, see *Overflow*). [`Bus::subscribe`], `serve` and the reply
+//! inbox that a handle's first `request` opens each count as one. Past that, `subscribe`
+//! fails with [`Error::LimitExceeded`] rather than miss a node's messages, and a receive
+//! reports, once, a node that starts on a matching topic and has no slot left. Each
+//! subscription reads all of a matching node's messages (keeping its own topics): publishers
+//! of unrelated topics in one busy process cost each other's subscribers reading time. A
+//! namespace holds 256 nodes; groups of processes that do not talk to each other can use
+//! namespaces of their own (`bus://local/NAME`).
 //!
 //! ## Receiving
 //! One message at a time ([`Subscriber::recv`], `try_recv`, `recv_timeout`, `recv_into` into
@@ -67,14 +66,17 @@
 //!   8 runs), one publisher streamed 64-byte messages to one subscriber process at 9.7 M/s,
 //!   and to 8 block-policy subscriber processes at 22.3 M deliveries/s in total (`ipckit
 //!   bench --mech bus-local,bus-fanout-8`).
-//!   A block-policy subscription reads every node's ring from the moment it subscribes (a
-//!   publisher can hold back only subscriptions attached before its first message on a
-//!   topic, and a `drop` subscription attaches when it sees the topic declared): it holds
-//!   back every publisher of its namespace, on all topics, until it is read. A stalled
-//!   block-policy subscriber of `x/*` makes a publisher of `y/z` time out too. Keep
-//!   block-policy subscriptions for subscribers that keep reading, or give them a namespace
-//!   with only their publishers.
-//!
+//!   A publisher can hold back only the subscriptions it knows of, so a block-policy
+//!   subscription takes a reader slot of every node when it subscribes (and of every node
+//!   that joins), *parked* where the node publishes no topic it matches: it reads nothing
+//!   there and holds nothing back ([`ReaderStats::parked`]). A node that starts on a new
+//!   topic counts its parked readers from that topic's first message on, until each has
+//!   looked at the topic (a receive does, woken by the topic's declaration): one that does
+//!   not match stays parked, one that matches reads from that message on. So a stalled
+//!   block-policy subscriber of `x/*` holds back a publisher of `y/z` only for the first
+//!   `depth` messages of a topic declared after it last looked, and a publisher of `x/1`
+//!   until it is read.
+
 //! ## Liveliness
 //! [`Bus::peers`] lists the live nodes with their topics; [`Bus::watch`] reports nodes
 //! joining, declaring topics and leaving (a crashed process is reported within about 100 ms,
@@ -347,7 +349,10 @@ pub struct ReaderStats {
     pub overflow: Overflow,
     /// Its depth (capped by this node's ring).
     pub depth: u32,
-    /// Messages published that it has not read yet.
+    /// It reads none of this node's messages yet: a block-policy subscription whose pattern
+    /// matches no topic this node publishes (it holds no publish back).
+    pub parked: bool,
+    /// Messages published that it has not read yet (0 while parked).
     pub lag: u64,
     /// Messages it has received from this node.
     pub delivered: u64,
@@ -447,6 +452,26 @@ struct Writer {
     reader_entries: Vec<usize>,
     /// The topic of the last publish (declared, valid).
     last_topic: String,
+    /// Where the catalog lists each topic published (its record's offset) and that topic's
+    /// first message, in catalog order: what a parked reader is owed ([`Writer::owed`]).
+    listed: Vec<(usize, u64)>,
+}
+
+impl Writer {
+    /// For a parked block-policy reader that has looked at the catalog up to offset
+    /// `checked`: the first message of a topic it has not looked at (listed from there on,
+    /// or not listed at all once the catalog is near full), if any (see
+    /// `NodeSeg::block_limits`).
+    fn owed(&self) -> impl Fn(usize) -> Option<u64> + '_ {
+        move |checked| {
+            let at = self.listed.partition_point(|&(off, _)| off < checked);
+            let listed = self.listed.get(at).map(|&(_, seq)| seq);
+            match (listed, self.node.catalog_full_since()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        }
+    }
 }
 
 impl Drop for Shared {
@@ -480,8 +505,15 @@ fn reply_topic(node_id: u64) -> String {
 impl Shared {
     fn declare_locked(&self, w: &mut Writer, kind: u8, topic: &str) -> Result<()> {
         let seq = w.seq;
-        if !w.node.catalog_append(kind, seq, topic)? {
-            tracing::debug!(topic, "bus catalog full: topic not listed");
+        match w.node.catalog_append(kind, seq, topic)? {
+            Some(off) if kind == CAT_PUBLISH => w.listed.push((off, seq)),
+            Some(_) => {}
+            None => tracing::debug!(topic, "bus catalog full: topic not listed"),
+        }
+        if kind == CAT_PUBLISH {
+            // Parked readers that match the topic hold messages back from now on: the room
+            // is looked at again.
+            w.room_until = 0;
         }
         let bits = match kind {
             CAT_PUBLISH => KIND_PUB,
@@ -538,7 +570,7 @@ impl Shared {
             // The key first: a reader that joins meanwhile changes it, so the next publish
             // looks again.
             w.room_key = w.node.room_key();
-            w.room_until = w.node.room_until(seq);
+            w.room_until = w.node.room_until(seq, w.owed());
             let mut entries = std::mem::take(&mut w.reader_entries);
             entries.clear();
             w.node.for_each_reader_entry(|e| entries.push(e));
@@ -583,7 +615,8 @@ impl Shared {
     /// (`None`: the URL's timeout, from now).
     fn wait_for_room(&self, w: &Writer, seq: u64, wait: Option<Wait>) -> Result<()> {
         let node = &w.node;
-        if node.blocking_reader(seq).is_none() {
+        let owed = w.owed();
+        if node.blocking_reader(seq, &owed).is_none() {
             return Ok(());
         }
         let wait = wait.unwrap_or_else(|| Wait::timeout(self.url.timeout));
@@ -599,21 +632,21 @@ impl Shared {
         // and 22.8 M. In the 8-subscriber fan-out the publisher's share of the CPU fell from
         // 26 % to 18 % of the samples, its spin from about half of it to under a tenth.)
         if spin_looking(spin_until, || {
-            node.blocking_reader(seq).is_none().then_some(())
+            node.blocking_reader(seq, &owed).is_none().then_some(())
         })
         .is_some()
         {
             return Ok(());
         }
         loop {
-            let Some(i) = node.blocking_reader(seq) else {
+            let Some(i) = node.blocking_reader(seq, &owed) else {
                 node.writer_waiting().store(0, Ordering::Relaxed);
                 return Ok(());
             };
             // Says which reader it waits for: only that one wakes it (`notify_writer`), not
             // every reader that moves (with 8 subscribers, the others woke it for nothing).
             let observed = protocol::announce_wait(node.writer_waiting(), node.space(), i);
-            if node.blocking_reader(seq) != Some(i) {
+            if node.blocking_reader(seq, &owed) != Some(i) {
                 // That reader made room meanwhile: look again.
                 continue;
             }
@@ -694,6 +727,7 @@ impl LocalBus {
                     room_key: (0, 0),
                     reader_entries: Vec::new(),
                     last_topic: String::new(),
+                    listed: Vec::new(),
                 },
                 sys::register_light_side(),
             ),
@@ -1127,26 +1161,48 @@ struct Unattached {
     reported: bool,
 }
 
+/// How a subscription takes up a node it does not read yet.
+enum Take {
+    /// Reads it from this message on.
+    From(u64),
+    /// Holds a reader slot without reading, having looked at the catalog up to this offset
+    /// (block policy: see [`LocalSubscriber::scan`]).
+    Park(usize),
+}
+
 impl Unattached {
-    /// Where a subscription with `pattern` and `policy` starts reading this node, if it
-    /// reads it now (see [`LocalSubscriber::scan`]).
-    fn start(&mut self, pattern: &Pattern, policy: u32) -> Option<u64> {
-        if policy == POLICY_BLOCK {
-            return Some(self.floor);
-        }
+    /// How a subscription with `pattern` and `policy` takes up this node now, if it does
+    /// (see [`LocalSubscriber::scan`]).
+    fn take(&mut self, pattern: &Pattern, policy: u32) -> Option<Take> {
         if self.from.is_none() {
-            let (listed, next, incomplete) = self.seg.catalog_read(self.cat_off);
-            self.cat_off = next;
-            self.from = listed
-                .iter()
-                .find(|e| e.kind == CAT_PUBLISH && pattern.matches(&e.topic))
-                .map(|e| e.seq.min(MAX_SEQ));
-            if incomplete {
-                self.from = Some(0);
-            }
+            self.from = first_owed(&self.seg, &mut self.cat_off, pattern);
         }
-        self.from.map(|from| from.max(self.floor))
+        match self.from {
+            Some(from) => Some(Take::From(from.max(self.floor))),
+            None if policy == POLICY_BLOCK => Some(Take::Park(self.cat_off)),
+            None => None,
+        }
     }
+}
+
+/// Looks at `seg`'s catalog from `*checked` on (and moves `checked` past what it read): the
+/// first message of the first topic published there that `pattern` matches, or the first
+/// message from which the catalog may not list every topic (0 for a malformed catalog), if
+/// any.
+fn first_owed(seg: &NodeSeg, checked: &mut usize, pattern: &Pattern) -> Option<u64> {
+    let (listed, next, incomplete) = seg.catalog_read(*checked);
+    *checked = next;
+    let matched = listed
+        .iter()
+        .find(|e| e.kind == CAT_PUBLISH && pattern.matches(&e.topic))
+        .map(|e| e.seq);
+    let from = if incomplete {
+        let full = seg.catalog_full_since().unwrap_or(0);
+        Some(matched.map_or(full, |m| m.min(full)))
+    } else {
+        matched
+    };
+    from.map(|f| f.min(MAX_SEQ))
 }
 
 /// One publisher's ring as a subscription reads it.
@@ -1174,6 +1230,9 @@ struct Attachment {
     notified_at: u64,
     /// The publisher's write position was impossible at the last look (and was reported).
     bad_w: bool,
+    /// A block-policy attachment that reads nothing yet: the node publishes no topic the
+    /// pattern matches, as far as its catalog up to this offset says.
+    parked: Option<usize>,
 }
 
 impl Attachment {
@@ -1190,9 +1249,10 @@ impl Attachment {
         );
     }
 
-    /// Counts this reader in or out of the node's sleeping readers.
+    /// Counts this reader in or out of the node's sleeping readers (a parked one never is:
+    /// it needs no wake-up per message).
     fn mark_asleep(&mut self, on: bool) {
-        if self.asleep != on {
+        if self.asleep != on && (self.parked.is_none() || !on) {
             let n = self.seg.readers_sleeping();
             if on {
                 n.fetch_add(1, Ordering::Relaxed);
@@ -1394,7 +1454,7 @@ impl LocalSubscriber {
     pub fn publishers(&self) -> Vec<u64> {
         self.atts
             .iter()
-            .filter(|a| !a.gone)
+            .filter(|a| !a.gone && a.parked.is_none())
             .map(|a| a.node_id)
             .collect()
     }
@@ -1418,6 +1478,31 @@ impl LocalSubscriber {
             {
                 a.gone = true;
                 self.any_gone = true;
+            }
+        }
+        for a in self.atts.iter_mut().filter(|a| !a.gone) {
+            let Some(mut checked) = a.parked else {
+                continue;
+            };
+            match first_owed(&a.seg, &mut checked, &self.pattern) {
+                Some(from) => {
+                    // Reads from there on: the cursor first, then the slot says so (the
+                    // publisher reads them the other way round).
+                    a.cursor = a.cursor.max(from);
+                    a.known_w = a.cursor;
+                    a.notified_at = a.cursor;
+                    a.publish_cursor(false);
+                    a.parked = None;
+                    a.seg.set_parked(a.slot, None);
+                    if self.asleep {
+                        a.mark_asleep(true);
+                    }
+                }
+                None if Some(checked) != a.parked => {
+                    a.parked = Some(checked);
+                    a.seg.set_parked(a.slot, Some(checked));
+                }
+                None => {}
             }
         }
         self.waiting
@@ -1450,14 +1535,18 @@ impl LocalSubscriber {
                     }
                 },
             };
-            let Some(start) = u.start(&self.pattern, self.policy) else {
+            let Some(take) = u.take(&self.pattern, self.policy) else {
                 self.waiting.insert(v.node_id, u);
                 continue;
+            };
+            let (start, parked) = match take {
+                Take::From(start) => (start, None),
+                Take::Park(checked) => (u.floor, Some(checked)),
             };
             let depth = self.depth.min(u.seg.slots());
             match u
                 .seg
-                .claim_reader(shared.entry, self.policy, depth, start)?
+                .claim_reader(shared.entry, self.policy, depth, start, parked)?
             {
                 Some(slot) => {
                     self.atts.push(Attachment {
@@ -1475,8 +1564,9 @@ impl LocalSubscriber {
                         last_topic: String::new(),
                         last_matched: false,
                         bad_w: false,
+                        parked,
                     });
-                    if self.asleep {
+                    if self.asleep && parked.is_none() {
                         // Publishers of a node found while we sleep must see us asleep too.
                         if let Some(a) = self.atts.last_mut() {
                             a.mark_asleep(true);
@@ -1741,6 +1831,9 @@ impl LocalSubscriber {
             if k > 0 {
                 i = if i + 1 < n { i + 1 } else { 0 };
             }
+            if self.atts[i].parked.is_some() {
+                continue;
+            }
             let got = self.read_some(i, max, sink)?;
             if got > 0 {
                 // Stay on a publisher that has messages for a burst, then move on: fair
@@ -1766,7 +1859,8 @@ impl LocalSubscriber {
         let before = self.atts.len();
         let mut past = 0;
         self.atts.retain(|a| {
-            let done = a.gone && a.cursor >= a.seg.write_seq().load(Ordering::Acquire);
+            let done = a.gone
+                && (a.parked.is_some() || a.cursor >= a.seg.write_seq().load(Ordering::Acquire));
             if done {
                 past = a.drops.saturating_add(past);
             }
@@ -2553,6 +2647,97 @@ mod tests {
         publisher.publish_with("r", b"3", Wait::Never).unwrap();
         assert_eq!(narrow.try_recv().unwrap().payload(), b"3");
         assert_eq!(narrow.drops(), 0);
+    }
+
+    /// A block-policy subscription holds back a publisher only on topics it matches. It
+    /// holds a reader slot of every node, parked while the node publishes nothing it
+    /// matches: a publisher of other topics it has seen listed is never held back by it,
+    /// and one that starts on a topic it matches is held back from that topic's first
+    /// message on (its depth ahead of that message), until the subscription reads.
+    /// (Before, a stalled block-policy subscriber of `x/*` made a publisher of `y/z` time
+    /// out.)
+    #[test]
+    fn a_block_subscription_holds_back_only_the_topics_it_matches() {
+        let u = url("parked");
+        let publisher = Bus::open(&u).unwrap();
+        publisher.publish("y/z", b"before").unwrap();
+        let subscriber = Bus::open(&u).unwrap();
+        let mut sub = subscriber
+            .subscribe_with(
+                "x/*",
+                SubscribeOptions {
+                    depth: 4,
+                    overflow: Overflow::Block,
+                },
+            )
+            .unwrap();
+        let readers = publisher.stats().readers;
+        assert_eq!(readers.len(), 1, "{readers:?}");
+        assert!(readers[0].parked && readers[0].lag == 0, "{readers:?}");
+        // The subscriber reads nothing meanwhile.
+        for i in 0..1000u32 {
+            publisher
+                .publish_with("y/z", &i.to_le_bytes(), Wait::Never)
+                .unwrap();
+        }
+        // A matching topic: its first `depth` messages go, then the publisher waits.
+        for i in 0..4u8 {
+            publisher.publish_with("x/1", &[i], Wait::Never).unwrap();
+        }
+        let r = publisher.publish_with("x/1", &[4], Wait::Never);
+        assert!(matches!(r, Err(Error::WouldBlock)), "{r:?}");
+        // The subscription reads from that topic's first message, and nothing else.
+        for i in 0..4u8 {
+            let m = sub.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert_eq!((m.topic(), m.payload()), ("x/1", &[i][..]));
+        }
+        assert!(!publisher.stats().readers[0].parked);
+        publisher.publish_with("x/1", &[4], Wait::Never).unwrap();
+        assert_eq!(sub.try_recv().unwrap().payload(), [4]);
+        assert!(matches!(sub.try_recv(), Err(Error::WouldBlock)));
+        assert_eq!(sub.drops(), 0);
+    }
+
+    /// A parked block-policy subscription that looks at the catalog again lets a publisher
+    /// of a new topic it does not match go on: a publisher held back on a new topic
+    /// (`depth` messages on) is let go when a receive of the subscription (woken by the
+    /// topic's declaration) finds that it does not match.
+    #[test]
+    fn a_parked_subscription_lets_a_new_unmatched_topic_go_once_it_looks() {
+        let u = url("parkmove");
+        let publisher = std::sync::Arc::new(Bus::open(&u).unwrap());
+        let subscriber = Bus::open(&u).unwrap();
+        let mut sub = subscriber
+            .subscribe_with(
+                "x/*",
+                SubscribeOptions {
+                    depth: 2,
+                    overflow: Overflow::Block,
+                },
+            )
+            .unwrap();
+        let p = publisher.clone();
+        let t = std::thread::spawn(move || {
+            // Up to 2 go at once; the rest wait for the subscription to look.
+            for i in 0..100u32 {
+                p.publish_with(
+                    "y/new",
+                    &i.to_le_bytes(),
+                    Wait::timeout(Duration::from_secs(5)),
+                )
+                .unwrap();
+            }
+        });
+        // Receives that find nothing, until the publisher is through.
+        let end = Instant::now() + Duration::from_secs(10);
+        while !t.is_finished() {
+            assert!(Instant::now() < end, "the publisher is still held back");
+            let r = sub.recv_timeout(Duration::from_millis(20));
+            assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+        }
+        t.join().unwrap();
+        assert!(publisher.stats().readers[0].parked);
+        assert_eq!(sub.drops(), 0);
     }
 
     #[test]

@@ -60,6 +60,9 @@ const H_SPACE: usize = 24;
 const H_WRITER_WAITING: usize = 28;
 const H_ACTIVE: usize = 32;
 const H_CATALOG_LEN: usize = 40;
+/// 1 + the write sequence at which the catalog became too full to be sure of listing every
+/// topic (see [`catalog_near_full`]), 0 before.
+const H_CATALOG_FULL_SEQ: usize = 48;
 /// How many of this node's readers are asleep (or about to sleep): on a cache line of its own,
 /// which subscribers write only when they go to sleep or wake, so that a publisher can tell
 /// with one load that it need not look at any reader's doorbell.
@@ -74,6 +77,10 @@ const R_DROPS: usize = 16;
 const R_DEPTH: usize = 24;
 const R_POLICY: usize = 28;
 const R_DELIVERED: usize = 32;
+/// 0: the reader reads the ring. 1 + a catalog offset: a block-policy reader that found no
+/// topic it matches in the catalog before that offset, and reads nothing until one comes
+/// (see [`NodeSeg::block_limits`]).
+const R_PARKED: usize = 40;
 
 const OFF_CATALOG: usize = OFF_READERS + READERS * READER;
 pub(crate) const CATALOG_BYTES: usize = 64 * 1024;
@@ -100,8 +107,8 @@ pub(crate) const CAT_PUBLISH: u8 = 1;
 pub(crate) const CAT_SERVE: u8 = 2;
 pub(crate) const CAT_SUBSCRIBE: u8 = 3;
 
-/// Marks the node layout.
-struct BusNodeV3;
+/// Marks the node layout (4: reader slots can be parked, the catalog says when it filled).
+struct BusNodeV4;
 
 /// The fixed part of a slot, as the writer fills it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -189,6 +196,17 @@ impl std::fmt::Debug for NodeSeg {
     }
 }
 
+/// `R_PARKED`'s value for a reader parked after looking at the catalog up to `checked`.
+fn parked_word(checked: Option<usize>) -> u32 {
+    checked.map_or(0, |c| (c.min(CATALOG_BYTES) + 1) as u32)
+}
+
+/// Whether a catalog of `len` bytes may have had to leave a topic out: less room is left than
+/// the longest record takes.
+fn catalog_near_full(len: usize) -> bool {
+    CATALOG_BYTES.saturating_sub(len) < 10 + TOPIC_MAX
+}
+
 fn ring_len(slots: u32, slot_bytes: u32) -> usize {
     OFF_RING + slots as usize * slot_bytes as usize
 }
@@ -222,7 +240,7 @@ impl NodeSeg {
         }
         let seg = Segment::builder(&node_name(namespace, node_id))
             .size(ring_len(slots, slot_bytes))
-            .typed::<BusNodeV3>()
+            .typed::<BusNodeV4>()
             .create()?;
         seg.write(H_SLOTS, &slots)?;
         seg.write(H_SLOT_BYTES, &slot_bytes)?;
@@ -238,7 +256,7 @@ impl NodeSeg {
     /// Opens another node's segment and checks its geometry.
     pub(crate) fn open(namespace: &str, node_id: u64) -> Result<NodeSeg> {
         let name = node_name(namespace, node_id);
-        let seg = Segment::builder(&name).typed::<BusNodeV3>().open()?;
+        let seg = Segment::builder(&name).typed::<BusNodeV4>().open()?;
         let slots: u32 = seg.read(H_SLOTS)?;
         let slot_bytes: u32 = seg.read(H_SLOT_BYTES)?;
         let id: u64 = seg.read(H_NODE)?;
@@ -334,14 +352,24 @@ impl NodeSeg {
 
     // ---- the catalog ------------------------------------------------------------------
 
-    /// Appends a record; false if the catalog is full (the topic still works, it is just
-    /// not listed). Only the owning node writes its catalog.
-    pub(crate) fn catalog_append(&self, kind: u8, seq: u64, topic: &str) -> Result<bool> {
+    /// Appends a record; its offset, or `None` if the catalog is full (the topic still
+    /// works, it is just not listed). Only the owning node writes its catalog. The sequence
+    /// number at which the catalog becomes [near full](catalog_near_full) is noted first
+    /// ([`catalog_full_since`](Self::catalog_full_since)).
+    pub(crate) fn catalog_append(&self, kind: u8, seq: u64, topic: &str) -> Result<Option<usize>> {
         let len_word = self.u32_at(H_CATALOG_LEN);
         let used = len_word.load(Ordering::Relaxed) as usize;
         let rec = 10 + topic.len();
-        if topic.len() > TOPIC_MAX || used + rec > CATALOG_BYTES {
-            return Ok(false);
+        let fits = topic.len() <= TOPIC_MAX && used + rec <= CATALOG_BYTES;
+        if !fits || catalog_near_full(used + rec) {
+            let full = self.u64_at(H_CATALOG_FULL_SEQ);
+            if full.load(Ordering::Relaxed) == 0 {
+                // Release: before the length that says it, for a reader of both.
+                full.store(seq.saturating_add(1), Ordering::Release);
+            }
+        }
+        if !fits {
+            return Ok(None);
         }
         let off = OFF_CATALOG + used;
         self.seg.write(off, &kind)?;
@@ -349,7 +377,15 @@ impl NodeSeg {
         self.seg.write(off + 2, &seq)?;
         self.seg.write_bytes(off + 10, topic.as_bytes())?;
         len_word.store((used + rec) as u32, Ordering::Release);
-        Ok(true)
+        Ok(Some(used))
+    }
+
+    /// The write sequence from which the catalog may not list every topic published (it was
+    /// near full), if it came to that.
+    pub(crate) fn catalog_full_since(&self) -> Option<u64> {
+        self.u64_at(H_CATALOG_FULL_SEQ)
+            .load(Ordering::Acquire)
+            .checked_sub(1)
     }
 
     /// The catalog records from byte `from` on, and the byte offset after the last one read.
@@ -389,7 +425,7 @@ impl NodeSeg {
             out.push(CatalogEntry { kind, seq, topic });
             pos += 10 + len;
         }
-        let incomplete = pos.max(from) < end || CATALOG_BYTES - end < 10 + TOPIC_MAX;
+        let incomplete = pos.max(from) < end || catalog_near_full(end);
         (out, pos, incomplete)
     }
 
@@ -487,25 +523,41 @@ impl NodeSeg {
     }
 
     /// The first message that some block-policy reader has no room for, as of now
-    /// (`u64::MAX` with no such reader); `seq` is the next message to write.
-    pub(crate) fn room_until(&self, seq: u64) -> u64 {
-        self.block_limits(seq)
+    /// (`u64::MAX` with no such reader); `seq` is the next message to write. `owed`: see
+    /// [`block_limits`](Self::block_limits).
+    pub(crate) fn room_until(&self, seq: u64, owed: impl Fn(usize) -> Option<u64>) -> u64 {
+        self.block_limits(seq, owed)
             .map(|(_, limit)| limit)
             .min()
             .unwrap_or(u64::MAX)
     }
 
     /// Which block-policy reader has no room for message `seq`, if any.
-    pub(crate) fn blocking_reader(&self, seq: u64) -> Option<usize> {
-        self.block_limits(seq)
+    pub(crate) fn blocking_reader(
+        &self,
+        seq: u64,
+        owed: impl Fn(usize) -> Option<u64>,
+    ) -> Option<usize> {
+        self.block_limits(seq, owed)
             .find(|&(_, limit)| seq >= limit)
             .map(|(i, _)| i)
     }
 
-    /// The active block-policy readers, each with the first message it has no room for
-    /// (its cursor plus its depth; a cursor ahead of `seq`, the writer's, is a lie and
-    /// counts as caught up).
-    fn block_limits(&self, seq: u64) -> impl Iterator<Item = (usize, u64)> + '_ {
+    /// The active block-policy readers that hold messages back, each with the first message
+    /// it has no room for (its cursor plus its depth; a cursor ahead of `seq`, the writer's,
+    /// is a lie and counts as caught up).
+    ///
+    /// A parked reader (`R_PARKED`: it found no topic it matches in the catalog before some
+    /// offset, and reads nothing) holds back only the messages of topics listed from that
+    /// offset on, which it has not looked at yet: `owed(offset)` is the first such message
+    /// (`None`: there are none), where the reader stands as far as the writer is concerned
+    /// until it has looked. It then either moves the offset on, or reads from at least that
+    /// message.
+    fn block_limits<'a>(
+        &'a self,
+        seq: u64,
+        owed: impl Fn(usize) -> Option<u64> + 'a,
+    ) -> impl Iterator<Item = (usize, u64)> + 'a {
         let mut mask = self.active().load(Ordering::Acquire);
         std::iter::from_fn(move || {
             while mask != 0 {
@@ -518,8 +570,16 @@ impl NodeSeg {
                 }
                 let depth = u64::from(self.reader_u32(i, R_DEPTH).load(Ordering::Relaxed))
                     .clamp(1, u64::from(self.slots));
+                // Acquire: a reader that unparks stores its cursor first.
+                let parked = self.reader_u32(i, R_PARKED).load(Ordering::Acquire);
                 let limit = protocol::room_limit(self.reader_u64(i, R_CURSOR), seq, depth);
-                return Some((i, limit));
+                if parked == 0 {
+                    return Some((i, limit));
+                }
+                let Some(from) = owed(parked as usize - 1) else {
+                    continue;
+                };
+                return Some((i, limit.max(from.min(seq) + depth)));
             }
             None
         })
@@ -573,7 +633,8 @@ impl NodeSeg {
                 .reader_u64(i, R_CURSOR)
                 .load(Ordering::Relaxed)
                 .min(seq);
-            let lag = seq - cursor;
+            let parked = self.reader_u32(i, R_PARKED).load(Ordering::Acquire) != 0;
+            let lag = if parked { 0 } else { seq - cursor };
             // Messages a drop reader will find overwritten, but has not counted yet.
             let pending_drops = if policy == POLICY_DROP {
                 lag.saturating_sub(depth)
@@ -587,6 +648,7 @@ impl NodeSeg {
                     super::Overflow::DropOldest
                 },
                 depth: depth as u32,
+                parked,
                 lag,
                 delivered: self.reader_u64(i, R_DELIVERED).load(Ordering::Relaxed),
                 drops: self
@@ -607,6 +669,7 @@ impl NodeSeg {
         policy: u32,
         depth: u32,
         cursor: u64,
+        parked: Option<usize>,
     ) -> Result<Option<usize>> {
         for i in 0..READERS {
             if !sys::ofd_lock(self.seg.fd(), LOCK_READER + i as u64, 1, true)? {
@@ -621,6 +684,8 @@ impl NodeSeg {
                 .store(cursor, Ordering::Relaxed);
             self.reader_u64(i, R_DROPS).store(0, Ordering::Relaxed);
             self.reader_u64(i, R_DELIVERED).store(0, Ordering::Relaxed);
+            self.reader_u32(i, R_PARKED)
+                .store(parked_word(parked), Ordering::Relaxed);
             self.reader_u32(i, R_STATE).store(1, Ordering::Release);
             self.active().fetch_or(1u64 << i, Ordering::AcqRel);
             // A new reader changes the writer's room key even if it takes the bit of one
@@ -662,6 +727,14 @@ impl NodeSeg {
         if wake_writer {
             self.notify_writer(i);
         }
+    }
+
+    /// Parks reader `i` (it has looked at the catalog up to `checked` and reads nothing), or
+    /// unparks it (`None`; its cursor stored before), and wakes a publisher waiting for it.
+    pub(crate) fn set_parked(&self, i: usize, checked: Option<usize>) {
+        self.reader_u32(i, R_PARKED)
+            .store(parked_word(checked), Ordering::Release);
+        self.notify_writer(i);
     }
 
     /// Wakes a publisher waiting for room on reader `i`, the caller (the other half of the

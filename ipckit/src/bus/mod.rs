@@ -1491,16 +1491,15 @@ impl LocalSubscriber {
                     a.cursor = a.cursor.max(from);
                     a.known_w = a.cursor;
                     a.notified_at = a.cursor;
-                    a.publish_cursor(false);
                     a.parked = None;
-                    a.seg.set_parked(a.slot, None);
+                    a.seg.unpark_reader(a.slot, a.cursor, a.delivered, a.drops);
                     if self.asleep {
                         a.mark_asleep(true);
                     }
                 }
                 None if Some(checked) != a.parked => {
                     a.parked = Some(checked);
-                    a.seg.set_parked(a.slot, Some(checked));
+                    a.seg.park_reader(a.slot, checked);
                 }
                 None => {}
             }

@@ -570,16 +570,15 @@ impl NodeSeg {
                 }
                 let depth = u64::from(self.reader_u32(i, R_DEPTH).load(Ordering::Relaxed))
                     .clamp(1, u64::from(self.slots));
-                // Acquire: a reader that unparks stores its cursor first.
-                let parked = self.reader_u32(i, R_PARKED).load(Ordering::Acquire);
-                let limit = protocol::room_limit(self.reader_u64(i, R_CURSOR), seq, depth);
-                if parked == 0 {
+                if let Some(limit) = protocol::parked_room_limit(
+                    self.reader_u32(i, R_PARKED),
+                    self.reader_u64(i, R_CURSOR),
+                    seq,
+                    depth,
+                    &owed,
+                ) {
                     return Some((i, limit));
                 }
-                let Some(from) = owed(parked as usize - 1) else {
-                    continue;
-                };
-                return Some((i, limit.max(from.min(seq) + depth)));
             }
             None
         })
@@ -730,10 +729,23 @@ impl NodeSeg {
     }
 
     /// Parks reader `i` (it has looked at the catalog up to `checked` and reads nothing), or
-    /// unparks it (`None`; its cursor stored before), and wakes a publisher waiting for it.
-    pub(crate) fn set_parked(&self, i: usize, checked: Option<usize>) {
-        self.reader_u32(i, R_PARKED)
-            .store(parked_word(checked), Ordering::Release);
+    /// moves `checked` on, and wakes a publisher waiting for it.
+    pub(crate) fn park_reader(&self, i: usize, checked: usize) {
+        protocol::park(self.reader_u32(i, R_PARKED), parked_word(Some(checked)) - 1);
+        self.notify_writer(i);
+    }
+
+    /// Unparks reader `i`, which reads from message `at` on (its figures are stored too),
+    /// and wakes a publisher waiting for it.
+    pub(crate) fn unpark_reader(&self, i: usize, at: u64, delivered: u64, drops: u64) {
+        self.reader_u64(i, R_DELIVERED)
+            .store(delivered, Ordering::Relaxed);
+        self.reader_u64(i, R_DROPS).store(drops, Ordering::Relaxed);
+        protocol::unpark(
+            self.reader_u32(i, R_PARKED),
+            self.reader_u64(i, R_CURSOR),
+            at,
+        );
         self.notify_writer(i);
     }
 

@@ -285,6 +285,35 @@ mod loom_tests {
         }
     }
 
+    /// The reader's wake-up of a publisher waiting for it (`notify_writer`).
+    fn notify(n: &Node) {
+        if waited_for(&n.waiting, 0) {
+            make_room(&n.space);
+            futex_wake(&n.space, u32::MAX);
+        }
+    }
+
+    /// A block-policy reader taking messages `from..to` whole: it must never find one
+    /// overwritten. After each it publishes its cursor and wakes a publisher waiting for it
+    /// (`set_cursor` with a wake-up).
+    fn read_as_block_reader(node: &Node, from: u64, to: u64) {
+        for seq in from..to {
+            let body = loop {
+                if seq < node.write_seq.load(Ordering::Acquire) {
+                    match node.read(seq) {
+                        Ok(Some(body)) => break body,
+                        Ok(None) => {}
+                        Err(()) => panic!("a block reader was overwritten at {seq}"),
+                    }
+                }
+                loom::thread::yield_now();
+            };
+            assert_eq!(body, [Node::value(seq, 0), Node::value(seq, 1)]);
+            publish_cursor(&node.cursor, seq + 1);
+            notify(node);
+        }
+    }
+
     /// A reader the writer laps (one slot, no block policy) keeps whole messages only.
     #[test]
     fn loom_lapped_reader_never_keeps_a_torn_message() {
@@ -345,25 +374,7 @@ mod loom_tests {
                     n.write(seq);
                 }
             });
-            for seq in 0..MESSAGES {
-                let body = loop {
-                    if seq < node.write_seq.load(Ordering::Acquire) {
-                        match node.read(seq) {
-                            Ok(Some(body)) => break body,
-                            Ok(None) => {}
-                            Err(()) => panic!("a block reader was overwritten at {seq}"),
-                        }
-                    }
-                    loom::thread::yield_now();
-                };
-                assert_eq!(body, [Node::value(seq, 0), Node::value(seq, 1)]);
-                // `set_cursor` with a wake-up, then `notify_writer`.
-                publish_cursor(&node.cursor, seq + 1);
-                if waited_for(&node.waiting, 0) {
-                    make_room(&node.space);
-                    futex_wake(&node.space, u32::MAX);
-                }
-            }
+            read_as_block_reader(&node, 0, MESSAGES);
             writer.join().unwrap();
         });
     }
@@ -424,14 +435,6 @@ mod loom_tests {
         }
     }
 
-    /// The reader's wake-up of a publisher waiting for it (`notify_writer`).
-    fn notify(n: &Node) {
-        if waited_for(&n.waiting, 0) {
-            make_room(&n.space);
-            futex_wake(&n.space, u32::MAX);
-        }
-    }
-
     /// A parked block reader that finds the new topic matches unparks at its first message
     /// and reads every message: the publisher, which counted it from that message on, never
     /// overwrites one it has not read, and is woken when it waits.
@@ -450,21 +453,7 @@ mod loom_tests {
             // The scan that finds the topic listed at 0 matching.
             unpark(&node.parked, &node.cursor, 0);
             notify(&node);
-            for seq in 0..MESSAGES {
-                let body = loop {
-                    if seq < node.write_seq.load(Ordering::Acquire) {
-                        match node.read(seq) {
-                            Ok(Some(body)) => break body,
-                            Ok(None) => {}
-                            Err(()) => panic!("an unparked block reader was overwritten at {seq}"),
-                        }
-                    }
-                    loom::thread::yield_now();
-                };
-                assert_eq!(body, [Node::value(seq, 0), Node::value(seq, 1)]);
-                publish_cursor(&node.cursor, seq + 1);
-                notify(&node);
-            }
+            read_as_block_reader(&node, 0, MESSAGES);
             writer.join().unwrap();
         });
     }

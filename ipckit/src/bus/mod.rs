@@ -1154,8 +1154,8 @@ struct Unattached {
     floor: u64,
     /// Catalog bytes looked at so far.
     cat_off: usize,
-    /// The first message on a topic the pattern matches, once the catalog lists one (0
-    /// where the catalog may not list every topic: all of it may match).
+    /// The first message on a topic the pattern matches, once the catalog lists one (or the
+    /// first from which the catalog may not list every topic: see [`first_owed`]).
     from: Option<u64>,
     /// The node had no free reader slot, and that was reported.
     reported: bool,
@@ -1464,8 +1464,11 @@ impl LocalSubscriber {
     /// A `drop` subscription reads a node only once the node's catalog lists a topic the
     /// pattern matches, from that topic's first message on: it takes a reader slot of the
     /// node, and time to read its ring, only where there is something for it. A `block`
-    /// subscription reads every node from the start: a publisher has to wait for it from its
-    /// first message on a matching topic, and waits only for readers attached by then.
+    /// subscription takes a reader slot of every node from the start (a publisher has to
+    /// wait for it from its first message on a matching topic, and knows only the readers
+    /// attached by then), parked where nothing matches: each scan looks at the catalog of
+    /// those nodes again and parks further on, or unparks at the first message of a topic
+    /// that matches.
     fn scan(&mut self, initial: bool) -> Result<()> {
         let shared = self.shared.clone();
         self.last_gen = shared.reg.generation().load(Ordering::Acquire);

@@ -196,9 +196,9 @@ impl std::fmt::Debug for NodeSeg {
     }
 }
 
-/// `R_PARKED`'s value for a reader parked after looking at the catalog up to `checked`.
-fn parked_word(checked: Option<usize>) -> u32 {
-    checked.map_or(0, |c| (c.min(CATALOG_BYTES) + 1) as u32)
+/// A catalog offset as a parked reader states it (`protocol::park`).
+fn catalog_offset(checked: usize) -> u32 {
+    checked.min(CATALOG_BYTES) as u32
 }
 
 /// Whether a catalog of `len` bytes may have had to leave a topic out: less room is left than
@@ -425,7 +425,7 @@ impl NodeSeg {
             out.push(CatalogEntry { kind, seq, topic });
             pos += 10 + len;
         }
-        let incomplete = pos.max(from) < end || catalog_near_full(end);
+        let incomplete = pos < end || catalog_near_full(end);
         (out, pos, incomplete)
     }
 
@@ -683,8 +683,11 @@ impl NodeSeg {
                 .store(cursor, Ordering::Relaxed);
             self.reader_u64(i, R_DROPS).store(0, Ordering::Relaxed);
             self.reader_u64(i, R_DELIVERED).store(0, Ordering::Relaxed);
-            self.reader_u32(i, R_PARKED)
-                .store(parked_word(parked), Ordering::Relaxed);
+            let parked_word = self.reader_u32(i, R_PARKED);
+            parked_word.store(0, Ordering::Relaxed);
+            if let Some(checked) = parked {
+                protocol::park(parked_word, catalog_offset(checked));
+            }
             self.reader_u32(i, R_STATE).store(1, Ordering::Release);
             self.active().fetch_or(1u64 << i, Ordering::AcqRel);
             // A new reader changes the writer's room key even if it takes the bit of one
@@ -731,7 +734,7 @@ impl NodeSeg {
     /// Parks reader `i` (it has looked at the catalog up to `checked` and reads nothing), or
     /// moves `checked` on, and wakes a publisher waiting for it.
     pub(crate) fn park_reader(&self, i: usize, checked: usize) {
-        protocol::park(self.reader_u32(i, R_PARKED), parked_word(Some(checked)) - 1);
+        protocol::park(self.reader_u32(i, R_PARKED), catalog_offset(checked));
         self.notify_writer(i);
     }
 

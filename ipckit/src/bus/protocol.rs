@@ -314,6 +314,22 @@ mod loom_tests {
         }
     }
 
+    /// Writes messages `0..messages`, waiting before each while `no_room(seq)` as
+    /// `wait_for_room` does, without its spinning and time slices (reader slot 0).
+    fn publish_when_room(n: &Node, messages: u64, no_room: impl Fn(u64) -> bool) {
+        for seq in 0..messages {
+            while no_room(seq) {
+                let observed = announce_wait(&n.waiting, &n.space, 0);
+                if !no_room(seq) {
+                    break;
+                }
+                futex_wait(&n.space, observed, None).unwrap();
+            }
+            n.waiting.store(0, Ordering::Relaxed);
+            n.write(seq);
+        }
+    }
+
     /// A reader the writer laps (one slot, no block policy) keeps whole messages only.
     #[test]
     fn loom_lapped_reader_never_keeps_a_torn_message() {
@@ -361,18 +377,7 @@ mod loom_tests {
             let n2 = node.clone();
             let writer = loom::thread::spawn(move || {
                 let n = &*n2;
-                for seq in 0..MESSAGES {
-                    // `wait_for_room`, without its spinning and time slices.
-                    while seq >= room_limit(&n.cursor, seq, 1) {
-                        let observed = announce_wait(&n.waiting, &n.space, 0);
-                        if seq < room_limit(&n.cursor, seq, 1) {
-                            break;
-                        }
-                        futex_wait(&n.space, observed, None).unwrap();
-                    }
-                    n.waiting.store(0, Ordering::Relaxed);
-                    n.write(seq);
-                }
+                publish_when_room(n, MESSAGES, |seq| seq >= room_limit(&n.cursor, seq, 1));
             });
             read_as_block_reader(&node, 0, MESSAGES);
             writer.join().unwrap();
@@ -420,19 +425,9 @@ mod loom_tests {
     /// for the reader as `wait_for_room` does.
     fn publish_past_parked(n: &Node, messages: u64) {
         let owed = |checked: usize| (checked == 0).then_some(0);
-        let no_room =
-            |seq| parked_room_limit(&n.parked, &n.cursor, seq, 1, owed).is_some_and(|l| seq >= l);
-        for seq in 0..messages {
-            while no_room(seq) {
-                let observed = announce_wait(&n.waiting, &n.space, 0);
-                if !no_room(seq) {
-                    break;
-                }
-                futex_wait(&n.space, observed, None).unwrap();
-            }
-            n.waiting.store(0, Ordering::Relaxed);
-            n.write(seq);
-        }
+        publish_when_room(n, messages, |seq| {
+            parked_room_limit(&n.parked, &n.cursor, seq, 1, owed).is_some_and(|l| seq >= l)
+        });
     }
 
     /// A parked block reader that finds the new topic matches unparks at its first message

@@ -90,8 +90,9 @@
 //! ## Liveliness
 //! Each [`Bus`] declares a zenoh liveliness token for itself and one per topic it publishes
 //! on, pattern it serves and pattern it subscribes to. [`Bus::peers`] lists the live nodes,
-//! [`Bus::watch`] reports them appearing ([`PeerEvent::Joined`], [`PeerEvent::Declared`]) and
-//! going away ([`PeerEvent::Left`]: closed, crashed, or unreachable for a lease). Unlike
+//! [`Bus::watch`] reports them appearing ([`PeerEvent::Joined`], [`PeerEvent::Declared`]),
+//! dropping a subscription or responder ([`PeerEvent::Withdrew`]) and going away
+//! ([`PeerEvent::Left`]: closed, crashed, or unreachable for a lease). Unlike
 //! `bus://local`, the first events of a watch describe the nodes already there.
 //!
 //! ## Differences from `ipckit::bus::Bus`
@@ -1000,7 +1001,16 @@ impl PeerWatch {
             }
             (SampleKind::Delete, Some((kind, topic))) => {
                 if let Some(p) = self.known.get_mut(&node) {
-                    peer_list(p, kind).retain(|t| *t != topic);
+                    let list = peer_list(p, kind);
+                    if list.contains(&topic) {
+                        list.retain(|t| *t != topic);
+                        self.events.push_back(PeerEvent::Withdrew {
+                            node_id: node,
+                            pid,
+                            kind,
+                            topic,
+                        });
+                    }
                 }
             }
         }

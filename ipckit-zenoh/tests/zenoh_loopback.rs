@@ -110,7 +110,7 @@ fn request_reply_timeout_and_no_responder() {
         .unwrap();
     assert_eq!(b.request("svc/a", b"1", T).unwrap(), b"svc/a:1");
     assert_eq!(b.request("svc/b", b"2", T).unwrap(), b"svc/b:2");
-    let _add = a
+    let add = a
         .serve("calc/add", |m| {
             let (x, y): (u32, u32) = m.decode().unwrap_or((0, 0));
             postcard::to_stdvec(&(x + y)).unwrap()
@@ -134,6 +134,23 @@ fn request_reply_timeout_and_no_responder() {
     let mut serves = server.serves.clone();
     serves.sort();
     assert_eq!(serves, ["calc/add", "slow/op", "svc/*"]);
+    // A responder dropped while its node lives on is withdrawn, as on `bus://local`.
+    let mut watch = b.watch();
+    drop(add);
+    let deadline = Instant::now() + T;
+    loop {
+        match watch.next_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(PeerEvent::Withdrew { node_id, topic, .. })
+                if node_id == a.node_id() && topic == "calc/add" =>
+            {
+                break
+            }
+            Ok(_) => {}
+            Err(e) => panic!("withdrawal never seen: {e}"),
+        }
+    }
+    let r = b.request("calc/add", b"", T);
+    assert!(matches!(r, Err(Error::ConnectionRefused { .. })), "{r:?}");
 }
 
 #[test]

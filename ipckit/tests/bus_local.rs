@@ -406,6 +406,40 @@ fn request_reply_across_processes() {
         }
         assert!(Instant::now() < deadline, "dead responder still found");
     }
+    // A responder dropped in a process that lives on is withdrawn: a request fails at once
+    // (it used to wait for its whole timeout), and the watch says so.
+    let mut server = Peer::start_bin(PEER, &["serve", &u, "svc/**"]);
+    server.expect_line("ready");
+    let pid = server.id();
+    let deadline = Instant::now() + T;
+    loop {
+        match watch.next_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(PeerEvent::Declared { pid: p, topic, .. }) if p == pid && topic == "svc/**" => break,
+            Ok(PeerEvent::Joined(p)) if p.pid == pid && p.serves.contains(&"svc/**".into()) => {
+                break
+            }
+            Ok(_) => {}
+            Err(e) => panic!("responder never seen: {e}"),
+        }
+    }
+    assert_eq!(
+        bus.request("svc/echo/x", b"stop", T).unwrap(),
+        format!("{pid}:stop").as_bytes()
+    );
+    server.expect_line("stopped");
+    let r = bus.request("svc/echo", b"x", T);
+    assert!(matches!(r, Err(Error::ConnectionRefused { .. })), "{r:?}");
+    loop {
+        match watch.next_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(PeerEvent::Withdrew { pid: p, topic, .. }) if p == pid && topic == "svc/**" => break,
+            Ok(_) => {}
+            Err(e) => panic!("withdrawal never seen: {e}"),
+        }
+    }
+    assert!(bus
+        .peers()
+        .iter()
+        .any(|p| p.pid == pid && p.serves.is_empty()));
 }
 
 #[cfg(feature = "tokio")]

@@ -8,7 +8,9 @@
 //! ipckit-bus-peer batches URL PATTERN N         receive N counters (0, 1, ...) in batches of up
 //!                                               to 100 (skipping topics ending in /warm), print
 //!                                               "in order N batches B"
-//! ipckit-bus-peer serve URL PATTERN             answer requests with "PID:" + the request
+//! ipckit-bus-peer serve URL PATTERN             answer requests with "PID:" + the request;
+//!                                               after a request "stop", drop the responder,
+//!                                               print "stopped" and live on
 //! ipckit-bus-peer malformed URL TOPIC           publish "before", a malformed slot, "after"
 //! ipckit-bus-peer scribble URL TOPIC MILLIS R    once R subscriptions read it, for MILLIS ms,
 //!                                               publish on TOPIC and write random bytes over
@@ -141,11 +143,19 @@ fn batches(url: &str, pattern: &str, n: u64) -> ipckit::Result<()> {
 fn serve(url: &str, pattern: &str) -> ipckit::Result<()> {
     let bus = Bus::open(url)?;
     let pid = std::process::id();
-    let _h = bus.serve(pattern, move |m| {
+    let (stop, stopped) = std::sync::mpsc::channel();
+    let h = bus.serve(pattern, move |m| {
+        if m.payload() == b"stop" {
+            let _ = stop.send(());
+        }
         [format!("{pid}:").as_bytes(), m.payload()].concat()
     })?;
     say("ready");
-    std::thread::sleep(T * 3);
+    if stopped.recv_timeout(T * 3).is_ok() {
+        drop(h);
+        say("stopped");
+        std::thread::sleep(T);
+    }
     Ok(())
 }
 

@@ -79,8 +79,15 @@
 
 //! ## Liveliness
 //! [`Bus::peers`] lists the live nodes with their topics; [`Bus::watch`] reports nodes
-//! joining, declaring topics and leaving (a crashed process is reported within about 100 ms,
-//! and its entry and segment are removed by whoever notices first).
+//! joining, declaring topics, withdrawing them and leaving (a crashed process is reported
+//! within about 100 ms, and its entry and segment are removed by whoever notices first).
+//! Dropping a [`Subscriber`] or [`ServeHandle`] withdraws its pattern from the node's catalog
+//! (the last one, where the node holds several of the same pattern): [`Bus::peers`] no
+//! longer lists it, a watch reports [`PeerEvent::Withdrew`], and a [`Bus::request`] on a
+//! topic nobody else serves fails at once with [`Error::ConnectionRefused`]. A node keeps
+//! the topics it published until it closes. The record stays in the catalog, marked, and is
+//! marked live again when the node declares the pattern again: subscribing and dropping in
+//! a loop does not fill the catalog.
 //!
 //! ## Backends
 //! `bus://local` is this module's own. Any other `bus://HOST...` URL goes to the backend
@@ -402,6 +409,18 @@ pub enum PeerEvent {
         /// The topic or pattern.
         topic: String,
     },
+    /// A node stopped serving or subscribing to `topic` (it dropped the responder or the
+    /// subscription; the last of them, where it held several) and lives on.
+    Withdrew {
+        /// The node.
+        node_id: u64,
+        /// Its process.
+        pid: u32,
+        /// What it withdrew.
+        kind: Declaration,
+        /// The topic or pattern.
+        topic: String,
+    },
     /// A node closed the bus or its process died.
     Left(Peer),
 }
@@ -423,6 +442,11 @@ struct Shared {
     reg: Registry,
     entry: usize,
     node_id: u64,
+    /// This node's segment. Its ring and catalog are written with `writer` held; only
+    /// [`Shared::hold`] and [`Held`]'s drop write in place, under `held`.
+    node: NodeSeg,
+    /// What this node's subscriptions and responders declared, by (kind, pattern).
+    held: Mutex<HashMap<(u8, String), HeldCount>>,
     /// Also says whether this process is registered for `membarrier`
     /// (`WriterLock::light`): a publish then needs only a compiler fence before it looks
     /// for sleeping readers, and readers pay for the handshake when they go to sleep.
@@ -433,7 +457,6 @@ struct Shared {
 }
 
 struct Writer {
-    node: NodeSeg,
     /// The next message's sequence number. Kept here and only stored to the segment (its
     /// `write_seq`): what another process may have written there is never read back.
     seq: u64,
@@ -462,14 +485,47 @@ impl Writer {
     /// `checked`: the first message of a topic it has not looked at (listed from there on,
     /// or not listed at all once the catalog is near full), if any (see
     /// `NodeSeg::block_limits`).
-    fn owed(&self) -> impl Fn(usize) -> Option<u64> + '_ {
+    fn owed<'a>(&'a self, node: &'a NodeSeg) -> impl Fn(usize) -> Option<u64> + 'a {
         move |checked| {
             let at = self.listed.partition_point(|&(off, _)| off < checked);
             let listed = self.listed.get(at).map(|&(_, seq)| seq);
-            match (listed, self.node.catalog_full_since()) {
+            match (listed, node.catalog_full_since()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             }
+        }
+    }
+}
+
+/// How many [`Held`] share a declaration, and where the catalog lists it (`None`: the
+/// catalog was full).
+type HeldCount = (usize, Option<usize>);
+
+/// A declaration of a subscription or responder, withdrawn when the last of its kind and
+/// pattern in this node drops ([`Shared::hold`]).
+struct Held {
+    shared: Arc<Shared>,
+    key: (u8, String),
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Held").field(&self.key).finish()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let shared = &self.shared;
+        let mut held = lock(&shared.held);
+        let Some((count, at)) = held.get_mut(&self.key) else {
+            return;
+        };
+        *count -= 1;
+        if let (0, Some(at)) = (*count, *at) {
+            shared.node.catalog_mark(at, true);
+            // Wakes the watches, which look at the catalogs again.
+            shared.reg.bump();
         }
     }
 }
@@ -503,9 +559,11 @@ fn reply_topic(node_id: u64) -> String {
 }
 
 impl Shared {
-    fn declare_locked(&self, w: &mut Writer, kind: u8, topic: &str) -> Result<()> {
+    /// Lists `topic` in the catalog; returns the record's offset (`None`: the catalog is full).
+    fn declare_locked(&self, w: &mut Writer, kind: u8, topic: &str) -> Result<Option<usize>> {
         let seq = w.seq;
-        match w.node.catalog_append(kind, seq, topic)? {
+        let at = self.node.catalog_append(kind, seq, topic)?;
+        match at {
             Some(off) if kind == CAT_PUBLISH => w.listed.push((off, seq)),
             Some(_) => {}
             None => tracing::debug!(topic, "bus catalog full: topic not listed"),
@@ -523,12 +581,39 @@ impl Shared {
         self.reg.add_kinds(self.entry, bits);
         self.reg.bump();
         self.reg.wake_all();
-        Ok(())
+        Ok(at)
     }
 
-    fn declare(&self, kind: u8, topic: &str) -> Result<()> {
-        let mut w = self.writer.lock();
-        self.declare_locked(&mut w, kind, topic)
+    /// Declares that this node subscribes to or serves `pattern` (`kind`) until the returned
+    /// [`Held`] drops. Holders of the same declaration share one catalog record: the first
+    /// lists it (or lists it again, in place), the last to drop withdraws it.
+    fn hold(self: &Arc<Self>, kind: u8, pattern: &str) -> Result<Held> {
+        let mut held = lock(&self.held);
+        let key = (kind, pattern.to_owned());
+        match held.get_mut(&key) {
+            Some((count, at)) => {
+                *count += 1;
+                if *count == 1 {
+                    if let Some(at) = *at {
+                        self.node.catalog_mark(at, false);
+                        self.reg.bump();
+                    }
+                }
+            }
+            None => {
+                // Under `held` too: a drop that withdraws waits, and `Held`'s owners drop
+                // their reader slots before it (a publisher holding `writer` may wait for one).
+                let at = {
+                    let mut w = self.writer.lock();
+                    self.declare_locked(&mut w, kind, pattern)?
+                };
+                held.insert(key.clone(), (1, at));
+            }
+        }
+        Ok(Held {
+            shared: self.clone(),
+            key,
+        })
     }
 
     /// Publishes one message of `kind`.
@@ -552,7 +637,7 @@ impl Shared {
             w.last_topic.clear();
             w.last_topic.push_str(topic);
         }
-        let cap = w.node.capacity();
+        let cap = self.node.capacity();
         if topic.len() + payload.len() > cap {
             return Err(Error::MessageTooLarge {
                 size: payload.len(),
@@ -561,7 +646,7 @@ impl Shared {
             });
         }
         let seq = w.seq;
-        let key = w.node.room_key();
+        let key = self.node.room_key();
         if key != w.room_key || seq >= w.room_until {
             if let Err(e) = self.wait_for_room(&w, seq, wait) {
                 w.timeouts += 1;
@@ -569,11 +654,11 @@ impl Shared {
             }
             // The key first: a reader that joins meanwhile changes it, so the next publish
             // looks again.
-            w.room_key = w.node.room_key();
-            w.room_until = w.node.room_until(seq, w.owed());
+            w.room_key = self.node.room_key();
+            w.room_until = self.node.room_until(seq, w.owed(&self.node));
             let mut entries = std::mem::take(&mut w.reader_entries);
             entries.clear();
-            w.node.for_each_reader_entry(|e| entries.push(e));
+            self.node.for_each_reader_entry(|e| entries.push(e));
             w.reader_entries = entries;
         }
         let h = SlotHeader {
@@ -583,7 +668,7 @@ impl Shared {
             corr,
             reply_to,
         };
-        w.node.write_slot(seq, &h, topic.as_bytes(), payload);
+        self.node.write_slot(seq, &h, topic.as_bytes(), payload);
         w.seq = seq + 1;
         w.published += 1;
         // Pairs with the reader's fence before it sleeps (`sleep_fence`): either the reader
@@ -595,18 +680,18 @@ impl Shared {
         }
         // A reader that joined since the key was read changed it: then its node may sleep
         // without being in the cached list, and every reader's entry is read again.
-        if w.node.readers_sleeping().load(Ordering::Relaxed) == 0 {
+        if self.node.readers_sleeping().load(Ordering::Relaxed) == 0 {
             // Nobody reading this node sleeps: no doorbell to look at.
-        } else if w.node.room_key() == w.room_key {
+        } else if self.node.room_key() == w.room_key {
             for &e in &w.reader_entries {
                 self.reg.wake_node(e);
             }
         } else {
-            w.node.for_each_reader_entry(|e| self.reg.wake_node(e));
+            self.node.for_each_reader_entry(|e| self.reg.wake_node(e));
         }
         if w.published % 1024 == 0 && w.last_reclaim.elapsed() > RESCAN {
             w.last_reclaim = Instant::now();
-            w.node.reclaim_dead_readers();
+            self.node.reclaim_dead_readers();
         }
         Ok(())
     }
@@ -614,8 +699,8 @@ impl Shared {
     /// Waits until every block-policy reader has room for message `seq`, as `wait` allows
     /// (`None`: the URL's timeout, from now).
     fn wait_for_room(&self, w: &Writer, seq: u64, wait: Option<Wait>) -> Result<()> {
-        let node = &w.node;
-        let owed = w.owed();
+        let node = &self.node;
+        let owed = w.owed(node);
         if node.blocking_reader(seq, &owed).is_none() {
             return Ok(());
         }
@@ -678,7 +763,7 @@ struct LocalBus {
     shared: Arc<Shared>,
     replies: Arc<Mutex<Option<Replies>>>,
     next_corr: Arc<AtomicU64>,
-    responders: Arc<Mutex<HashMap<String, (usize, u64)>>>,
+    responders: Arc<Mutex<HashMap<String, Responder>>>,
 }
 
 impl std::fmt::Debug for LocalBus {
@@ -715,9 +800,10 @@ impl LocalBus {
             reg,
             entry,
             node_id,
+            node,
+            held: Mutex::new(HashMap::new()),
             writer: WriterLock::new(
                 Writer {
-                    node,
                     seq: 0,
                     declared: HashSet::new(),
                     published: 0,
@@ -752,12 +838,7 @@ impl LocalBus {
 
     /// The largest payload this node can publish on `topic`.
     pub fn max_message_size(&self, topic: &str) -> usize {
-        self.shared
-            .writer
-            .lock()
-            .node
-            .capacity()
-            .saturating_sub(topic.len())
+        self.shared.node.capacity().saturating_sub(topic.len())
     }
 
     /// Publishes `payload` on `topic`, waiting for `block` subscribers at most the URL's
@@ -793,11 +874,11 @@ impl LocalBus {
         // Attached to the publishers there first, declared after: a publisher that sees the
         // declaration and then publishes is read from then on. (Declared first, a message
         // published between the two was before the subscriber's start and lost unseen.)
-        let sub = LocalSubscriber::new(self.shared.clone(), pattern, opts, &[KIND_MESSAGE])?;
+        let mut sub = LocalSubscriber::new(self.shared.clone(), pattern, opts, &[KIND_MESSAGE])?;
         #[cfg(test)]
         tests::SUBSCRIBE_GAP.with(|gap| std::thread::sleep(gap.get()));
         if declare {
-            self.shared.declare(CAT_SUBSCRIBE, sub.pattern.as_str())?;
+            sub.held = Some(self.shared.hold(CAT_SUBSCRIBE, sub.pattern.as_str())?);
         }
         Ok(sub)
     }
@@ -814,7 +895,7 @@ impl LocalBus {
             overflow: self.shared.url.overflow,
         };
         let mut sub = LocalSubscriber::new(self.shared.clone(), p, opts, &[KIND_REQUEST])?;
-        self.shared.declare(CAT_SERVE, pattern)?;
+        let held = self.shared.hold(CAT_SERVE, sub.pattern.as_str())?;
         let stop = Arc::new(AtomicBool::new(false));
         let shared = self.shared.clone();
         let stop2 = stop.clone();
@@ -848,6 +929,7 @@ impl LocalBus {
         Ok(LocalServe {
             stop,
             thread: Some(thread),
+            _held: held,
         })
     }
 
@@ -908,12 +990,13 @@ impl LocalBus {
         }
     }
 
-    /// Finds a live responder for `topic` (cached per topic while it lives).
+    /// Finds a live responder for `topic` (cached per topic while it lives and its node's
+    /// catalog withdraws nothing).
     fn check_responder(&self, topic: &str) -> Result<()> {
         let reg = &self.shared.reg;
         let own = Some(self.shared.entry);
-        if let Some(&(idx, node)) = lock(&self.responders).get(topic) {
-            if reg.is_live(idx, node, own) {
+        if let Some(r) = lock(&self.responders).get(topic) {
+            if reg.is_live(r.idx, r.node_id, own) && r.seg.catalog_gen() == r.gen {
                 return Ok(());
             }
         }
@@ -924,12 +1007,21 @@ impl LocalBus {
             let Ok(seg) = open_node(&self.shared, v.node_id) else {
                 continue;
             };
+            let gen = seg.catalog_gen();
             let (cat, _) = seg.catalog(0);
             let serves = cat.iter().any(|c| {
-                c.kind == CAT_SERVE && Pattern::parse(&c.topic).is_ok_and(|p| p.matches(topic))
+                c.kind == CAT_SERVE
+                    && !c.withdrawn
+                    && Pattern::parse(&c.topic).is_ok_and(|p| p.matches(topic))
             });
             if serves {
-                lock(&self.responders).insert(topic.to_owned(), (v.idx, v.node_id));
+                let r = Responder {
+                    idx: v.idx,
+                    node_id: v.node_id,
+                    seg,
+                    gen,
+                };
+                lock(&self.responders).insert(topic.to_owned(), r);
                 return Ok(());
             }
         }
@@ -966,7 +1058,7 @@ impl LocalBus {
         BusStats {
             published: w.published,
             timeouts: w.timeouts,
-            readers: w.node.readers(),
+            readers: self.shared.node.readers(),
         }
     }
 
@@ -976,10 +1068,11 @@ impl LocalBus {
     pub fn publish_malformed(&self, raw: &[u8]) -> Result<()> {
         let mut w = self.shared.writer.lock();
         let seq = w.seq;
-        w.node.write_raw_slot(seq, raw)?;
+        self.shared.node.write_raw_slot(seq, raw)?;
         w.seq = seq + 1;
         fence(Ordering::SeqCst);
-        w.node
+        self.shared
+            .node
             .for_each_reader_entry(|e| self.shared.reg.wake_node(e));
         Ok(())
     }
@@ -1006,14 +1099,16 @@ fn open_node(shared: &Shared, node_id: u64) -> Result<NodeSeg> {
     NodeSeg::open(shared.reg.namespace(), node_id)
 }
 
-type PeerCache = HashMap<u64, (NodeSeg, usize, Peer)>;
+/// A node's catalog as read so far: its segment, the bytes read, the
+/// [`NodeSeg::catalog_gen`] they were read at, and what they say.
+type PeerCache = HashMap<u64, (NodeSeg, usize, u32, Peer)>;
 
 fn collect_peers(reg: &Registry, own: Option<usize>, cache: &mut PeerCache) -> Vec<Peer> {
     let views = reg.scan(own);
     cache.retain(|id, _| views.iter().any(|v| v.node_id == *id));
     let mut out = Vec::new();
     for v in views {
-        let (seg, off, peer) = match cache.entry(v.node_id) {
+        let (seg, off, gen, peer) = match cache.entry(v.node_id) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
                 let Ok(seg) = NodeSeg::open(reg.namespace(), v.node_id) else {
@@ -1024,13 +1119,23 @@ fn collect_peers(reg: &Registry, own: Option<usize>, cache: &mut PeerCache) -> V
                     pid: v.pid,
                     ..Peer::default()
                 };
-                e.insert((seg, 0, peer))
+                let gen = seg.catalog_gen();
+                e.insert((seg, 0, gen, peer))
             }
         };
+        let now = seg.catalog_gen();
+        if now != *gen {
+            // A record was withdrawn or declared again: read them all again.
+            *gen = now;
+            *off = 0;
+            peer.publishes.clear();
+            peer.serves.clear();
+            peer.subscribes.clear();
+        }
         let (cat, end) = seg.catalog(*off);
         *off = end;
         for c in cat {
-            if c.topic.starts_with(topic::RESERVED_PREFIX) {
+            if c.withdrawn || c.topic.starts_with(topic::RESERVED_PREFIX) {
                 continue;
             }
             let list = match c.kind {
@@ -1093,6 +1198,14 @@ impl LocalWatch {
                                 topic: t.clone(),
                             });
                         }
+                        for t in before.iter().filter(|t| !after.contains(t)) {
+                            self.queue.push_back(PeerEvent::Withdrew {
+                                node_id: p.node_id,
+                                pid: p.pid,
+                                kind,
+                                topic: t.clone(),
+                            });
+                        }
                     }
                 }
             }
@@ -1130,11 +1243,23 @@ impl LocalWatch {
     }
 }
 
+/// A node found serving a topic ([`LocalBus::check_responder`]'s cache).
+struct Responder {
+    /// Its registry entry.
+    idx: usize,
+    node_id: u64,
+    seg: NodeSeg,
+    /// Its catalog's [`NodeSeg::catalog_gen`] when it was found serving.
+    gen: u32,
+}
+
 /// Stops a responder of `bus://local` when dropped ([`ServeHandle`] wraps it).
 #[derive(Debug)]
 struct LocalServe {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Withdrawn after the thread, and with it the subscription, has ended.
+    _held: Held,
 }
 
 impl Drop for LocalServe {
@@ -1382,6 +1507,9 @@ struct LocalSubscriber {
     any_gone: bool,
     delivered: u64,
     corrupted: u64,
+    /// The declaration (none for reply subscriptions): last, so that it is withdrawn after
+    /// the attachments have let their reader slots go (see [`Shared::hold`]).
+    held: Option<Held>,
 }
 
 impl std::fmt::Debug for LocalSubscriber {
@@ -1423,6 +1551,7 @@ impl LocalSubscriber {
             any_gone: false,
             delivered: 0,
             corrupted: 0,
+            held: None,
         };
         s.scan(true)?;
         Ok(s)
@@ -2779,6 +2908,70 @@ mod tests {
         let peers = bus.peers();
         assert_eq!(peers.len(), 1);
         assert_eq!(peers[0].serves, ["svc/*"]);
+    }
+
+    /// Dropping the last subscription or responder of a pattern withdraws it: peers no longer
+    /// list it, a watch says so, a request fails at once; declaring it again reuses the
+    /// record, so subscribing and dropping in a loop does not fill the catalog.
+    #[test]
+    fn a_dropped_subscription_or_responder_is_withdrawn() {
+        let u = url("withdraw");
+        let a = LocalBus::open(&u).unwrap();
+        let b = LocalBus::open(&u).unwrap();
+        let mut watch = b.watch();
+        let t = Duration::from_secs(5);
+        let of_a = |b: &LocalBus| {
+            let peers = b.peers();
+            let p = peers.iter().find(|p| p.node_id == a.node_id()).unwrap();
+            (p.subscribes.clone(), p.serves.clone())
+        };
+        let mut next = || loop {
+            match watch.next_with(Wait::timeout(t)).unwrap() {
+                PeerEvent::Joined(_) => {}
+                e => return e,
+            }
+        };
+        let s1 = a.subscribe("w/*").unwrap();
+        let s2 = a.subscribe("w/*").unwrap();
+        let declared = PeerEvent::Declared {
+            node_id: a.node_id(),
+            pid: std::process::id(),
+            kind: Declaration::Subscribes,
+            topic: "w/*".into(),
+        };
+        assert_eq!(next(), declared);
+        drop(s1);
+        assert_eq!(of_a(&b).0, ["w/*"], "one of the two still subscribes");
+        drop(s2);
+        assert_eq!(
+            next(),
+            PeerEvent::Withdrew {
+                node_id: a.node_id(),
+                pid: std::process::id(),
+                kind: Declaration::Subscribes,
+                topic: "w/*".into(),
+            }
+        );
+        assert!(of_a(&b).0.is_empty());
+        let catalog_len = |bus: &LocalBus| bus.shared.node.catalog(0).1;
+        let len = catalog_len(&a);
+        for _ in 0..100 {
+            drop(a.subscribe("w/*").unwrap());
+        }
+        assert_eq!(catalog_len(&a), len, "the record is reused");
+        assert!(of_a(&b).0.is_empty());
+        let _s3 = a.subscribe("w/*").unwrap();
+        assert_eq!(of_a(&b).0, ["w/*"]);
+
+        let h = a.serve("svc/*", |m| m.payload().to_vec()).unwrap();
+        assert_eq!(b.request("svc/x", b"1", t).unwrap(), b"1");
+        drop(h);
+        let r = b.request("svc/x", b"2", t);
+        assert!(matches!(r, Err(Error::ConnectionRefused { .. })), "{r:?}");
+        assert!(of_a(&b).1.is_empty());
+        let _h = a.serve("svc/*", |m| m.payload().to_vec()).unwrap();
+        assert_eq!(b.request("svc/x", b"3", t).unwrap(), b"3");
+        assert_eq!(of_a(&b).1, ["svc/*"]);
     }
 
     #[test]

@@ -26,7 +26,7 @@
 //! of the stamps, cursors
 //! and wake-up words are [`super::protocol`]'s (loom-checked there).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use crate::error::{Error, Result};
 use crate::shm::{Segment, SharedBytes};
@@ -60,6 +60,9 @@ const H_SPACE: usize = 24;
 const H_WRITER_WAITING: usize = 28;
 const H_ACTIVE: usize = 32;
 const H_CATALOG_LEN: usize = 40;
+/// Counts the catalog records withdrawn or declared again in place ([`NodeSeg::catalog_mark`]):
+/// a reader that kept what it read by offset reads the whole catalog again when it changes.
+const H_CATALOG_GEN: usize = 44;
 /// 1 + the write sequence at which the catalog became too full to be sure of listing every
 /// topic (see [`catalog_near_full`]), 0 before.
 const H_CATALOG_FULL_SEQ: usize = 48;
@@ -106,9 +109,13 @@ pub(crate) const KIND_REPLY: u8 = 3;
 pub(crate) const CAT_PUBLISH: u8 = 1;
 pub(crate) const CAT_SERVE: u8 = 2;
 pub(crate) const CAT_SUBSCRIBE: u8 = 3;
+/// Set in a record's kind byte while what it declares is withdrawn (a subscription or a
+/// responder dropped while its node lives on).
+const CAT_WITHDRAWN: u8 = 0x80;
 
-/// Marks the node layout (4: reader slots can be parked, the catalog says when it filled).
-struct BusNodeV4;
+/// Marks the node layout (5: catalog records can be withdrawn in place; 4: reader slots can
+/// be parked, the catalog says when it filled).
+struct BusNodeV5;
 
 /// The fixed part of a slot, as the writer fills it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -173,6 +180,8 @@ fn bad_sizes(seq: u64, h: SlotHead, capacity: usize) -> SlotRead {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct CatalogEntry {
     pub kind: u8,
+    /// Its node withdrew it (see [`NodeSeg::catalog_mark`]).
+    pub withdrawn: bool,
     /// The node's write sequence when it declared the topic (its first message on it).
     pub seq: u64,
     pub topic: String,
@@ -240,7 +249,7 @@ impl NodeSeg {
         }
         let seg = Segment::builder(&node_name(namespace, node_id))
             .size(ring_len(slots, slot_bytes))
-            .typed::<BusNodeV4>()
+            .typed::<BusNodeV5>()
             .create()?;
         seg.write(H_SLOTS, &slots)?;
         seg.write(H_SLOT_BYTES, &slot_bytes)?;
@@ -256,7 +265,7 @@ impl NodeSeg {
     /// Opens another node's segment and checks its geometry.
     pub(crate) fn open(namespace: &str, node_id: u64) -> Result<NodeSeg> {
         let name = node_name(namespace, node_id);
-        let seg = Segment::builder(&name).typed::<BusNodeV4>().open()?;
+        let seg = Segment::builder(&name).typed::<BusNodeV5>().open()?;
         let slots: u32 = seg.read(H_SLOTS)?;
         let slot_bytes: u32 = seg.read(H_SLOT_BYTES)?;
         let id: u64 = seg.read(H_NODE)?;
@@ -372,12 +381,44 @@ impl NodeSeg {
             return Ok(None);
         }
         let off = OFF_CATALOG + used;
-        self.seg.write(off, &kind)?;
+        self.catalog_kind(used).store(kind, Ordering::Relaxed);
         self.seg.write(off + 1, &(topic.len() as u8))?;
         self.seg.write(off + 2, &seq)?;
         self.seg.write_bytes(off + 10, topic.as_bytes())?;
         len_word.store((used + rec) as u32, Ordering::Release);
         Ok(Some(used))
+    }
+
+    /// The kind byte of the record at catalog offset `at`, written in place when the record is
+    /// withdrawn or declared again, so always accessed atomically.
+    fn catalog_kind(&self, at: usize) -> &AtomicU8 {
+        assert!(at < CATALOG_BYTES, "a record inside the catalog");
+        // SAFETY: the byte is before `OFF_RING`, inside the mapping (see `u32_at`), and
+        // `AtomicU8` needs no alignment. Another process may access it concurrently; every
+        // access is atomic.
+        unsafe { &*self.seg.as_ptr().add(OFF_CATALOG + at).cast::<AtomicU8>() }
+    }
+
+    /// Withdraws the record this node appended at catalog offset `at` (`catalog_append`'s
+    /// value), or declares it again: its kind byte says which, so a subscription or responder
+    /// made and dropped over and over takes one record, not one per round. Readers see the
+    /// change through [`catalog_gen`](Self::catalog_gen). Only the node's own process calls
+    /// it, one call per record at a time.
+    pub(crate) fn catalog_mark(&self, at: usize, withdrawn: bool) {
+        let kind = self.catalog_kind(at);
+        let k = kind.load(Ordering::Relaxed) & !CAT_WITHDRAWN;
+        kind.store(
+            if withdrawn { k | CAT_WITHDRAWN } else { k },
+            Ordering::Relaxed,
+        );
+        // Release: after the byte, for a reader that reads the count and then the catalog.
+        self.u32_at(H_CATALOG_GEN).fetch_add(1, Ordering::Release);
+    }
+
+    /// How many times records were withdrawn or declared again in place: while it stays the
+    /// same, the records read so far stand as read.
+    pub(crate) fn catalog_gen(&self) -> u32 {
+        self.u32_at(H_CATALOG_GEN).load(Ordering::Acquire)
     }
 
     /// The write sequence from which the catalog may not list every topic published (it was
@@ -404,11 +445,10 @@ impl NodeSeg {
         let mut pos = from;
         while pos + 10 <= end {
             let off = OFF_CATALOG + pos;
-            let (Ok(kind), Ok(len), Ok(seq)) = (
-                self.seg.read::<u8>(off),
-                self.seg.read::<u8>(off + 1),
-                self.seg.read::<u64>(off + 2),
-            ) else {
+            let raw = self.catalog_kind(pos).load(Ordering::Relaxed);
+            let (kind, withdrawn) = (raw & !CAT_WITHDRAWN, raw & CAT_WITHDRAWN != 0);
+            let (Ok(len), Ok(seq)) = (self.seg.read::<u8>(off + 1), self.seg.read::<u64>(off + 2))
+            else {
                 break;
             };
             let len = len as usize;
@@ -422,7 +462,12 @@ impl NodeSeg {
             let Ok(topic) = String::from_utf8(buf) else {
                 break;
             };
-            out.push(CatalogEntry { kind, seq, topic });
+            out.push(CatalogEntry {
+                kind,
+                withdrawn,
+                seq,
+                topic,
+            });
             pos += 10 + len;
         }
         let incomplete = pos < end || catalog_near_full(end);

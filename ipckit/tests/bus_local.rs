@@ -396,7 +396,13 @@ fn request_reply_across_processes() {
         let rep = bus.request("svc/echo/x", req.as_bytes(), T).unwrap();
         assert_eq!(rep, format!("{pid}:{req}").as_bytes());
     }
+    // A responder killed before it answers: the request fails at once, not at its timeout.
+    let b2 = bus.clone();
+    let hung = std::thread::spawn(move || b2.request("svc/echo", b"hang", T * 3));
+    server.expect_line("hanging");
     server.kill();
+    let r = hung.join().unwrap();
+    assert!(matches!(r, Err(Error::Disconnected)), "{r:?}");
     let deadline = Instant::now() + T;
     loop {
         match bus.request("svc/echo", b"x", Duration::from_millis(200)) {

@@ -10,7 +10,8 @@
 //!                                               "in order N batches B"
 //! ipckit-bus-peer serve URL PATTERN             answer requests with "PID:" + the request;
 //!                                               after a request "stop", drop the responder,
-//!                                               print "stopped" and live on
+//!                                               print "stopped" and live on; to a request
+//!                                               "hang", print "hanging" and never answer
 //! ipckit-bus-peer malformed URL TOPIC           publish "before", a malformed slot, "after"
 //! ipckit-bus-peer scribble URL TOPIC MILLIS R    once R subscriptions read it, for MILLIS ms,
 //!                                               publish on TOPIC and write random bytes over
@@ -145,8 +146,15 @@ fn serve(url: &str, pattern: &str) -> ipckit::Result<()> {
     let pid = std::process::id();
     let (stop, stopped) = std::sync::mpsc::channel();
     let h = bus.serve(pattern, move |m| {
-        if m.payload() == b"stop" {
-            let _ = stop.send(());
+        match m.payload() {
+            b"stop" => {
+                let _ = stop.send(());
+            }
+            b"hang" => {
+                say("hanging");
+                std::thread::sleep(T * 3);
+            }
+            _ => {}
         }
         [format!("{pid}:").as_bytes(), m.payload()].concat()
     })?;

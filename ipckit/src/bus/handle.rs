@@ -166,6 +166,8 @@ impl Bus {
     /// Sends a request on `topic` and waits at most `timeout` for the first reply. With no
     /// live responder serving the topic it fails at once with
     /// [`Error::ConnectionRefused`]; with one that does not answer in time, [`Error::Timeout`].
+    /// On `bus://local`, when the last responder serving it dies or drops its responder
+    /// before answering, [`Error::Disconnected`] at once (within 10 ms).
     pub fn request(&self, topic: &str, payload: &[u8], timeout: Duration) -> Result<Vec<u8>> {
         match &self.inner {
             BusInner::Local(b) => b.request(topic, payload, timeout),

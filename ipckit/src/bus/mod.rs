@@ -935,7 +935,9 @@ impl LocalBus {
 
     /// Sends a request on `topic` and waits at most `timeout` for the first reply. With no
     /// live responder serving the topic it fails at once with
-    /// [`Error::ConnectionRefused`]; with one that does not answer in time, [`Error::Timeout`].
+    /// [`Error::ConnectionRefused`]; with one that does not answer in time, [`Error::Timeout`];
+    /// when the last responder serving it dies or drops its responder before answering,
+    /// [`Error::Disconnected`] (within a receive slice, 10 ms, of its going).
     pub fn request(&self, topic: &str, payload: &[u8], timeout: Duration) -> Result<Vec<u8>> {
         validate_topic(topic)?;
         let deadline = Wait::timeout(timeout);
@@ -983,6 +985,17 @@ impl LocalBus {
                         r.stash.clear();
                     }
                     r.stash.insert(msg.corr, msg.take_payload());
+                }
+                Err(Error::Timeout { .. }) if self.check_responder(topic).is_err() => {
+                    // Every responder is gone (or dropped its responder): a reply it sent
+                    // before is in the ring by now, and none will come after.
+                    loop {
+                        match r.sub.recv_into_with(&mut msg, Wait::Never) {
+                            Ok(()) if msg.corr == corr => return Ok(msg.take_payload()),
+                            Ok(()) | Err(Error::Corrupted(_)) => {}
+                            Err(_) => return Err(Error::Disconnected),
+                        }
+                    }
                 }
                 Err(Error::Timeout { .. } | Error::Corrupted(_)) => {}
                 Err(e) => return Err(e),

@@ -6,8 +6,9 @@ Usage: scripts/ab.py ROUNDS MECHS BIN [BIN ...] [-- BENCH ARGS]
 
 Each round runs every binary once (`BIN bench --mech MECHS --json --repeat 1 ARGS`), in
 reverse order every other round, and prints per figure the median over the rounds with the
-range. Where both rows are measured it adds `bus/shm rtt` (bus-local over shm round trip,
-same run) and `fan8/1sub` (bus-fanout-8 over bus-local msg/s). CHRT=1 runs each binary under
+range (ROWS=1 also prints each run's figures as it ends: the host's phase shows in them).
+Where both rows are measured it adds `bus/shm rtt` (bus-local over shm round trip, same
+run) and `fan8/1sub` (bus-fanout-8 over bus-local msg/s). CHRT=1 runs each binary under
 `chrt -f 10` (keep /proc/sys/kernel/sched_rt_runtime_us at its default 950000; a bench
 parent reaping its peer under chrt once spun in the kernel for good, fixed in d72fb8c, see
 docs/BENCHMARKS.md; do not use it with the fan-out rows, whose subscribers outnumber the
@@ -56,6 +57,9 @@ def main():
                 row["bus/shm rtt"] = row["bus-local@64 rtt"] / row["shm@64 rtt"]
             if row.get("bus-fanout-8@64 msg/s") and row.get("bus-local@64 msg/s"):
                 row["fan8/1sub"] = row["bus-fanout-8@64 msg/s"] / row["bus-local@64 msg/s"]
+            if os.environ.get("ROWS"):
+                shown = "  ".join(f"{k}={v:,.4g}" for k, v in sorted(row.items()) if v)
+                print(f"round {r} {os.path.basename(b)}: {shown}", flush=True)
             for k, v in row.items():
                 if v is not None:
                     res[b].setdefault(k, []).append(v)

@@ -6,7 +6,7 @@
 //! - `bus-fanout-2`, `-4`, `-8`: one publisher streaming to 2, 4 or 8 subscriber processes;
 //!   the rate is the messages delivered in total per second (every subscriber gets every
 //!   message: subscriptions use the `block` policy, as deep as the publisher's ring, up to
-//!   1024 messages, so nothing is dropped and the publisher goes at the pace of the
+//!   4096 messages, so nothing is dropped and the publisher goes at the pace of the
 //!   slowest). The publisher writes each message once into its ring, whatever the number
 //!   of subscribers; compare with `bus-local`'s rate (one subscriber). The publisher stays on
 //!   the parent's CPU; the subscribers may run on either of the bench's two CPUs, where the
@@ -36,13 +36,19 @@ const SLACK: Duration = Duration::from_secs(30);
 const EXIT_PATIENCE: Duration = Duration::from_secs(5);
 /// Longest wait for one message of the protocol (a pong, a count).
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Ring memory each node may use: large messages get fewer slots.
-const RING_BUDGET: usize = 32 << 20;
+/// Ring memory each node may use: large messages get fewer slots (64 B: 4096 slots of 512
+/// bytes, 2 MiB; 4 KiB: 1024 slots of 8 KiB; 1 MiB: 16 slots of 2 MiB).
+const RING_BUDGET: usize = 8 << 20;
 /// Most slots a publisher's ring gets (small messages), which is also each subscription's
 /// depth: a block-policy publisher then writes up to half a ring before a slow subscriber
-/// can hold it up, and subscribers read in batches (measured at 64 B, 8 subscribers: depth
-/// 64 delivered 0.54 M msg/s in total, 256: 0.96 M, 1024: 1.62 M, 4096: 1.95 M).
-const MAX_SLOTS: usize = 1024;
+/// can hold it up, and subscribers read in batches. Eight subscribers share two CPUs with
+/// the publisher, so the deeper the ring, the more each does per turn on a CPU. Measured at
+/// 64 B (`ROWS=1 scripts/ab.py 8 bus-local,bus-fanout-8`, the host's middle phase, medians
+/// of 8 alternating runs): 1024 slots delivered 62.6 M msg/s to 8 subscribers and 18.3 M to
+/// one (3.41 times), 4096 slots 88.9 M and 19.0 M (4.54 times), 8192 slots 92.1 M and
+/// 19.4 M (4.76 times). (Earlier, on an older ring: depth 64 delivered 0.54 M msg/s in
+/// total, 256: 0.96 M, 1024: 1.62 M, 4096: 1.95 M.)
+const MAX_SLOTS: usize = 4096;
 
 /// Most messages a subscriber takes per receive ([`ipckit::bus::Subscriber::recv_batch`]).
 const BATCH: usize = 256;

@@ -153,6 +153,46 @@ fn request_reply_timeout_and_no_responder() {
     assert!(matches!(r, Err(Error::ConnectionRefused { .. })), "{r:?}");
 }
 
+/// Two subscriptions of one pattern in a node (two liveliness tokens of one key): dropping
+/// one leaves the pattern declared (events of one node come in order: the marker's
+/// declaration comes after any withdrawal the first drop would have made), dropping both
+/// withdraws it, as on `bus://local`.
+#[test]
+fn a_pattern_stays_declared_while_one_of_its_subscriptions_lives() {
+    let (a, b) = pair("twice", "");
+    let mut watch = b.watch();
+    let s1 = a.subscribe("w/*").unwrap();
+    let s2 = a.subscribe("w/*").unwrap();
+    wait_subscribed(&b, "w/*");
+    drop(s1);
+    let _marker = a.subscribe("marker").unwrap();
+    let deadline = Instant::now() + T;
+    let mut next = || {
+        watch
+            .next_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|e| panic!("no event: {e}"))
+    };
+    loop {
+        match next() {
+            PeerEvent::Withdrew { topic, .. } if topic == "w/*" => {
+                panic!("w/* withdrawn while a subscription to it lives")
+            }
+            PeerEvent::Declared { topic, .. } if topic == "marker" => break,
+            _ => {}
+        }
+    }
+    drop(s2);
+    loop {
+        match next() {
+            PeerEvent::Withdrew { node_id, topic, .. } if topic == "w/*" => {
+                assert_eq!(node_id, a.node_id());
+                break;
+            }
+            _ => {}
+        }
+    }
+}
+
 #[test]
 fn drop_oldest_is_counted_and_block_waits() {
     let (a, b) = pair("ovf", "");

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Peer;
-use ipckit::bus::{Bus, Overflow, PeerEvent, SubscribeOptions};
+use ipckit::bus::{Bus, Overflow, PeerEvent, PeerWatch, SubscribeOptions};
 use ipckit::Error;
 
 const T: Duration = Duration::from_secs(10);
@@ -367,19 +367,12 @@ fn a_scribbling_publisher_gives_messages_or_typed_errors() {
     assert_eq!(dropping.corrupted() + blocking.corrupted(), corrupted);
 }
 
-#[test]
-fn request_reply_across_processes() {
-    let u = url("rr", "");
-    let bus = Bus::open(&u).unwrap();
-    assert!(matches!(
-        bus.request("svc/echo", b"x", T),
-        Err(Error::ConnectionRefused { .. })
-    ));
-    let mut watch = bus.watch();
-    let mut server = Peer::start_bin(PEER, &["serve", &u, "svc/**"]);
+/// Starts a responder process serving `svc/**` on `u` and waits until `watch` sees it (the
+/// liveliness events); returns it and its pid.
+fn start_responder(u: &str, watch: &mut PeerWatch) -> (Peer, u32) {
+    let mut server = Peer::start_bin(PEER, &["serve", u, "svc/**"]);
     server.expect_line("ready");
     let pid = server.id();
-    // The responder appears in the liveliness events.
     let deadline = Instant::now() + T;
     loop {
         match watch.next_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -391,6 +384,19 @@ fn request_reply_across_processes() {
             Err(e) => panic!("responder never seen: {e}"),
         }
     }
+    (server, pid)
+}
+
+#[test]
+fn request_reply_across_processes() {
+    let u = url("rr", "");
+    let bus = Bus::open(&u).unwrap();
+    assert!(matches!(
+        bus.request("svc/echo", b"x", T),
+        Err(Error::ConnectionRefused { .. })
+    ));
+    let mut watch = bus.watch();
+    let (mut server, pid) = start_responder(&u, &mut watch);
     for i in 0..200 {
         let req = format!("hello {i}");
         let rep = bus.request("svc/echo/x", req.as_bytes(), T).unwrap();
@@ -414,20 +420,8 @@ fn request_reply_across_processes() {
     }
     // A responder dropped in a process that lives on is withdrawn: a request fails at once
     // (it used to wait for its whole timeout), and the watch says so.
-    let mut server = Peer::start_bin(PEER, &["serve", &u, "svc/**"]);
-    server.expect_line("ready");
-    let pid = server.id();
+    let (mut server, pid) = start_responder(&u, &mut watch);
     let deadline = Instant::now() + T;
-    loop {
-        match watch.next_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(PeerEvent::Declared { pid: p, topic, .. }) if p == pid && topic == "svc/**" => break,
-            Ok(PeerEvent::Joined(p)) if p.pid == pid && p.serves.contains(&"svc/**".into()) => {
-                break
-            }
-            Ok(_) => {}
-            Err(e) => panic!("responder never seen: {e}"),
-        }
-    }
     assert_eq!(
         bus.request("svc/echo/x", b"stop", T).unwrap(),
         format!("{pid}:stop").as_bytes()

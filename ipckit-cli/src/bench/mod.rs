@@ -12,6 +12,7 @@ mod case;
 mod channel;
 mod claims;
 mod compare;
+mod helper_thread;
 mod html;
 mod line;
 mod machine;

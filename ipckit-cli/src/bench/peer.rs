@@ -73,9 +73,10 @@ pub(super) fn follow_parent(parent_pid: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// Exits the process after `lifetime`, whatever it is doing then.
+/// Exits the process after `lifetime`, whatever it is doing then (from a helper thread apart
+/// from the descriptor table, see [`super::helper_thread`]).
 pub(super) fn exit_at(lifetime: Duration) {
-    std::thread::spawn(move || {
+    super::helper_thread::spawn(move || {
         std::thread::sleep(lifetime);
         eprintln!("still running at its deadline ({} s)", lifetime.as_secs());
         std::process::exit(4);

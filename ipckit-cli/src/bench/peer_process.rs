@@ -11,6 +11,7 @@
 //!   benchmark never hangs.
 
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -19,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use ipckit::{Endpoint, MessageSender, Scheme};
 
-use super::reap;
 use super::wire::WAKE;
+use super::{helper_thread, reap};
 
 /// How long the parent may stay stuck after the peer was killed at the deadline.
 const GRACE: Duration = Duration::from_secs(10);
@@ -91,12 +92,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl PeerProcess {
     /// Watches `child`, which must have been spawned with a piped standard error.
     pub fn watch(mut child: Child, watch: Watch) -> PeerProcess {
-        let stderr_pipe = child.stderr.take();
+        let stderr_pipe = child.stderr.take().map(OwnedFd::from);
         let nudge = watch.nudge.clone();
-        let stderr = std::thread::spawn(move || {
+        // Both threads apart from the descriptor table (see `helper_thread`).
+        let stderr = helper_thread::spawn_with(stderr_pipe, move |pipe| {
             let mut bytes = Vec::new();
-            if let Some(mut pipe) = stderr_pipe {
-                let _ = pipe.read_to_end(&mut bytes);
+            if let Some(pipe) = pipe {
+                let _ = std::fs::File::from(pipe).read_to_end(&mut bytes);
             }
             if let Some(ep) = &nudge {
                 nudge_endpoint(ep);
@@ -107,7 +109,7 @@ impl PeerProcess {
         let deadline = Arc::new(Deadline::default());
         let timer = {
             let (child, deadline) = (Arc::clone(&child), Arc::clone(&deadline));
-            std::thread::spawn(move || enforce_deadline(&child, &deadline, watch))
+            helper_thread::spawn(move || enforce_deadline(&child, &deadline, watch))
         };
         PeerProcess {
             child,

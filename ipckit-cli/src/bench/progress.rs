@@ -3,7 +3,7 @@
 //! nothing until the one-line summary at the end.
 
 use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -24,7 +24,8 @@ impl Progress {
             ) {
                 bar.set_style(style.progress_chars("=> "));
             }
-            bar.enable_steady_tick(Duration::from_millis(200));
+            // No steady tick: its thread would share the descriptor table with the thread
+            // that measures (see `helper_thread`); the bar is drawn at each step instead.
             bar
         });
         Progress {

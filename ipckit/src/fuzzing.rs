@@ -57,6 +57,11 @@ impl ByteSource for Scheduled<'_> {
         true
     }
 
+    // Takes the next header along, as pipes do.
+    fn reads_next_header(&self) -> bool {
+        true
+    }
+
     fn read_head_body(
         &mut self,
         head: &mut [u8; crate::framing::HEADER_LEN],

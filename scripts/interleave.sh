@@ -5,6 +5,8 @@
 #   scripts/interleave.sh rtt    N MECH SIZE BIN...   # median of the runs' RTT medians and p99s
 #   scripts/interleave.sh stream N MECH SIZE BIN...   # median msgs/s of the runs
 #
+# Each binary's line ends with the median of its per-run ratios to the C run of the same round.
+#
 # CMECH names the C mechanism to run beside MECH (default shm_spin), ITERS the round trips
 # (default 50000), DUR the streaming seconds (default 1). Each run is SCHED_FIFO (chrt -f 10)
 # so that nice'd work (a build) cannot preempt it. The kernel throttles real-time tasks for
@@ -42,10 +44,20 @@ for _ in $(seq "$n"); do
   done
 done
 median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+# Median of the per-run ratios to the C run just before: on this host, whose speed shifts
+# between runs, a steadier figure than the ratio of the two medians.
+paired() {
+  paste -d' ' <(echo "$1" | tr ' ' '\n' | grep .) <(echo "$2" | tr ' ' '\n' | grep .) |
+    awk '$2 > 0 {print $1 / $2}' | median
+}
 for k in C "$@"; do
   if [ "$what" = rtt ]; then
-    echo "$k: rtt median $(echo "${med[$k]}" | median) ns (runs: ${med[$k]}) p99 $(echo "${p99[$k]}" | median)"
+    line="$k: rtt median $(echo "${med[$k]}" | median) ns (runs: ${med[$k]}) p99 $(echo "${p99[$k]}" | median)"
+    [ "$k" = C ] || line+=" paired ratio to C $(paired "${med[$k]}" "${med[C]}")"
+    echo "$line"
   else
-    echo "$k: msgs/s median $(echo "${rate[$k]}" | median) (runs: ${rate[$k]})"
+    line="$k: msgs/s median $(echo "${rate[$k]}" | median) (runs: ${rate[$k]})"
+    [ "$k" = C ] || line+=" paired ratio to C $(paired "${rate[$k]}" "${rate[C]}")"
+    echo "$line"
   fi
 done

@@ -99,6 +99,19 @@ pub(crate) trait ByteSink {
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>], wait: Wait) -> Result<usize>;
 }
 
+/// Bytes of the next frame's header a read may ask for after a body of `len` bytes: none
+/// where the source says not to, or where the caller's buffer would then grow past the
+/// read-ahead size (a large message comes in a vector of its own size, and one more system
+/// call per frame is nothing there).
+#[inline]
+fn next_header_len<S: ByteSource + ?Sized>(src: &S, len: usize) -> usize {
+    if len + HEADER_LEN <= READ_AHEAD && src.reads_next_header() {
+        HEADER_LEN
+    } else {
+        0
+    }
+}
+
 /// Reads and appends up to `n` bytes to `v` (at most its spare capacity).
 fn read_append<S: ByteSource + ?Sized>(
     src: &mut S,
@@ -202,7 +215,7 @@ impl FrameReader {
         if self.buffered().is_empty()
             && self.last_len > COPY_OUT_MAX
             && self.last_len <= READ_AHEAD
-            && out.capacity() >= self.last_len + HEADER_LEN
+            && out.capacity() >= self.last_len + next_header_len(src, self.last_len)
             && src.reads_head_and_body()
         {
             return self.recv_direct(src, out, wait);
@@ -246,7 +259,7 @@ impl FrameReader {
         self.start = 0;
         // One frame and, on pipes, the next one's header, which in a stream has usually
         // come: the next frame's body is then read by `recv_headed` into the caller's buffer.
-        let want = HEADER_LEN + self.last_len.max(1) + self.next_header_len(src);
+        let want = HEADER_LEN + self.last_len.max(1) + next_header_len(src, self.last_len);
         let got = read_append(src, &mut self.ahead, want, wait)?;
         if got >= HEADER_LEN {
             let b = &self.ahead[..got];
@@ -277,7 +290,7 @@ impl FrameReader {
         wait: Wait,
     ) -> Result<()> {
         // The body and the next frame's header, as in `recv_small`.
-        let want = self.last_len + self.next_header_len(src);
+        let want = self.last_len + next_header_len(src, self.last_len);
         // Reuses what `out` holds: a stream of one size initialises it once, not per frame.
         // Until a header has come, `out` is as the caller left it (zeros appended within its
         // capacity and taken off again at most).
@@ -326,7 +339,7 @@ impl FrameReader {
             out.truncate(len);
             return Ok(());
         }
-        out.reserve(len + HEADER_LEN - out.len());
+        out.reserve(len + next_header_len(src, len) - out.len());
         self.read_body(src, out, len, wait)
     }
 
@@ -362,7 +375,7 @@ impl FrameReader {
         self.start += HEADER_LEN;
         self.last_len = len;
         out.clear();
-        out.reserve(len + HEADER_LEN);
+        out.reserve(len + next_header_len(src, len));
         let take = len.min(self.buffered().len());
         out.extend_from_slice(&self.ahead[self.start..self.start + take]);
         self.start += take;
@@ -388,7 +401,7 @@ impl FrameReader {
         wait: Wait,
     ) -> Result<()> {
         while out.len() < len {
-            let want = len - out.len() + self.next_header_len(src);
+            let want = len - out.len() + next_header_len(src, len);
             out.reserve(want);
             match read_append(src, out, want, wait) {
                 Ok(0) => return Err(self.truncated(out.len(), len)),
@@ -400,16 +413,6 @@ impl FrameReader {
             self.keep_after_body(out, len);
         }
         Ok(())
-    }
-
-    /// Bytes of the next frame's header a read may ask for after a frame.
-    #[inline]
-    fn next_header_len<S: ByteSource + ?Sized>(&self, src: &S) -> usize {
-        if src.reads_next_header() {
-            HEADER_LEN
-        } else {
-            0
-        }
     }
 
     /// Moves what came after a body (part or all of the next header) from `out` to the

@@ -217,7 +217,7 @@ impl Connection {
 }
 
 impl MessageSender for Connection {
-    #[inline]
+    #[inline(always)]
     fn send_with(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
         match &mut self.inner {
             Inner::Stream(s) => s.send(msg, wait),
@@ -240,7 +240,7 @@ impl MessageSender for Connection {
 }
 
 impl MessageReceiver for Connection {
-    #[inline]
+    #[inline(always)]
     fn recv_into_with(&mut self, buf: &mut Vec<u8>, wait: Wait) -> Result<()> {
         match &mut self.inner {
             Inner::Stream(s) => s.recv_into(buf, wait),

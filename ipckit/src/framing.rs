@@ -113,6 +113,7 @@ fn next_header_len<S: ByteSource + ?Sized>(src: &S, len: usize) -> usize {
 }
 
 /// Reads and appends up to `n` bytes to `v` (at most its spare capacity).
+#[inline(always)]
 fn read_append<S: ByteSource + ?Sized>(
     src: &mut S,
     v: &mut Vec<u8>,
@@ -188,6 +189,7 @@ impl FrameReader {
     }
 
     /// Replaces `out` with the next message.
+    #[inline(always)]
     pub(crate) fn recv<S: ByteSource + ?Sized>(
         &mut self,
         src: &mut S,
@@ -225,7 +227,7 @@ impl FrameReader {
 
     /// The next frame when exactly its header is buffered: the body (and the next header)
     /// with one read straight into `out`.
-    #[inline]
+    #[inline(always)]
     fn recv_headed<S: ByteSource + ?Sized>(
         &mut self,
         src: &mut S,
@@ -248,7 +250,7 @@ impl FrameReader {
     /// [`COPY_OUT_MAX`], are expected: one read of one such frame into the read-ahead
     /// buffer, its body copied out. What [`recv_buffered`](Self::recv_buffered) does, in
     /// fewer steps: this is a small-message stream's whole receive path.
-    #[inline]
+    #[inline(always)]
     fn recv_small<S: ByteSource + ?Sized>(
         &mut self,
         src: &mut S,
@@ -392,7 +394,7 @@ impl FrameReader {
     /// (`DUR=0.5 scripts/interleave.sh stream 8`), ratio to C before -> after: pipe 64 B
     /// 0.88 -> 0.96, 4 KiB 0.86 -> 0.87; FIFO 4 KiB 0.88 -> 0.91, FIFO 64 B 13 % more
     /// messages a second; Unix and TCP unchanged (they do not take the next header).
-    #[inline]
+    #[inline(always)]
     fn read_body<S: ByteSource + ?Sized>(
         &mut self,
         src: &mut S,
@@ -489,6 +491,7 @@ impl FrameWriter {
     }
 
     /// Sends `msg` as one frame.
+    #[inline(always)]
     pub(crate) fn send<S: ByteSink + ?Sized>(
         &mut self,
         dst: &mut S,

@@ -64,6 +64,7 @@ impl StreamConn {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn send(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
         let fd = match &mut self.fds {
             Fds::One(fd) | Fds::Split { tx: Some(fd), .. } => fd,
@@ -86,6 +87,7 @@ impl StreamConn {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn recv_into(&mut self, out: &mut Vec<u8>, wait: Wait) -> Result<()> {
         let fd = match &mut self.fds {
             Fds::One(fd) | Fds::Split { rx: Some(fd), .. } => fd,

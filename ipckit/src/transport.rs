@@ -73,6 +73,7 @@ pub trait MessageSender {
     fn max_message_size(&self) -> usize;
 
     /// Sends, blocking as long as needed.
+    #[inline]
     fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.send_with(msg, Wait::Forever)
     }
@@ -121,6 +122,7 @@ pub trait MessageReceiver {
     }
 
     /// Receives into `buf`, blocking as long as needed.
+    #[inline]
     fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
         self.recv_into_with(buf, Wait::Forever)
     }

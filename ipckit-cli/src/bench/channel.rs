@@ -44,6 +44,7 @@ impl Channel {
     /// Sends a benchmark message (sequence number first, trailer last). `full`: the receiver
     /// compares this one's whole payload, so a loan gets all of it, not only the fields
     /// that change from one message to the next.
+    #[inline(always)]
     pub fn send_data(&mut self, msg: &[u8], full: bool) -> ipckit::Result<()> {
         if self.copies != Copies::None {
             return self.send(msg);
@@ -63,6 +64,7 @@ impl Channel {
     /// Receives a benchmark message into `buf`. Read in place, only its sequence number and
     /// trailer are copied out, unless `full` (the whole payload is to be compared); the
     /// rest of `buf` then keeps whatever it held, at the message's length.
+    #[inline(always)]
     pub fn recv_data(&mut self, buf: &mut Vec<u8>, full: bool) -> ipckit::Result<()> {
         if self.copies == Copies::Both {
             return self.recv_into(buf);
@@ -94,6 +96,7 @@ impl Channel {
 }
 
 impl MessageSender for Channel {
+    #[inline(always)]
     fn send_with(&mut self, msg: &[u8], wait: Wait) -> ipckit::Result<()> {
         match &mut self.outbound {
             Some(tx) => tx.send_with(msg, wait),
@@ -107,6 +110,7 @@ impl MessageSender for Channel {
 }
 
 impl MessageReceiver for Channel {
+    #[inline(always)]
     fn recv_into_with(&mut self, buf: &mut Vec<u8>, wait: Wait) -> ipckit::Result<()> {
         self.inbound.recv_into_with(buf, wait)
     }

@@ -91,6 +91,7 @@ impl DatagramConn {
         self.max
     }
 
+    #[inline(always)]
     pub(crate) fn send(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
         if msg.len() > self.send_max {
             return Err(Error::MessageTooLarge {
@@ -123,6 +124,7 @@ impl DatagramConn {
         self.send_record(&record, wait)
     }
 
+    #[inline(always)]
     fn send_record(&mut self, msg: &[u8], wait: Wait) -> Result<()> {
         let to = match &self.peer {
             Peer::Connected => None,
@@ -157,6 +159,7 @@ impl DatagramConn {
 
     /// Receives one datagram into `out`. With `exact`, first peeks at its size so `out` is
     /// allocated to fit (owned receives); otherwise `out` is grown once to the maximum size.
+    #[inline(always)]
     pub(crate) fn recv_into(&mut self, out: &mut Vec<u8>, wait: Wait, exact: bool) -> Result<()> {
         let want_from = matches!(self.peer, Peer::LastSender(_) | Peer::FirstSender);
         let mut cap = self.max;
@@ -204,6 +207,7 @@ impl DatagramConn {
         Ok(())
     }
 
+    #[inline(always)]
     fn recv_raw(
         &mut self,
         out: &mut Vec<u8>,

@@ -92,6 +92,13 @@ impl IoFd {
     /// `MSG_DONTWAIT`; other descriptors are already in non-blocking mode then). With
     /// [`Wait::Forever`] the call is a plain blocking system call: no `poll`, no extra system
     /// call on the fast path.
+    ///
+    /// Inlined, as is every step above it from `Connection::send_with`/`recv_into_with` on a
+    /// stream or datagram connection: a call frame that is live across the system call costs
+    /// about 16 ns a message on this project's machine (the return predictor after a system
+    /// call, `scripts/call-depth.c`), and the seven such frames of a pipe receive cost
+    /// 64-byte streams a quarter of their rate (docs/BENCHMARKS.md).
+    #[inline(always)]
     pub(crate) fn io<T>(
         &mut self,
         dir: Dir,
@@ -203,6 +210,7 @@ pub(crate) fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
 }
 
 impl crate::framing::ByteSource for IoFd {
+    #[inline(always)]
     fn read_uninit(&mut self, buf: &mut [std::mem::MaybeUninit<u8>], wait: Wait) -> Result<usize> {
         let kind = self.kind;
         let r = self.io(Dir::Read, wait, |fd, dontwait| match kind {
@@ -254,6 +262,7 @@ impl crate::framing::ByteSource for IoFd {
 }
 
 impl crate::framing::ByteSink for IoFd {
+    #[inline(always)]
     fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>], wait: Wait) -> Result<usize> {
         let kind = self.kind;
         let r = self.io(Dir::Write, wait, |fd, dontwait| match kind {

@@ -225,6 +225,7 @@ pub(crate) fn pending_bytes(fd: BorrowedFd<'_>) -> u64 {
 }
 
 /// Sends one datagram (to `to`, or to the connected peer), waiting as `wait` allows.
+#[inline(always)]
 pub(crate) fn send_datagram(
     sock: &mut IoFd,
     msg: &[u8],
@@ -254,6 +255,7 @@ pub(crate) struct Received {
 
 /// Receives one datagram into `out`'s spare capacity (at most `cap` bytes are stored), with
 /// `MSG_TRUNC` so an oversized datagram is detected. `peek` leaves it queued.
+#[inline(always)]
 pub(crate) fn recv_datagram(
     sock: &mut IoFd,
     out: &mut Vec<u8>,

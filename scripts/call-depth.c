@@ -1,7 +1,7 @@
 // What a call frame costs a pipe stream when it is live across the system call: 64-byte
 // messages parent (CPU 0) -> child (CPU 1), each read and write made through DEPTH extra
 // noinline frames that do nothing. On this host (AMD EPYC VM, kernel reporting
-// `spec_rstack_overflow: Safe RET`) each such frame costs about 16 ns a message: DEPTH 0
+// `spec_rstack_overflow: Safe RET`) each such frame costs about 15 ns a message: DEPTH 0
 // 2.8-3.1 M msg/s, 4 2.3-2.8 M, 8 2.0-2.6 M (docs/BENCHMARKS.md, twenty-third session).
 // Hence ipckit's stream and datagram paths are inlined down to the system call.
 //

@@ -95,7 +95,7 @@ impl IoFd {
     ///
     /// Inlined, as is every step above it from `Connection::send_with`/`recv_into_with` on a
     /// stream or datagram connection: a call frame that is live across the system call costs
-    /// about 16 ns a message on this project's machine (the return predictor after a system
+    /// about 15 ns a message on this project's machine (the return predictor after a system
     /// call, `scripts/call-depth.c`), and the seven such frames of a pipe receive cost
     /// 64-byte streams a quarter of their rate (docs/BENCHMARKS.md).
     #[inline(always)]

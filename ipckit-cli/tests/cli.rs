@@ -585,6 +585,20 @@ fn bench_measures_rpc_and_signal_round_trips() {
     }
 }
 
+/// The default sizes include 1 MiB, more than a pipe holds: every byte-stream transport
+/// carries it. (A FIFO peer used to wait out its accept: a blocking write larger than the
+/// pipe is reported to inotify only when it returns, `sys::fifo::Watch::sleep`.)
+#[test]
+fn bench_carries_a_mebibyte_on_every_stream() {
+    let rows = bench_rows("pipe,fifo,unix,tcp", "1048576", "20");
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for row in &rows {
+        assert!(row.get("error").is_none(), "{row}");
+        assert!(row["rtt_ns_median"].as_u64().unwrap_or(0) > 0, "{row}");
+        assert!(row["msgs_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{row}");
+    }
+}
+
 #[test]
 fn bench_skips_what_a_mechanism_cannot_carry() {
     let f = run(

@@ -128,9 +128,10 @@ pub(crate) fn remove_file_if(path: &Path, kind: FileType) {
 /// life). In C, one `poll` of a FIFO's read end before a 64-byte stream cut it from 1.4-1.6
 /// M to 0.94-1.14 M msg/s here (`scripts/pollusage.c`, see
 /// docs/BENCHMARKS.md). So this counts the bytes there (`FIONREAD`, which polls nothing)
-/// and sleeps on an inotify watch of the FIFO's inode for writes; where inotify is not to
-/// be had (no `/proc`, the per-user instance limit), it sleeps in slices of up to
-/// [`UNWATCHED_SLICE`] instead.
+/// and sleeps on an inotify watch of the FIFO's inode for writes, looking again at least
+/// every [`WATCHED_SLICE`] (a blocking write larger than the pipe is reported only when it
+/// returns); where inotify is not to be had (no `/proc`, the per-user instance limit), it
+/// sleeps in slices of up to [`UNWATCHED_SLICE`] instead.
 pub(crate) fn wait_fifo_data(fd: BorrowedFd<'_>, wait: Wait) -> Result<()> {
     if has_data(fd)? {
         return Ok(());
@@ -168,6 +169,10 @@ fn has_data(fd: BorrowedFd<'_>) -> Result<bool> {
 
 /// The longest sleep between two looks of [`wait_fifo_data`] without inotify.
 const UNWATCHED_SLICE: Duration = Duration::from_millis(10);
+
+/// The longest sleep between two looks of [`wait_fifo_data`] with an inotify watch (see
+/// [`Watch::sleep`]).
+const WATCHED_SLICE: Duration = Duration::from_millis(10);
 
 std::thread_local! {
     /// The calling thread's inotify instance for [`wait_fifo_data`], made on first use and
@@ -223,13 +228,20 @@ struct Watch {
 }
 
 impl Watch {
-    /// Sleeps until the watched file is written to or `wait` runs out (one slice, if the
-    /// thread's instance is gone: only while the thread exits).
+    /// Sleeps until the watched file is written to, [`WATCHED_SLICE`] has passed or `wait`
+    /// runs out (one slice of [`UNWATCHED_SLICE`], if the thread's instance is gone: only
+    /// while the thread exits). Not longer: the kernel reports a write when the `write`
+    /// call returns, and a blocking write of more than the pipe holds returns only after
+    /// this reader has read, so its first bytes are seen by looking again.
     fn sleep(&self, wait: Wait) -> Result<()> {
+        let slice = wait.slice(WATCHED_SLICE)?;
         match with_watcher(|ino| {
-            let woke = super::fd::poll_one(ino, PollFlags::IN, wait);
+            let woke = super::fd::poll_one(ino, PollFlags::IN, Wait::timeout(slice));
             drain_events(ino);
-            woke.map(drop)
+            match woke {
+                Ok(_) | Err(Error::Timeout { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
         }) {
             Some(woke) => woke,
             None => {
@@ -321,6 +333,40 @@ mod tests {
             let mut b = [0u8; 4];
             assert_eq!(rustix::io::read(&rx, &mut b).unwrap(), 1);
         }
+    }
+
+    /// A blocking write of more than the pipe holds is inside `write` until the reader reads,
+    /// and the kernel reports a write to inotify only when it returns: the wait must still
+    /// end, and soon (it looks again every [`WATCHED_SLICE`]).
+    #[test]
+    fn a_wait_sees_a_write_larger_than_the_pipe() {
+        let (_dir, path) = fifo("large");
+        let rx = open_fifo(&path, false).unwrap();
+        let tx = open_fifo(&path, true).unwrap();
+        rustix::fs::fcntl_setfl(&tx, rustix::fs::OFlags::empty()).unwrap();
+        const BIG: usize = 1 << 20;
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let big = vec![7u8; BIG];
+            let mut done = 0;
+            while done < BIG {
+                done += rustix::io::write(&tx, &big[done..]).unwrap();
+            }
+        });
+        let t0 = Instant::now();
+        wait_fifo_data(
+            rx.as_fd(),
+            Wait::Until(Instant::now() + Duration::from_secs(5)),
+        )
+        .unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        rustix::fs::fcntl_setfl(&rx, rustix::fs::OFlags::empty()).unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut got = 0;
+        while got < BIG {
+            got += rustix::io::read(&rx, &mut buf).unwrap();
+        }
+        writer.join().unwrap();
     }
 
     /// The thread's instance as it is, without making one: its descriptor and maker.

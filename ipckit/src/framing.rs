@@ -112,6 +112,13 @@ fn next_header_len<S: ByteSource + ?Sized>(src: &S, len: usize) -> usize {
     }
 }
 
+/// The body length a frame header at the start of `b` (at least [`HEADER_LEN`] bytes)
+/// states.
+#[inline(always)]
+fn frame_len(b: &[u8]) -> usize {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+}
+
 /// Reads and appends up to `n` bytes to `v` (at most its spare capacity).
 #[inline(always)]
 fn read_append<S: ByteSource + ?Sized>(
@@ -235,7 +242,7 @@ impl FrameReader {
         wait: Wait,
     ) -> Result<()> {
         let b = &self.ahead[self.start..];
-        let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        let len = frame_len(b);
         if len > self.max {
             return self.recv_buffered(src, out, wait);
         }
@@ -265,7 +272,7 @@ impl FrameReader {
         let got = read_append(src, &mut self.ahead, want, wait)?;
         if got >= HEADER_LEN {
             let b = &self.ahead[..got];
-            let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+            let len = frame_len(b);
             if len <= self.max && got - HEADER_LEN >= len {
                 out.clear();
                 out.extend_from_slice(&b[HEADER_LEN..HEADER_LEN + len]);
@@ -366,7 +373,7 @@ impl FrameReader {
             }
         }
         let b = self.buffered();
-        let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        let len = frame_len(b);
         if len > self.max {
             self.desynchronized = true;
             return Err(Error::IncomingTooLarge {

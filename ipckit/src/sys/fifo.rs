@@ -364,7 +364,9 @@ mod tests {
         let mut buf = vec![0u8; 1 << 16];
         let mut got = 0;
         while got < BIG {
-            got += rustix::io::read(&rx, &mut buf).unwrap();
+            let n = rustix::io::read(&rx, &mut buf).unwrap();
+            assert!(n > 0, "the writer stopped after {got} bytes");
+            got += n;
         }
         writer.join().unwrap();
     }
